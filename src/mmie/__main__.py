@@ -1,0 +1,5 @@
+"""Allow ``python -m mmie``."""
+
+from mmie.cli import main
+
+raise SystemExit(main())
