@@ -12,7 +12,7 @@ from mmie import __version__  # noqa: E402
 
 project = "mmie"
 author = "mmie developers"
-copyright = "2026, mmie developers"  # noqa: A001
+copyright = "2026, mmie developers"
 release = __version__
 version = ".".join(__version__.split(".")[:2])
 
@@ -61,9 +61,7 @@ _intersphinx_targets = {
     "peft": "https://huggingface.co/docs/peft/main/en/",
 }
 intersphinx_mapping = {
-    name: (url, str(_INV / f"{name}.inv"))
-    for name, url in _intersphinx_targets.items()
-    if (_INV / f"{name}.inv").exists()
+    name: (url, str(_INV / f"{name}.inv")) for name, url in _intersphinx_targets.items()
 }
 intersphinx_timeout = 5
 

