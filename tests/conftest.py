@@ -14,7 +14,8 @@ settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True
 settings.register_profile("dev", deadline=None, max_examples=25)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Tiny models gain nothing from intra-op threads; one thread avoids oversubscription.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
