@@ -21,6 +21,7 @@ __all__ = [
     "MmieWarning",
     "ReconstructionError",
     "SmallSampleWarning",
+    "TrainingError",
     "TruncationWarning",
 ]
 
@@ -62,6 +63,12 @@ class ReconstructionError(MmieError, ValueError):
 
     Typical causes: the wrong architecture in the config (a TopK SAE read as ReLU), weights
     stored transposed, or the SAE was trained on another layer or model.
+    """
+
+
+class TrainingError(MmieError, RuntimeError):
+    """Training failed to do anything useful: a loss became non-finite, or the trained
+    weights did not change (e.g. LoRA's ``lora_B`` stayed zero because no gradient reached it).
     """
 
 

@@ -1,0 +1,170 @@
+"""Per-seed arms: built on the one base model, released exactly, memory flat over seeds."""
+
+from __future__ import annotations
+
+import gc
+import os
+import weakref
+
+import pytest
+import torch
+from transformers import PreTrainedModel
+
+from mmie.hooks import mmie_hooks
+from mmie.lifecycle import lora_arm, reft_arm
+from mmie.models import count_live_models, tokenize
+from mmie.reft import LoReFTConfig
+from mmie.testing import tiny_causal_lm
+from mmie.unlearn import UnlearnConfig
+
+FORGET = ["नमस्ते दुनिया", "मेरा नाम राम है", "यह एक परीक्षण है", "हिंदी पाठ यहाँ"]
+RETAIN = ["hello world", "my name is ram", "this is a test", "english text here"]
+CONFIG = UnlearnConfig(steps=3, lr=1e-2, batch_size=4)
+REFT = LoReFTConfig(layers=(0, 1), rank=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _logits(model, tokenizer):
+    with torch.no_grad():
+        return model(**tokenize(tokenizer, FORGET + RETAIN, padding_side="right")).logits
+
+
+def _snapshot(model):
+    """Everything an arm could leave behind on the base model."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "training": model.training,
+        "modules": [(n, type(m)) for n, m in model.named_modules()],
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()),
+        "attrs": set(vars(model)),
+    }
+
+
+def _assert_restored(model, snap):
+    now = _snapshot(model)
+    assert now["modules"] == snap["modules"]
+    assert now["requires_grad"] == snap["requires_grad"]
+    assert now["training"] == snap["training"]
+    assert now["hooks"] == snap["hooks"]
+    assert now["attrs"] == snap["attrs"]
+    assert now["state"].keys() == snap["state"].keys()
+    assert all(torch.equal(now["state"][k], v) for k, v in snap["state"].items())
+    assert not mmie_hooks(model)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_lora_arm_trains_then_restores_the_base_exactly(tokenizer, tiny_llama):
+    snap = _snapshot(tiny_llama)
+    base_logits = _logits(tiny_llama, tokenizer)
+    with lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, seed=1, config=CONFIG) as arm:
+        assert arm.config.seed == 1
+        assert not torch.equal(_logits(arm.model, tokenizer), base_logits)
+        with arm.model.disable_adapter():
+            assert torch.equal(_logits(arm.model, tokenizer), base_logits)
+        lora_ref = weakref.ref(next(p for n, p in arm.model.named_parameters() if "lora_B" in n))
+    del arm
+    gc.collect()
+    assert lora_ref() is None  # the adapter weights are gone
+    _assert_restored(tiny_llama, snap)
+    assert torch.equal(_logits(tiny_llama, tokenizer), base_logits)
+
+
+def test_reft_arm_trains_then_detaches(tokenizer, tiny_llama):
+    snap = _snapshot(tiny_llama)
+    base_logits = _logits(tiny_llama, tokenizer)
+    with reft_arm(
+        tiny_llama, tokenizer, FORGET, RETAIN, seed=2, reft_config=REFT, config=CONFIG
+    ) as arm:
+        assert arm.adapter.attached
+        assert arm.adapter.config.seed == 2
+        assert not torch.equal(_logits(tiny_llama, tokenizer), base_logits)
+        param_ref = weakref.ref(next(iter(arm.adapter.parameters())))
+    del arm
+    gc.collect()
+    assert param_ref() is None
+    _assert_restored(tiny_llama, snap)
+    assert torch.equal(_logits(tiny_llama, tokenizer), base_logits)
+
+
+@pytest.mark.parametrize("kind", ["lora", "reft"])
+def test_arm_is_released_when_the_body_raises(kind, tokenizer, tiny_llama):
+    snap = _snapshot(tiny_llama)
+    arm_cm = (
+        lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, seed=0, config=CONFIG)
+        if kind == "lora"
+        else reft_arm(
+            tiny_llama, tokenizer, FORGET, RETAIN, seed=0, reft_config=REFT, config=CONFIG
+        )
+    )
+    with pytest.raises(KeyError, match="boom"), arm_cm:
+        raise KeyError("boom")
+    _assert_restored(tiny_llama, snap)
+
+
+def test_arm_is_released_when_training_fails(tokenizer, tiny_llama):
+    snap = _snapshot(tiny_llama)
+    with (
+        pytest.raises(ValueError, match="forget must contain"),
+        lora_arm(tiny_llama, tokenizer, [], RETAIN, seed=0, config=CONFIG),
+    ):
+        pass
+    _assert_restored(tiny_llama, snap)
+
+
+def test_arms_differ_by_seed(tokenizer, tiny_llama):
+    outs = []
+    for seed in (0, 1, 0):
+        with lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, seed=seed, config=CONFIG) as arm:
+            outs.append(_logits(arm.model, tokenizer))
+    assert torch.equal(outs[0], outs[2])
+    assert not torch.equal(outs[0], outs[1])
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _live_model_ids() -> set[int]:
+    gc.collect()
+    return {id(o) for o in gc.get_objects() if issubclass(type(o), PreTrainedModel)}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+def test_ten_seeds_keep_one_model_and_flat_memory(tokenizer):
+    others = count_live_models()  # models other tests may still hold
+    model = tiny_causal_lm("llama", hidden_size=64, num_layers=2)
+    live_before = _live_model_ids()
+    assert count_live_models() == others + 1
+    snap = _snapshot(model)
+    base_logits = _logits(model, tokenizer)
+    rss = []
+    for seed in range(10):
+        with lora_arm(model, tokenizer, FORGET, RETAIN, seed=seed, config=CONFIG) as arm:
+            _logits(arm.model, tokenizer)  # evaluate
+            if seed == 0:  # counting runs the garbage collector: once per kind is enough
+                assert count_live_models() == others + 1
+        del arm
+        with reft_arm(
+            model, tokenizer, FORGET, RETAIN, seed=seed, reft_config=REFT, config=CONFIG
+        ) as arm:
+            _logits(model, tokenizer)
+            if seed == 0:
+                assert count_live_models() == others + 1
+        del arm
+        rss.append(_rss_bytes())  # the release already ran the garbage collector
+    assert count_live_models() == others + 1  # exactly one model of ours: the base
+    assert _live_model_ids() == live_before  # not even a replaced copy
+    growth = (rss[-1] - rss[0]) / rss[0]
+    assert growth < 0.05, f"RSS grew {growth:.1%} from seed 1 to seed 10: {rss}"
+    _assert_restored(model, snap)
+    assert torch.equal(_logits(model, tokenizer), base_logits)
