@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "MmieWarning": "mmie.errors",
     "ReconstructionError": "mmie.errors",
     "SmallSampleWarning": "mmie.errors",
+    "TrainingError": "mmie.errors",
     "TruncationWarning": "mmie.errors",
     # core: stats
     "ConfidenceInterval": "mmie.stats",
@@ -64,8 +65,111 @@ _EXPORTS: dict[str, str] = {
     "Activations": "mmie.activations",
     "collect_activations": "mmie.activations",
     # interventions: sae, gate, scrub, reft, generation
+    "ReconstructionReport": "mmie.sae",
+    "SAEConfig": "mmie.sae",
+    "SAEQuality": "mmie.sae",
+    "SAETrainingStats": "mmie.sae",
+    "SparseAutoencoder": "mmie.sae",
+    "check_reconstruction": "mmie.sae",
+    "sae_quality": "mmie.sae",
+    "train_sae": "mmie.sae",
+    "train_sae_on_model": "mmie.sae",
+    "SAEGate": "mmie.gate",
+    "LeaceEraser": "mmie.leace",
+    "LeaceFitter": "mmie.leace",
+    "Scrubber": "mmie.scrub",
+    "fit_scrubber": "mmie.scrub",
+    "LoReFTConfig": "mmie.reft",
+    "LoReFTIntervention": "mmie.reft",
+    "ReFTAdapter": "mmie.reft",
+    "DynamicGatingProcessor": "mmie.generation",
+    "SequenceGate": "mmie.generation",
+    "generate": "mmie.generation",
     # evaluation: lid, metrics, selection
+    "Cld3Detector": "mmie.lid",
+    "Detection": "mmie.lid",
+    "Detector": "mmie.lid",
+    "EnsembleDetector": "mmie.lid",
+    "FastLangDetectDetector": "mmie.lid",
+    "RomanizedHindiDetector": "mmie.lid",
+    "ScriptDetector": "mmie.lid",
+    "script_counts": "mmie.lid",
+    "script_of_char": "mmie.lid",
+    "script_token_mask": "mmie.lid",
+    "ExtractionStrength": "mmie.metrics",
+    "KLResult": "mmie.metrics",
+    "LanguageLeakage": "mmie.metrics",
+    "MIAResult": "mmie.metrics",
+    "PerplexityResult": "mmie.metrics",
+    "ProbeResult": "mmie.metrics",
+    "ScriptMassResult": "mmie.metrics",
+    "cross_lingual_leakage": "mmie.metrics",
+    "detached": "mmie.metrics",
+    "extraction_strength": "mmie.metrics",
+    "membership_inference": "mmie.metrics",
+    "mia_auc": "mmie.metrics",
+    "mia_scores": "mmie.metrics",
+    "perplexity": "mmie.metrics",
+    "probe_auc": "mmie.metrics",
+    "script_mass": "mmie.metrics",
+    "token_kl": "mmie.metrics",
+    "ActivationCache": "mmie.selection",
+    "LayerSelection": "mmie.selection",
+    "linear_cka": "mmie.selection",
+    "mean_difference_cosine": "mmie.selection",
+    "procrustes_distance": "mmie.selection",
+    "select_layers": "mmie.selection",
+    "FeatureSelection": "mmie.features",
+    "FeatureStats": "mmie.features",
+    "contrast_features": "mmie.features",
+    "feature_stats": "mmie.features",
+    "script_invariant_features": "mmie.features",
+    "threshold_features": "mmie.features",
     # experiment: unlearn, data, experiment
+    "ga_loss": "mmie.objectives",
+    "graddiff_loss": "mmie.objectives",
+    "kl_retain_loss": "mmie.objectives",
+    "npo_loss": "mmie.objectives",
+    "predicted_token_mask": "mmie.objectives",
+    "sequence_logprobs": "mmie.objectives",
+    "token_logprobs": "mmie.objectives",
+    "token_nll": "mmie.objectives",
+    "ReFTUnlearnResult": "mmie.unlearn",
+    "StepRecord": "mmie.unlearn",
+    "UnlearnConfig": "mmie.unlearn",
+    "UnlearnResult": "mmie.unlearn",
+    "ValidationRecord": "mmie.unlearn",
+    "default_lora_targets": "mmie.unlearn",
+    "load_lora": "mmie.unlearn",
+    "save_lora": "mmie.unlearn",
+    "unlearn_lora": "mmie.unlearn",
+    "unlearn_reft": "mmie.unlearn",
+    "lora_arm": "mmie.lifecycle",
+    "reft_arm": "mmie.lifecycle",
+    "BUNDLED_SETS": "mmie.datasets",
+    "load_texts": "mmie.datasets",
+    "split_texts": "mmie.datasets",
+    "demo_model_path": "mmie.demo",
+    "load_demo_model": "mmie.demo",
+    "ArmConfig": "mmie.config",
+    "DataConfig": "mmie.config",
+    "ExperimentConfig": "mmie.config",
+    "GateConfig": "mmie.config",
+    "GenerationConfig": "mmie.config",
+    "SAETrainingConfig": "mmie.config",
+    "SelectionConfig": "mmie.config",
+    "demo_config": "mmie.config",
+    "load_config": "mmie.config",
+    "ExperimentResult": "mmie.experiment",
+    "UnitFailure": "mmie.experiment",
+    "aggregate": "mmie.experiment",
+    "run_experiment": "mmie.experiment",
+    "ArmDecision": "mmie.gates",
+    "GateResult": "mmie.gates",
+    "Report": "mmie.report",
+    "plot_report": "mmie.report",
+    "report_schema": "mmie.report",
+    "validate_report": "mmie.report",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -86,6 +190,19 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.activations import Activations, collect_activations
+    from mmie.config import (
+        ArmConfig,
+        DataConfig,
+        ExperimentConfig,
+        GateConfig,
+        GenerationConfig,
+        SAETrainingConfig,
+        SelectionConfig,
+        demo_config,
+        load_config,
+    )
+    from mmie.datasets import BUNDLED_SETS, load_texts, split_texts
+    from mmie.demo import demo_model_path, load_demo_model
     from mmie.errors import (
         CheckpointError,
         ConfigError,
@@ -96,8 +213,21 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         MmieWarning,
         ReconstructionError,
         SmallSampleWarning,
+        TrainingError,
         TruncationWarning,
     )
+    from mmie.experiment import ExperimentResult, UnitFailure, aggregate, run_experiment
+    from mmie.features import (
+        FeatureSelection,
+        FeatureStats,
+        contrast_features,
+        feature_stats,
+        script_invariant_features,
+        threshold_features,
+    )
+    from mmie.gate import SAEGate
+    from mmie.gates import ArmDecision, GateResult
+    from mmie.generation import DynamicGatingProcessor, SequenceGate, generate
     from mmie.hooks import (
         BlockIntervention,
         HookSet,
@@ -105,6 +235,39 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         interventions,
         mmie_hooks,
         remove_mmie_hooks,
+    )
+    from mmie.leace import LeaceEraser, LeaceFitter
+    from mmie.lid import (
+        Cld3Detector,
+        Detection,
+        Detector,
+        EnsembleDetector,
+        FastLangDetectDetector,
+        RomanizedHindiDetector,
+        ScriptDetector,
+        script_counts,
+        script_of_char,
+        script_token_mask,
+    )
+    from mmie.lifecycle import lora_arm, reft_arm
+    from mmie.metrics import (
+        ExtractionStrength,
+        KLResult,
+        LanguageLeakage,
+        MIAResult,
+        PerplexityResult,
+        ProbeResult,
+        ScriptMassResult,
+        cross_lingual_leakage,
+        detached,
+        extraction_strength,
+        membership_inference,
+        mia_auc,
+        mia_scores,
+        perplexity,
+        probe_auc,
+        script_mass,
+        token_kl,
     )
     from mmie.models import (
         block_device,
@@ -122,7 +285,39 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         tokenize,
         unwrap_model,
     )
+    from mmie.objectives import (
+        ga_loss,
+        graddiff_loss,
+        kl_retain_loss,
+        npo_loss,
+        predicted_token_mask,
+        sequence_logprobs,
+        token_logprobs,
+        token_nll,
+    )
+    from mmie.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
+    from mmie.report import Report, plot_report, report_schema, validate_report
+    from mmie.sae import (
+        ReconstructionReport,
+        SAEConfig,
+        SAEQuality,
+        SAETrainingStats,
+        SparseAutoencoder,
+        check_reconstruction,
+        sae_quality,
+        train_sae,
+        train_sae_on_model,
+    )
+    from mmie.scrub import Scrubber, fit_scrubber
     from mmie.seeding import seed_context, set_seed
+    from mmie.selection import (
+        ActivationCache,
+        LayerSelection,
+        linear_cka,
+        mean_difference_cosine,
+        procrustes_distance,
+        select_layers,
+    )
     from mmie.stats import (
         ConfidenceInterval,
         PermutationTestResult,
@@ -130,4 +325,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         holm_bonferroni,
         paired_permutation_test,
         permutation_test,
+    )
+    from mmie.unlearn import (
+        ReFTUnlearnResult,
+        StepRecord,
+        UnlearnConfig,
+        UnlearnResult,
+        ValidationRecord,
+        default_lora_targets,
+        load_lora,
+        save_lora,
+        unlearn_lora,
+        unlearn_reft,
     )

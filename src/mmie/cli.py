@@ -2,9 +2,19 @@
 
 Subcommands:
 
+* ``mmie demo`` — the embedded default study (bundled demo model and data, every arm, three
+  seeds) on the CPU; ``--quick`` for a smaller version.
+* ``mmie run CONFIG`` — a study from a TOML or JSON config file; ``--seed``/``--arm`` run a
+  subset (one job of a job array), and rerunning resumes from the result shards.
+* ``mmie aggregate DIR...`` — merge the shards of several output directories into one
+  report.
 * ``mmie version`` — print the installed version and the versions of key dependencies.
 
-The CLI is the only place in mmie that configures logging handlers or seeds global RNGs.
+Exit status: 0 on success, 1 when a (seed, arm) run failed (it is recorded in the report),
+2 on a usage, configuration or data error.
+
+The CLI is the only place in mmie that configures logging handlers, seeds global RNGs or
+sets torch's thread count.
 """
 
 from __future__ import annotations
@@ -13,10 +23,25 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from mmie._version import __version__
 
 logger = logging.getLogger(__name__)
+
+_EPILOG = """\
+examples:
+  mmie demo                          # the whole embedded study, 1-2 minutes on a CPU
+  mmie demo --quick --out /tmp/demo  # a smaller study
+  mmie run study.toml                # run (or resume) a study from its config
+  mmie run study.toml --seed 3 --arm lora --out results/job3   # one job of a job array
+  mmie aggregate results/job*        # merge the jobs' shards into one report
+
+Outputs (in the output directory): shards/ (one JSON file per seed and arm), artifacts/
+(SAEs per seed), report.json (schema: mmie/report_schema.json), report.md, plots/ (with
+the plot extra). Exit status: 0 ok, 1 some (seed, arm) runs failed, 2 usage or config error.
+"""
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -32,6 +57,123 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    logger.info("torch uses %d CPU thread(s)", threads)
+
+
+def _print_outcome(result: Any) -> int:
+    report = result.report
+    print(report.data["summary"]["text"])
+    print()
+    for name, decision in report.decisions.items():
+        print(f"  {name:<24} {decision}")
+    print()
+    for key in ("markdown", "json"):
+        if key in result.paths:
+            print(f"{key:>8}: {result.paths[key]}")
+    for key, path in sorted(result.paths.items()):
+        if key.startswith("plot:"):
+            print(f"{'plot':>8}: {path}")
+    if result.failures:
+        print(f"\n{len(result.failures)} run(s) failed (rerun the same command to retry them):")
+        for f in result.failures:
+            print(f"  seed {f.seed}, {f.arm}: {f.error}")
+        return 1
+    return 0
+
+
+def _run(config: Any, args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from mmie.experiment import run_experiment
+    from mmie.seeding import set_seed
+
+    _set_threads(args.threads)
+    set_seed(min(config.seeds))
+    with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+        result = run_experiment(
+            config,
+            seeds=args.seed,
+            arms=args.arm,
+            resume=not args.no_resume,
+            show_progress=not args.no_progress,
+        )
+    return _print_outcome(result)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mmie.config import demo_config
+
+    config = demo_config(quick=args.quick, output_dir=args.out)
+    return _run(config, args)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mmie.config import load_config
+
+    config = load_config(args.config)
+    if args.out is not None:
+        config = config.replace(output_dir=args.out)
+    return _run(config, args)
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    from mmie.experiment import aggregate
+
+    out = args.out if args.out is not None else args.dirs[0]
+    report = aggregate(args.dirs, output_dir=out, plots=False if args.no_plots else None)
+    print(report.data["summary"]["text"])
+    print()
+    for name, decision in report.decisions.items():
+        print(f"  {name:<24} {decision}")
+    print(f"\nreport: {Path(out) / 'report.md'}")
+    return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
+    p.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        metavar="S",
+        help="run only this seed (repeatable; must be in the config's seeds)",
+    )
+    p.add_argument(
+        "--arm",
+        action="append",
+        metavar="A",
+        help="run only this arm, by name (repeatable; must be in the config's arms)",
+    )
+    p.add_argument(
+        "--out",
+        default=out_default,
+        metavar="DIR",
+        help=(
+            "output directory for shards, artifacts and reports"
+            + (f" (default: {out_default})" if out_default else " (default: the config's)")
+        ),
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="recompute the requested runs even when their shards exist",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: torch's own choice"
+        + ("; the demo uses 1, fastest for its tiny model)" if out_default else ")"),
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``mmie`` command (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -40,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Multilingual machine-unlearning interventions and their evaluation on "
             "Hugging Face causal language models."
         ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--log-level",
@@ -48,6 +192,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="verbosity of mmie's log messages on stderr (default: INFO)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_demo = sub.add_parser(
+        "demo",
+        help="run the embedded default study (demo model, bundled data, CPU)",
+        description=(
+            "Run the embedded default study: the bundled tiny demo model and multilingual "
+            "data; layer selection, SAEs, the LoRA, ReFT, SAE-gate, scrub and dynamic-gate "
+            "arms over three seeds; intervals, gates and a report. Resumes when rerun."
+        ),
+    )
+    p_demo.add_argument(
+        "--quick", action="store_true", help="fewer texts and two seeds (about a minute)"
+    )
+    _add_run_options(p_demo, out_default="mmie-demo")
+    p_demo.set_defaults(func=_cmd_demo, threads_default=1)
+
+    p_run = sub.add_parser(
+        "run",
+        help="run (or resume) a study from a TOML/JSON config",
+        description=(
+            "Run a study from a config file (TOML or JSON; see mmie.ExperimentConfig). Each "
+            "(seed, arm) result is written to its own shard before the next starts; "
+            "rerunning the command resumes from the shards."
+        ),
+    )
+    p_run.add_argument("config", metavar="CONFIG", help="path of a .toml or .json config")
+    _add_run_options(p_run, out_default=None)
+    p_run.set_defaults(func=_cmd_run)
+
+    p_agg = sub.add_parser(
+        "aggregate",
+        help="merge shards of several output directories into one report",
+        description=(
+            "Merge the result shards of several output directories written with the same "
+            "config (e.g. one per job) into one report. Conflicting results for the same "
+            "(seed, arm) are an error."
+        ),
+    )
+    p_agg.add_argument("dirs", nargs="+", metavar="DIR", help="study output directories")
+    p_agg.add_argument(
+        "--out", default=None, metavar="DIR", help="where to write the report (default: first DIR)"
+    )
+    p_agg.add_argument("--no-plots", action="store_true", help="do not draw plots")
+    p_agg.set_defaults(func=_cmd_aggregate)
+
     p_version = sub.add_parser("version", help="print the installed mmie version")
     p_version.add_argument(
         "-v", "--verbose", action="store_true", help="also print key dependency versions"
@@ -58,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmie`` console script; returns the process exit code."""
+    from mmie.errors import ConfigError, DataError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -68,4 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args))
+    if getattr(args, "threads", None) is None and getattr(args, "threads_default", None):
+        args.threads = args.threads_default
+    try:
+        return int(args.func(args))
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        logger.debug("command failed", exc_info=True)
+        print(f"mmie: error: {exc}", file=sys.stderr)
+        return 2

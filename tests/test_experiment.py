@@ -1,0 +1,503 @@
+"""run_experiment, shards, resume, aggregation, gates and reports.
+
+Most tests run a small study on a tiny random Llama (byte tokenizer, ``d_model`` 32) so that
+the mechanics (shards, resume, failures, aggregation, schema) are tested fast; one test runs
+a reduced demo study on the bundled demo model end to end and checks it shows an effect.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mmie
+from mmie import experiment
+from mmie.config import GateConfig, demo_config
+from mmie.errors import ConfigError, DataError
+from mmie.eval_suite import placement_values
+from mmie.gates import item_values, judge_arms
+from mmie.report import _validate, report_schema, validate_report
+from mmie.shards import atomic_write_json, load_shards, unit_shard_path
+from mmie.testing import byte_tokenizer, tiny_causal_lm
+
+ARMS = [
+    {"kind": "lora", "steps": 2, "batch_size": 4},
+    {"kind": "sae_gate"},
+    {"kind": "scrub"},
+    {"kind": "dynamic_gate", "penalty": 5.0},
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls run far faster on one thread on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_causal_lm("llama", hidden_size=32, num_layers=2, seed=0), byte_tokenizer()
+
+
+def comparable(report):
+    """The report without timings and without the (run-specific) output directory."""
+    data = copy.deepcopy(report.stable())
+    data["config"].pop("output_dir")
+    return data
+
+
+def small_config(out, **overrides):
+    base = {
+        "model": "tiny-llama",
+        "seeds": (0, 1),
+        "output_dir": str(out),
+        "data": {"n_forget": 6, "n_retain": 6, "n_eval": 4, "max_length": 256, "batch_size": 8},
+        "selection": {"n_layers": 1, "stability_seeds": 2, "n_texts": 6},
+        "sae": {
+            "steps": 10,
+            "k": 4,
+            "n_features": 4,
+            "d_sae_multiple": 2,
+            "max_retain_frequency": 1.0,
+        },
+        "generation": {"max_new_tokens": 6, "batch_size": 8},
+        "arms": ARMS,
+        "n_boot": 200,
+        "gates": {"n_permutations": 200},
+        "plots": False,
+    }
+    base.update(overrides)
+    return demo_config(**base)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny):
+    model, tok = tiny
+    out = tmp_path_factory.mktemp("full")
+    result = mmie.run_experiment(small_config(out), model=model, tokenizer=tok, show_progress=False)
+    return result
+
+
+def test_full_run_writes_shards_and_a_valid_report(full_run, tiny):
+    out = full_run.output_dir
+    assert full_run.ok
+    assert len(full_run.computed) == 2 * len(ARMS)
+    assert not full_run.resumed
+    names = sorted(p.name for p in (out / "shards").iterdir())
+    assert names == sorted(
+        ["base.json"] + [f"seed{s}__{a['kind']}.json" for s in (0, 1) for a in ARMS]
+    )
+    assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".")]  # no tmp left
+    data = json.loads((out / "report.json").read_text())
+    validate_report(data)
+    assert data == full_run.report.data
+    assert set(data["arms"]) == {a["kind"] for a in ARMS}
+    for arm in data["arms"].values():
+        assert arm["decision"] in ("pass", "fail", "incomplete")
+        assert [g["name"] for g in arm["gates"]] == [
+            "forget_es",
+            "retain_ppl",
+            "mixed_es",
+            "leakage",
+            "redistribution",
+            "mia",
+        ]
+    md = (out / "report.md").read_text()
+    for heading in ("## Verdict", "## Metrics", "## Gates", "## Runs", "## Decisions"):
+        assert heading in md
+    assert "`sae_gate`" in md
+    # per-seed, per-item records are kept
+    assert len(data["records"]) == 2 * len(ARMS)
+    assert len(data["records"][0]["metrics"]["forget_es"]["per_item"]) == 4
+    # every arm was released cleanly: the caller's model has no hooks and no adapter
+    mmie.assert_no_mmie_hooks(tiny[0])
+    assert not any(type(m).__module__.startswith("peft") for m in tiny[0].modules())
+
+
+def test_report_matches_its_schema_with_jsonschema(full_run):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = report_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(full_run.report.data)
+
+
+def test_builtin_validator_rejects_what_jsonschema_rejects(full_run):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = report_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    good = full_run.report.data
+    broken = []
+    b = copy.deepcopy(good)
+    del b["summary"]
+    broken.append(b)
+    b = copy.deepcopy(good)
+    b["units"][0]["status"] = "exploded"
+    broken.append(b)
+    b = copy.deepcopy(good)
+    next(iter(b["arms"].values()))["gates"][0]["p_value"] = 1.5
+    broken.append(b)
+    b = copy.deepcopy(good)
+    b["extra"] = 1
+    broken.append(b)
+    b = copy.deepcopy(good)
+    b["layers"] = ["x"]
+    broken.append(b)
+    for doc in broken:
+        assert not validator.is_valid(doc)
+        assert _validate(doc, schema, schema, "$")
+        with pytest.raises(DataError, match="does not match its schema"):
+            validate_report(doc)
+
+
+class _Killed(BaseException):
+    """Stands for the process being killed (not an Exception: nothing records it)."""
+
+
+def test_killed_run_resumes_to_an_identical_report(tmp_path, monkeypatch, tiny, full_run):
+    model, tok = tiny
+    cfg = small_config(tmp_path / "killed")
+    original = experiment._run_unit
+    calls = []
+
+    def run_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        calls.append(args[2:4])
+        raise _Killed
+
+    monkeypatch.setattr(experiment, "_run_unit", run_then_die)
+    with pytest.raises(_Killed):
+        mmie.run_experiment(cfg, model=model, tokenizer=tok, show_progress=False)
+    shards = sorted(p.name for p in (tmp_path / "killed" / "shards").glob("seed*.json"))
+    assert shards == ["seed0__lora.json"]  # exactly the first shard survived, whole
+    assert calls == [(0, "lora")]
+    monkeypatch.setattr(experiment, "_run_unit", original)
+
+    resumed = mmie.run_experiment(cfg, model=model, tokenizer=tok, show_progress=False)
+    assert resumed.resumed == ((0, "lora"),)
+    assert len(resumed.computed) == 2 * len(ARMS) - 1
+    assert comparable(resumed.report) == comparable(full_run.report)
+    assert resumed.report.to_markdown() == full_run.report.to_markdown()
+    # A rerun with nothing left to do computes nothing and gives the same report again.
+    again = mmie.run_experiment(cfg, show_progress=False)  # no model needed: all shards exist
+    assert again.computed == ()
+    assert again.report.stable() == resumed.report.stable()
+
+
+def test_failures_are_logged_recorded_and_retried(tmp_path, monkeypatch, tiny, caplog):
+    model, tok = tiny
+    cfg = small_config(tmp_path / "fail", seeds=(0,), arms=ARMS[:2])
+    from mmie import arms as arms_module
+
+    original = arms_module.Study._trained
+
+    def broken(self, arm, seed, layers):
+        if arm.name == "lora":
+            raise RuntimeError("boom in training")
+        return original(self, arm, seed, layers)
+
+    monkeypatch.setattr(arms_module.Study, "_trained", broken)
+    with caplog.at_level(logging.ERROR, logger="mmie.experiment"):
+        result = mmie.run_experiment(cfg, model=model, tokenizer=tok, show_progress=False)
+    assert not result.ok
+    assert [(f.seed, f.arm) for f in result.failures] == [(0, "lora")]
+    assert result.failures[0].error == "RuntimeError: boom in training"
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged
+    assert logged[0].exc_info is not None  # the traceback is logged
+    shard = json.loads(unit_shard_path(tmp_path / "fail", 0, "lora").read_text())
+    assert shard["status"] == "failed"
+    assert "boom in training" in shard["error"]["traceback"]
+    data = result.report.data
+    assert data["arms"]["lora"]["decision"] == "failed"
+    assert data["arms"]["lora"]["seeds_failed"] == [0]
+    assert {g["status"] for g in data["arms"]["lora"]["gates"]} == {"not evaluated"}
+    assert data["arms"]["sae_gate"]["decision"] != "failed"
+    mmie.assert_no_mmie_hooks(model)
+    assert not any(type(m).__module__.startswith("peft") for m in model.modules())
+    # The failed unit is retried on the next run; the successful one is not.
+    monkeypatch.setattr(arms_module.Study, "_trained", original)
+    retry = mmie.run_experiment(cfg, model=model, tokenizer=tok, show_progress=False)
+    assert retry.computed == ((0, "lora"),)
+    assert retry.resumed == ((0, "sae_gate"),)
+    assert retry.report.data["arms"]["lora"]["decision"] != "failed"
+
+
+def test_subsets_and_aggregate_merge_directories(tmp_path, tiny, full_run):
+    model, tok = tiny
+    a = mmie.run_experiment(
+        small_config(tmp_path / "a"), seeds=[0], model=model, tokenizer=tok, show_progress=False
+    )
+    assert {u["status"] for u in a.report.data["units"] if u["seed"] == 1} == {"missing"}
+    assert a.report.data["summary"]["n_units_missing"] == len(ARMS)
+    b_cfg = small_config(tmp_path / "b")
+    mmie.run_experiment(
+        b_cfg, seeds=[1], arms=["lora", "sae_gate"], model=model, tokenizer=tok, show_progress=False
+    )
+    mmie.run_experiment(
+        b_cfg,
+        seeds=[1],
+        arms=["scrub", "dynamic_gate"],
+        model=model,
+        tokenizer=tok,
+        show_progress=False,
+    )
+    merged = mmie.aggregate([tmp_path / "a", tmp_path / "b"], output_dir=tmp_path / "merged")
+    assert comparable(merged) == comparable(full_run.report)
+    assert json.loads((tmp_path / "merged" / "report.json").read_text()) == merged.data
+    # The same shard in two directories is fine; a different result for it is an error.
+    mmie.aggregate([tmp_path / "a", tmp_path / "a"])
+    path = unit_shard_path(tmp_path / "b", 1, "scrub")
+    clash = json.loads(path.read_text())
+    clash["seed"] = 0
+    clash["metrics"]["forget_es"]["value"] += 0.5
+    atomic_write_json(unit_shard_path(tmp_path / "b", 0, "scrub"), clash)
+    with pytest.raises(DataError, match=r"conflicting results for seed 0, arm 'scrub'"):
+        mmie.aggregate([tmp_path / "a", tmp_path / "b"])
+
+
+def test_subset_arguments_are_validated(tmp_path):
+    cfg = small_config(tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"seeds: \[7\] not in the config's seeds"):
+        mmie.run_experiment(cfg, seeds=[7])
+    with pytest.raises(ConfigError, match=r"arms: \['reft'\] not in the config's arms"):
+        mmie.run_experiment(cfg, arms=["reft"])
+
+
+def test_other_config_in_output_dir_is_refused(tmp_path, full_run, tiny):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(full_run.output_dir, out)
+    changed = small_config(out, gates={"retain_ppl_ratio": 2.0, "n_permutations": 200})
+    with pytest.raises(ConfigError, match="holds results of a different config"):
+        mmie.run_experiment(changed, show_progress=False)
+    stale = tmp_path / "stale"
+    shutil.copytree(full_run.output_dir, stale)
+    base = json.loads((stale / "shards" / "base.json").read_text())
+    base["fingerprint"] = "0" * 16
+    atomic_write_json(stale / "shards" / "base.json", base)
+    with pytest.raises(DataError, match="belong to different studies"):
+        mmie.aggregate([full_run.output_dir, stale])
+
+
+def test_bad_data_line_names_file_and_line(tmp_path):
+    bad = tmp_path / "forget.jsonl"
+    bad.write_text('{"text": "एक"}\n{"text": "दो"}\n{"txt": "तीन"}\n', encoding="utf-8")
+    cfg = small_config(tmp_path / "out", data={"forget": str(bad), "n_forget": 3})
+    with pytest.raises(DataError, match=r"forget\.jsonl:3: missing \"text\" key"):
+        mmie.run_experiment(cfg, show_progress=False)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "s.json"
+    atomic_write_json(path, {"a": 1})
+    with pytest.raises(ValueError):
+        atomic_write_json(path, {"a": math.nan})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["s.json"]
+
+
+def test_load_shards_rejects_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no shards/base\.json"):
+        load_shards([tmp_path])
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "base.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match=r"base\.json:1: invalid JSON"):
+        load_shards([tmp_path])
+
+
+# ----------------------------------------------------------------------------- gates
+def _rec(values, weights=None):
+    rec = {"value": float(np.mean(values)), "per_item": [float(v) for v in values]}
+    if weights is not None:
+        rec["weights"] = list(weights)
+    return rec
+
+
+def _sign_flip_p(diff, alternative):
+    """Exact one-sided sign-flip p-value, enumerated directly."""
+    diff = np.asarray(diff, float)
+    n = diff.size
+    obs = diff.mean()
+    count = 0
+    for mask in range(2**n):
+        signs = np.array([1 if (mask >> i) & 1 else -1 for i in range(n)])
+        m = (signs * np.abs(diff)).mean()
+        count += (m <= obs + 1e-12) if alternative == "less" else (m >= obs - 1e-12)
+    return count / 2**n
+
+
+def test_forget_gate_p_value_equals_direct_enumeration():
+    base = {"forget_es": _rec([0.9, 0.8, 1.0, 0.7, 0.9, 0.6, 0.8, 0.5])}
+    arm_seeds = {
+        0: {"forget_es": _rec([0.1, 0.2, 0.0, 0.3, 0.1, 0.7, 0.2, 0.4])},
+        1: {"forget_es": _rec([0.2, 0.1, 0.1, 0.2, 0.0, 0.5, 0.3, 0.6])},
+    }
+    cfg = GateConfig(n_permutations=10_000, correction="none")
+    out = judge_arms(base, {"a": arm_seeds}, cfg, computed=["forget_es"])["a"]
+    gate = out.gates[0]
+    a = (
+        np.array(arm_seeds[0]["forget_es"]["per_item"]) + arm_seeds[1]["forget_es"]["per_item"]
+    ) / 2
+    expected = _sign_flip_p(a - np.array(base["forget_es"]["per_item"]), "less")
+    assert gate.name == "forget_es"
+    assert gate.status == "pass"
+    assert gate.p_value == pytest.approx(expected)
+    assert gate.arm_value == pytest.approx(a.mean())
+    assert gate.details["relative_reduction"] == pytest.approx(1 - a.mean() / 0.775)
+    # every other gate: metric not computed -> not evaluated, so the arm is incomplete
+    assert {g.status for g in out.gates[1:]} == {"not evaluated"}
+    assert out.decision == "incomplete"
+
+
+def test_gates_not_evaluated_fail_and_holm():
+    base = {"forget_es": _rec([0.02, 0.0, 0.01, 0.0])}
+    cfg = GateConfig()
+    out = judge_arms(
+        base, {"a": {0: {"forget_es": _rec([0, 0, 0, 0])}}}, cfg, computed=["forget_es"]
+    )
+    assert out["a"].gates[0].status == "not evaluated"
+    assert "nothing to remove" in out["a"].gates[0].reason
+    # An arm that does not reduce ES fails; Holm adjusts across arms.
+    base = {"forget_es": _rec([0.9] * 8)}
+    good = {0: {"forget_es": _rec([0.0] * 8)}}
+    weak = {0: {"forget_es": _rec([0.8, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.85])}}
+    cfg = GateConfig(n_permutations=10_000)
+    out = judge_arms(base, {"good": good, "weak": weak}, cfg, computed=["forget_es"])
+    g_good, g_weak = out["good"].gates[0], out["weak"].gates[0]
+    assert g_good.status == "pass"
+    assert g_weak.status == "fail"
+    raw = sorted([g_good.p_value, g_weak.p_value])
+    assert g_good.p_adjusted == pytest.approx(min(1, 2 * raw[0]))
+    assert g_weak.p_adjusted == pytest.approx(max(min(1, 2 * raw[0]), raw[1]))
+
+
+def test_retain_gate_is_non_inferiority_on_log_perplexity():
+    rng = np.random.default_rng(0)
+    nll = rng.uniform(2.0, 3.0, 12)
+    w = rng.integers(5, 40, 12)
+    base = {"retain_ppl": {**_rec(nll, w), "value": math.exp(np.sum(w * nll) / w.sum())}}
+
+    def arm(shift):
+        x = nll + shift
+        return {0: {"retain_ppl": {**_rec(x, w), "value": math.exp(np.sum(w * x) / w.sum())}}}
+
+    cfg = GateConfig(retain_ppl_ratio=1.25)
+    ok = judge_arms(base, {"a": arm(0.01)}, cfg, computed=["retain_ppl"])["a"].gates[1]
+    bad = judge_arms(base, {"a": arm(0.5)}, cfg, computed=["retain_ppl"])["a"].gates[1]
+    assert ok.status == "pass"
+    assert ok.details["ratio"] == pytest.approx(math.exp(0.01))
+    assert bad.status == "fail"
+    assert bad.details["ratio"] == pytest.approx(math.exp(0.5))
+
+
+def test_mia_gate_is_tost_on_placement_values():
+    members = np.linspace(0, 1, 20)
+    near = {0: {"mia_auc": _rec(placement_values(members, members[::-1] + 0.001))}}
+    far = {0: {"mia_auc": _rec(placement_values(members + 5, members))}}
+    cfg = GateConfig(mia_margin=0.2)
+    out = judge_arms({}, {"near": near, "far": far}, cfg, computed=["mia"])
+    assert out["near"].gates[-1].status == "pass"
+    assert out["far"].gates[-1].status == "fail"
+    assert out["far"].gates[-1].arm_value == pytest.approx(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    members=st.lists(st.floats(-5, 5), min_size=1, max_size=20),
+    nonmembers=st.lists(st.floats(-5, 5), min_size=1, max_size=20),
+)
+def test_placement_values_average_to_the_auc(members, nonmembers):
+    from scipy.stats import mannwhitneyu
+
+    u = placement_values(members, nonmembers)
+    assert np.all((u >= 0) & (u <= 1))
+    stat = mannwhitneyu(members, nonmembers, alternative="two-sided").statistic
+    assert u.mean() == pytest.approx(stat / (len(members) * len(nonmembers)), abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.lists(st.tuples(st.floats(0.1, 8.0), st.integers(1, 200)), min_size=2, max_size=30))
+def test_linearised_perplexity_values_average_to_log_perplexity(data):
+    nll = np.array([d[0] for d in data])
+    w = np.array([d[1] for d in data])
+    rec = {"value": 0.0, "per_item": nll.tolist(), "weights": w.tolist()}
+    values = item_values(rec)
+    assert values.mean() == pytest.approx(np.sum(nll * w) / w.sum(), rel=1e-9)
+    assert np.array_equal(item_values({"value": 0.0, "per_item": nll.tolist()}), nll)
+
+
+# ----------------------------------------------------------------------------- the demo
+def test_reduced_demo_end_to_end_shows_an_effect(tmp_path):
+    cfg = demo_config(
+        seeds=(0, 1),
+        output_dir=str(tmp_path / "demo"),
+        data={"n_forget": 24, "n_retain": 24, "n_eval": 12},
+        selection={"stability_seeds": 2, "n_texts": 12},
+        sae={"steps": 60},
+        generation={"max_new_tokens": 12},
+        arms=[a for a in demo_config().arms if a.name in ("reft", "sae_gate", "dynamic_gate")],
+        n_boot=1000,
+        plots=False,
+    )
+    result = mmie.run_experiment(cfg, show_progress=False)
+    assert result.ok
+    data = result.report.data
+    validate_report(data)
+    base_es = data["base"]["metrics"]["forget_es"]["value"]
+    assert base_es > 0.5  # the demo model continues Hindi prompts in Hindi
+    best = result.report.best_arm
+    assert best is not None
+    arm = data["arms"][best]
+    delta = arm["metrics"]["forget_es"]["delta"]
+    assert delta["ci"]["high"] < 0  # a reduction, with an interval over prompts
+    gate = next(g for g in arm["gates"] if g["name"] == "forget_es")
+    assert gate["p_adjusted"] <= cfg.gates.alpha
+    assert "a measurable effect" in data["summary"]["text"]
+
+
+@pytest.mark.slow
+def test_full_demo_shows_an_effect_and_plots(tmp_path):
+    result = mmie.run_experiment(
+        demo_config(output_dir=str(tmp_path / "demo")), show_progress=False
+    )
+    assert result.ok
+    data = result.report.data
+    validate_report(data)
+    best = data["arms"][result.report.best_arm]
+    assert (
+        best["metrics"]["forget_es"]["mean"] < 0.5 * data["base"]["metrics"]["forget_es"]["value"]
+    )
+    assert "a measurable effect" in data["summary"]["text"]
+    pytest.importorskip("matplotlib")
+    assert {"plot:metrics", "plot:dose_response"} <= set(result.paths)
+
+
+def test_plots_need_the_plot_extra(full_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"mmie\[plot\]"):
+        mmie.plot_report(full_run.report, tmp_path)
+    paths = experiment._write_report(full_run.report, tmp_path / "auto", None)
+    assert not [k for k in paths if k.startswith("plot:")]  # plots=None: skipped quietly
+    with pytest.raises(ImportError, match="plot extra"):
+        experiment._write_report(full_run.report, tmp_path / "req", True)
+
+
+def test_plots_are_drawn_with_matplotlib(full_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    files = mmie.plot_report(full_run.report, tmp_path)
+    assert [f.name for f in files] == ["metrics.png"]  # one alpha per gate kind: no dose-response
+    assert files[0].stat().st_size > 1000
