@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -43,6 +42,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from mmie._io import read_checkpoint_config, write_checkpoint
 from mmie.errors import CheckpointError
 
 __all__ = ["ErasureMethod", "LeaceEraser", "LeaceFitter"]
@@ -268,11 +268,6 @@ class LeaceEraser:
         Returns:
             The directory path.
         """
-        from safetensors.torch import save_file
-
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(self.state_dict(), str(path / _WEIGHTS_FILE))
         config = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -280,8 +275,13 @@ class LeaceEraser:
             "rank": self.rank,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
-        (path / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_checkpoint(
+            directory,
+            tensors=self.state_dict(),
+            weights_name=_WEIGHTS_FILE,
+            config=config,
+            config_name=_CONFIG_FILE,
+        )
 
     @classmethod
     def load(
@@ -303,8 +303,8 @@ class LeaceEraser:
         from safetensors.torch import load_file
 
         path = Path(directory)
-        config = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
-        if not isinstance(config, dict) or config.get("format") != _FORMAT:
+        config = read_checkpoint_config(path / _CONFIG_FILE)
+        if config.get("format") != _FORMAT:
             raise CheckpointError(f"{path / _CONFIG_FILE} is not an mmie LEACE eraser config")
         tensors = load_file(str(path / _WEIGHTS_FILE))
         eraser = cls.from_state_dict(tensors, device=device, source=str(path))

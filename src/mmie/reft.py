@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
+from mmie._io import read_checkpoint_config, write_checkpoint
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, InterventionError
 from mmie.hooks import BlockIntervention, Edit
 from mmie.models import block_device, block_dtype, hidden_size, num_layers
@@ -518,11 +518,6 @@ class ReFTAdapter(BlockIntervention):
         Returns:
             The directory path.
         """
-        from safetensors.torch import save_file
-
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(self.effective_state_dict(), str(path / _WEIGHTS_FILE))
         meta = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -530,8 +525,13 @@ class ReFTAdapter(BlockIntervention):
             "block_path": self.block_path,
             "config": self.config.to_dict(),
         }
-        (path / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_checkpoint(
+            directory,
+            tensors=self.effective_state_dict(),
+            weights_name=_WEIGHTS_FILE,
+            config=meta,
+            config_name=_CONFIG_FILE,
+        )
 
     @classmethod
     def load(
@@ -564,8 +564,8 @@ class ReFTAdapter(BlockIntervention):
         from safetensors.torch import load_file
 
         path = Path(directory)
-        meta = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        meta = read_checkpoint_config(path / _CONFIG_FILE)
+        if meta.get("format") != _FORMAT:
             raise CheckpointError(f"{path / _CONFIG_FILE} is not an mmie ReFT adapter config")
         config = LoReFTConfig.from_dict(meta.get("config", {}))
         d_model = hidden_size(model)

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from mmie._io import atomic_write_json, atomic_write_text
 from mmie._version import __version__
 from mmie.config import ArmConfig, ExperimentConfig
 from mmie.gates import GATES, item_values, judge_arms
-from mmie.shards import ShardSet, atomic_write_json
+from mmie.shards import ShardSet
 from mmie.stats import bootstrap_ci
 
 __all__ = [
@@ -216,10 +217,7 @@ class Report:
         """
         d = Path(directory)
         json_path = atomic_write_json(d / "report.json", self.data)
-        md_path = d / "report.md"
-        tmp = d / ".report.md.tmp"
-        tmp.write_text(self.to_markdown(), encoding="utf-8")
-        os.replace(tmp, md_path)
+        md_path = atomic_write_text(d / "report.md", self.to_markdown())
         return {"json": json_path, "markdown": md_path}
 
 

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -41,10 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mmie._io import read_checkpoint_config, write_checkpoint
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, ReconstructionError
 
 if TYPE_CHECKING:
@@ -457,25 +457,30 @@ class SparseAutoencoder(nn.Module):
         Returns:
             The directory.
         """
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().cpu().contiguous() for name, t in self.tensors().items()}
+        tensors = self.tensors()
         if layout == "mmie":
-            save_file(tensors, str(path / MMIE_WEIGHTS_FILE), metadata={"format": _FORMAT})
             payload = {
                 "format": _FORMAT,
                 "format_version": _FORMAT_VERSION,
                 "config": self.config.to_dict(),
             }
-            (path / MMIE_CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-        elif layout == "saelens":
-            save_file(tensors, str(path / SAELENS_WEIGHTS_FILE))
-            (path / SAELENS_CONFIG_FILE).write_text(
-                json.dumps(_config_to_saelens(self.config), indent=2) + "\n"
+            return write_checkpoint(
+                directory,
+                tensors=tensors,
+                weights_name=MMIE_WEIGHTS_FILE,
+                config=payload,
+                config_name=MMIE_CONFIG_FILE,
+                metadata={"format": _FORMAT},
             )
-        else:
-            raise ValueError(f"layout must be 'mmie' or 'saelens', got {layout!r}")
-        return path
+        if layout == "saelens":
+            return write_checkpoint(
+                directory,
+                tensors=tensors,
+                weights_name=SAELENS_WEIGHTS_FILE,
+                config=_config_to_saelens(self.config),
+                config_name=SAELENS_CONFIG_FILE,
+            )
+        raise ValueError(f"layout must be 'mmie' or 'saelens', got {layout!r}")
 
     @classmethod
     def load(
@@ -553,13 +558,7 @@ def _replace_config(config: SAEConfig, **changes: Any) -> SAEConfig:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
+    return read_checkpoint_config(path)
 
 
 def _read_mmie_config(path: Path) -> SAEConfig:

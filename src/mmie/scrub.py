@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from mmie._io import read_checkpoint_config, write_checkpoint
 from mmie.activations import collect_activations
 from mmie.errors import CheckpointError, IncompatibleModelError
 from mmie.hooks import BlockIntervention, Edit
@@ -136,15 +136,10 @@ class Scrubber(BlockIntervention):
         Returns:
             The directory path.
         """
-        from safetensors.torch import save_file
-
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, Tensor] = {}
         for layer, eraser in self._erasers.items():
             for name, tensor in eraser.state_dict().items():
                 tensors[f"layers.{layer}.{name}"] = tensor
-        save_file(tensors, str(path / _WEIGHTS_FILE))
         config = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -153,8 +148,13 @@ class Scrubber(BlockIntervention):
             "ranks": {str(layer): e.rank for layer, e in self._erasers.items()},
             "block_path": self.block_path,
         }
-        (path / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_checkpoint(
+            directory,
+            tensors=tensors,
+            weights_name=_WEIGHTS_FILE,
+            config=config,
+            config_name=_CONFIG_FILE,
+        )
 
     @classmethod
     def load(
@@ -182,8 +182,8 @@ class Scrubber(BlockIntervention):
         from safetensors.torch import load_file
 
         path = Path(directory)
-        config = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
-        if not isinstance(config, dict) or config.get("format") != _FORMAT:
+        config = read_checkpoint_config(path / _CONFIG_FILE)
+        if config.get("format") != _FORMAT:
             raise CheckpointError(f"{path / _CONFIG_FILE} is not an mmie scrubber config")
         layers = config.get("layers")
         if not isinstance(layers, list) or not all(isinstance(x, int) for x in layers):

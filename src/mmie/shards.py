@@ -19,17 +19,16 @@ separate jobs (``--seed``/``--arm`` subsets, SLURM arrays) merge with :func:`loa
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmie._io import atomic_write_json
 from mmie.config import ArmConfig, ExperimentConfig
 from mmie.errors import DataError
 
@@ -54,54 +53,6 @@ BASE_SHARD = "base.json"
 VOLATILE_KEYS = ("timings", "environment")
 # Config fields that do not change any result: subsets, labels, where files go.
 _NON_RESULT_FIELDS = ("name", "arms", "seeds", "output_dir", "plots")
-
-
-def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (temporary file, fsync, ``os.replace``).
-
-    Keys are written sorted with two-space indentation, so equal data gives equal bytes.
-
-    Args:
-        path: the target file; its directory is created if needed.
-        data: JSON-serialisable data (NaN and infinities are refused).
-
-    Returns:
-        The path written.
-
-    Raises:
-        ValueError: ``data`` holds NaN/inf or is not JSON-serialisable (nothing is written).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-    return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        logger.debug("cannot open %s to fsync it", directory, exc_info=True)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        logger.debug("fsync of directory %s failed", directory, exc_info=True)
-    finally:
-        os.close(fd)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
