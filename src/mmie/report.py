@@ -436,10 +436,15 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         delta = m.get("delta")
         gate = next((g for g in arm["gates"] if g["name"] == "forget_es"), None)
         n = len(arm["seeds_ok"])
+        lead = (
+            "Of the arms that pass every gate, the lowest"
+            if summary["best_arm_passed"]
+            else "No arm passes every gate; the lowest"
+        )
+        spread = ", interval over seeds" if m["ci"] else ""
         text = (
-            f"The {'best passing' if summary['best_arm_passed'] else 'lowest (no arm passed every gate)'} "
-            f"arm, `{best}`, reaches {_fmt_ci(m['mean'], m['ci'])} (mean over {n} seed"
-            f"{'s' if n != 1 else ''}{', interval over seeds' if m['ci'] else ''})"
+            f"{lead} forget extraction strength is `{best}`'s: {_fmt_ci(m['mean'], m['ci'])} "
+            f"(mean over {n} seed{'s' if n != 1 else ''}{spread})"
         )
         if delta is not None and delta["ci"] is not None:
             text += (
