@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmie
-import mmie.lid as lid
+import mmie.scripts as scripts
 from mmie.datasets import load_texts
 from mmie.lid import (
     Cld3Detector,
@@ -403,13 +403,13 @@ def test_mask_covers_added_tokens_and_invalidates_cache() -> None:
 
 def test_mask_decodes_each_tokenizer_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = lid._decode_each
+    original = scripts._decode_each
 
     def counting(tokenizer: object, n: int) -> list[str]:
         calls.append(n)
         return original(tokenizer, n)
 
-    monkeypatch.setattr(lid, "_decode_each", counting)
+    monkeypatch.setattr(scripts, "_decode_each", counting)
     tok = byte_tokenizer()
     for script in ("Deva", "Latn", "Guru", "Beng", "Arab", "hi"):
         script_token_mask(tok, script)

@@ -93,9 +93,9 @@ _EXPORTS: dict[str, str] = {
     "FastLangDetectDetector": "mmie.lid",
     "RomanizedHindiDetector": "mmie.lid",
     "ScriptDetector": "mmie.lid",
-    "script_counts": "mmie.lid",
-    "script_of_char": "mmie.lid",
-    "script_token_mask": "mmie.lid",
+    "script_counts": "mmie.scripts",
+    "script_of_char": "mmie.scripts",
+    "script_token_mask": "mmie.scripts",
     "ExtractionStrength": "mmie.metrics",
     "KLResult": "mmie.metrics",
     "LanguageLeakage": "mmie.metrics",
@@ -245,9 +245,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         FastLangDetectDetector,
         RomanizedHindiDetector,
         ScriptDetector,
-        script_counts,
-        script_of_char,
-        script_token_mask,
     )
     from mmie.lifecycle import lora_arm, reft_arm
     from mmie.metrics import (
@@ -308,6 +305,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         train_sae,
         train_sae_on_model,
     )
+    from mmie.scripts import script_counts, script_of_char, script_token_mask
     from mmie.scrub import Scrubber, fit_scrubber
     from mmie.seeding import seed_context, set_seed
     from mmie.selection import (

@@ -67,7 +67,7 @@ _SCRIPT_NAMES: dict[str, str] = {
 
 def _script_code(script: object) -> str:
     """ISO 15924 code of ``script`` (a name, a code such as ``"Deva"`` or a label ``"hi"``)."""
-    from mmie.lid import LANGUAGE_SCRIPT, SCRIPTS  # evaluation layer; imported on demand
+    from mmie.scripts import LANGUAGE_SCRIPT, SCRIPTS
 
     if not isinstance(script, str):
         raise TypeError(f"target_script must be a string, got {type(script).__name__}")
@@ -173,7 +173,7 @@ class DynamicGatingProcessor(LogitsProcessor):
     default) a group stays high for the rest of the generation.
 
     Detection is incremental: the target-script tokens come from
-    :func:`mmie.lid.script_token_mask` (computed once per tokenizer and cached) and live as a
+    :func:`mmie.script_token_mask` (computed once per tokenizer and cached) and live as a
     small per-token table on the scores' device; each step looks up the token each row just
     generated and updates integer counters with a few tiny kernels, without a host-device
     synchronisation. No text is decoded unless a ``detector`` is given, in which case every
@@ -203,7 +203,7 @@ class DynamicGatingProcessor(LogitsProcessor):
         tokenizer: the tokenizer of the generating model (builds the target-script table).
         target_script: script of the target language: ``"devanagari"`` (Hindi),
             ``"arabic"``, ``"gurmukhi"``, ``"bengali"``, ``"latin"``, an ISO 15924 code
-            (``"Deva"``) or a language label (``"hi"``); see :func:`mmie.lid.script_token_mask`.
+            (``"Deva"``) or a language label (``"hi"``); see :func:`mmie.script_token_mask`.
         base_alpha: alpha of a sequence that has not drifted, in ``[0, 1]``.
         high_alpha: alpha once it drifted, in ``[base_alpha, 1]``.
         threshold: minimum fraction of a group's generated non-special tokens that must be
@@ -214,14 +214,14 @@ class DynamicGatingProcessor(LogitsProcessor):
             or ``0`` for none; ``float("inf")`` bans them).
         detector: optional text detector (:class:`mmie.lid.Detector`) refining the decision.
         target_language: label the detector gives the target language (default:
-            :data:`mmie.lid.SCRIPT_LANGUAGE` of ``target_script``, ``"hi"`` for Devanagari).
+            :data:`mmie.scripts.SCRIPT_LANGUAGE` of ``target_script``, ``"hi"`` for Devanagari).
         detect_every: steps between detector calls.
         script_blind: schedule alpha without penalising tokens (requires no penalty); for
             evaluations where banning the script would make the comparison trivial.
         sticky: keep a group at ``high_alpha`` once it switched; with ``False`` the decision
             is re-evaluated every step from the cumulative counts.
         target_mask: a precomputed ``[vocab]`` boolean mask of target tokens, used instead of
-            :func:`mmie.lid.script_token_mask` (for custom vocabularies or definitions).
+            :func:`mmie.script_token_mask` (for custom vocabularies or definitions).
 
     Raises:
         TypeError: arguments of the wrong type.
@@ -294,7 +294,7 @@ class DynamicGatingProcessor(LogitsProcessor):
                 f"detector must have a detect(text) method, got {type(detector).__name__}"
             )
         if target_language is None:
-            from mmie.lid import SCRIPT_LANGUAGE
+            from mmie.scripts import SCRIPT_LANGUAGE
 
             target_language = SCRIPT_LANGUAGE[script_code]
         elif not isinstance(target_language, str) or not target_language:
@@ -407,7 +407,7 @@ class DynamicGatingProcessor(LogitsProcessor):
         if self._target_mask is not None:
             mask = self._target_mask
         else:
-            from mmie.lid import script_token_mask  # evaluation layer; imported on demand
+            from mmie.scripts import script_token_mask
 
             mask = script_token_mask(self.tokenizer, self.target_script)
         target = torch.zeros(vocab, dtype=torch.bool)

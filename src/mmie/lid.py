@@ -38,20 +38,24 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
 import unicodedata
-import weakref
-from bisect import bisect_right
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-import torch
+from mmie.scripts import (
+    LANGUAGE_SCRIPT,
+    OTHER_SCRIPT,
+    SCRIPT_LANGUAGE,
+    SCRIPTS,
+    script_counts,
+    script_of_char,
+    script_token_mask,
+)
 
 __all__ = [
     "LANGUAGE_SCRIPT",
@@ -70,105 +74,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-SCRIPTS: tuple[str, ...] = ("Deva", "Arab", "Guru", "Beng", "Latn")
-"""ISO 15924 codes of the scripts the built-in detector knows."""
-
-OTHER_SCRIPT = "Zzzz"  # ISO 15924 "uncoded script": a letter of a script not in SCRIPTS
-
-SCRIPT_LANGUAGE: Mapping[str, str] = MappingProxyType(
-    {"Deva": "hi", "Arab": "ur", "Guru": "pa", "Beng": "bn", "Latn": "en", OTHER_SCRIPT: "und"}
-)
-"""Label the :class:`ScriptDetector` gives to text written mostly in each script."""
-
-LANGUAGE_SCRIPT: Mapping[str, str] = MappingProxyType(
-    {"hi": "Deva", "ur": "Arab", "pa": "Guru", "bn": "Beng", "en": "Latn", "hi-Latn": "Latn"}
-)
-"""Script of each built-in label (accepted by :func:`script_token_mask` as a shorthand)."""
-
-# Code point ranges (inclusive) of the supported scripts, sorted by start.
-_RANGES: tuple[tuple[int, int, str], ...] = (
-    (0x0041, 0x005A, "Latn"),
-    (0x0061, 0x007A, "Latn"),
-    (0x00C0, 0x024F, "Latn"),  # Latin-1 letters, Latin Extended-A/B (× and ÷ are Sm)
-    (0x0600, 0x06FF, "Arab"),
-    (0x0750, 0x077F, "Arab"),
-    (0x08A0, 0x08FF, "Arab"),
-    (0x0900, 0x097F, "Deva"),
-    (0x0980, 0x09FF, "Beng"),
-    (0x0A00, 0x0A7F, "Guru"),
-    (0x1E00, 0x1EFF, "Latn"),  # Latin Extended Additional (IAST/ISO 15919 letters: ṭ, ṣ)
-    (0x2C60, 0x2C7F, "Latn"),
-    (0xA720, 0xA7FF, "Latn"),
-    (0xA8E0, 0xA8FF, "Deva"),  # Devanagari Extended
-    (0xAB30, 0xAB6F, "Latn"),
-    (0xFB50, 0xFDFF, "Arab"),  # Arabic presentation forms A
-    (0xFE70, 0xFEFF, "Arab"),  # Arabic presentation forms B
-    (0xFF21, 0xFF3A, "Latn"),  # fullwidth Latin
-    (0xFF41, 0xFF5A, "Latn"),
-)
-_STARTS = [start for start, _, _ in _RANGES]
-
-
-@functools.lru_cache(maxsize=8192)
-def script_of_char(ch: str) -> str | None:
-    """The script a character votes for, or ``None`` if it is script-neutral.
-
-    Only letters and combining marks (Unicode categories ``L*`` and ``M*``) belong to a
-    script. Digits in any script (including Devanagari digits U+0966-U+096F), punctuation
-    (including the danda U+0964 and double danda U+0965), symbols, spaces, format characters
-    (ZWJ, ZWNJ) and generic combining diacritics (U+0300-U+036F) are neutral.
-
-    Args:
-        ch: a single character.
-
-    Returns:
-        An ISO 15924 code from :data:`SCRIPTS`, ``"Zzzz"`` for a letter of another script,
-        or ``None``.
-
-    Raises:
-        TypeError: ``ch`` is not a string.
-        ValueError: ``ch`` is not exactly one character.
-
-    Example:
-        >>> script_of_char("क"), script_of_char("।"), script_of_char("५"), script_of_char("ਕ")
-        ('Deva', None, None, 'Guru')
-    """
-    if not isinstance(ch, str):
-        raise TypeError(f"ch must be a str, got {type(ch).__name__}")
-    if len(ch) != 1:
-        raise ValueError(f"ch must be a single character, got {ch!r}")
-    if unicodedata.category(ch)[0] not in "LM":
-        return None
-    code = ord(ch)
-    if 0x0300 <= code <= 0x036F:  # combining diacritics inherit the base letter's script
-        return None
-    i = bisect_right(_STARTS, code) - 1
-    if i >= 0 and code <= _RANGES[i][1]:
-        return _RANGES[i][2]
-    return OTHER_SCRIPT
-
-
-def script_counts(text: str) -> dict[str, int]:
-    """Count the characters of each script in a text (neutral characters are skipped).
-
-    Args:
-        text: any string.
-
-    Returns:
-        ISO 15924 code -> number of characters, for the scripts present.
-
-    Example:
-        >>> script_counts("मेरा office 42।")
-        {'Deva': 4, 'Latn': 6}
-    """
-    counts: Counter[str] = Counter()
-    for ch in text:
-        script = script_of_char(ch)
-        if script is not None:
-            counts[script] += 1
-    return dict(counts)
-
 
 # --------------------------------------------------------------------------------------------
 # Protocol and result
@@ -622,109 +527,3 @@ class Cld3Detector(_DetectorBase):
         label = str(result.language) or "und"
         prob = min(max(float(result.probability), 0.0), 1.0)
         return Detection(label, prob, {label: prob, "is_reliable": float(result.is_reliable)})
-
-
-# --------------------------------------------------------------------------------------------
-# Vocabulary masks
-# --------------------------------------------------------------------------------------------
-
-_SCRIPT_BIT = {script: 1 << i for i, script in enumerate((*SCRIPTS, OTHER_SCRIPT))}
-# tokenizer -> (len(tokenizer) when computed, uint8 script bits per token id)
-_TOKEN_BITS: weakref.WeakKeyDictionary[Any, tuple[int, torch.Tensor]] = weakref.WeakKeyDictionary()
-
-
-@functools.lru_cache(maxsize=8192)
-def _char_bit(ch: str) -> int:
-    script = script_of_char(ch)
-    return 0 if script is None else _SCRIPT_BIT[script]
-
-
-def _string_bits(text: str) -> int:
-    bits = 0
-    for ch in text:
-        bits |= _char_bit(ch)
-    return bits
-
-
-def _decode_each(tokenizer: Any, n: int) -> list[str]:
-    """Decode every id in ``range(n)`` on its own, in one batched call."""
-    ids = [[i] for i in range(n)]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # fast tokenizers: one call into the Rust decoder
-        return list(backend.decode_batch(ids, skip_special_tokens=False))
-    return list(
-        tokenizer.batch_decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    )
-
-
-def _token_script_bits(tokenizer: Any) -> torch.Tensor:
-    n = len(tokenizer)
-    try:
-        cached = _TOKEN_BITS.get(tokenizer)
-    except TypeError:  # unhashable or not weak-referenceable: no caching
-        cached = None
-    if cached is not None and cached[0] == n:
-        return cached[1]
-    strings = _decode_each(tokenizer, n)
-    special = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
-    bits = torch.tensor(
-        [0 if i in special else _string_bits(s) for i, s in enumerate(strings)], dtype=torch.uint8
-    )
-    try:
-        _TOKEN_BITS[tokenizer] = (n, bits)
-    except TypeError:
-        logger.debug("tokenizer %s cannot be cached by weak reference", type(tokenizer).__name__)
-    return bits
-
-
-def script_token_mask(
-    tokenizer: Any, script: str, *, vocab_size: int | None = None
-) -> torch.Tensor:
-    """Boolean mask of the vocabulary ids whose token contains a character of ``script``.
-
-    Every id in ``range(len(tokenizer))`` (added tokens included) is decoded on its own,
-    once per tokenizer: the per-token scripts are cached by a weak reference to the
-    tokenizer and recomputed only if its length changes (tokens were added). A token is
-    marked if its decoded string contains at least one character that
-    :func:`script_of_char` assigns to ``script``. Special tokens (``<s>``, ``<pad>``) are
-    never marked.
-
-    Byte-level tokenizers split a Devanagari character into 3 UTF-8 bytes; a token holding
-    only part of a character decodes to U+FFFD and is *not* counted. With GPT-2-style
-    tokenizers that learned whole-character merges, most target-script text is covered by
-    whole-character tokens; with a pure byte tokenizer (no merges) the Devanagari mask is
-    empty.
-
-    Args:
-        tokenizer: a Hugging Face tokenizer (fast or slow).
-        script: an ISO 15924 code from :data:`SCRIPTS` (``"Deva"``) or a label from
-            :data:`LANGUAGE_SCRIPT` (``"hi"`` means ``"Deva"``).
-        vocab_size: length of the mask; pass the model's logits width when the embedding
-            matrix is padded beyond ``len(tokenizer)`` (the extra ids are unmarked).
-
-    Returns:
-        A CPU ``torch.bool`` tensor ``[vocab]`` (a fresh tensor; move it to the scores'
-        device once).
-
-    Raises:
-        ValueError: unknown ``script``, or ``vocab_size`` smaller than ``len(tokenizer)``.
-
-    Example:
-        >>> from mmie.testing import byte_tokenizer
-        >>> int(script_token_mask(byte_tokenizer(), "Latn").sum())  # a-z and A-Z
-        52
-    """
-    code = LANGUAGE_SCRIPT.get(script, script)
-    if code not in SCRIPTS:
-        raise ValueError(
-            f"script must be one of {SCRIPTS} or a label in {tuple(LANGUAGE_SCRIPT)}, got {script!r}"
-        )
-    bits = _token_script_bits(tokenizer)
-    mask = (bits & _SCRIPT_BIT[code]) != 0  # [len(tokenizer)]
-    if vocab_size is not None:
-        if vocab_size < mask.numel():
-            raise ValueError(
-                f"vocab_size={vocab_size} is smaller than the tokenizer's {mask.numel()} ids"
-            )
-        mask = torch.cat([mask, torch.zeros(vocab_size - mask.numel(), dtype=torch.bool)])
-    return mask
