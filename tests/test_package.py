@@ -58,3 +58,16 @@ def test_cli_help_lists_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "version" in capsys.readouterr().out
+
+
+def test_readme_python_example_runs():
+    """The README's library example is real code: run it on the bundled demo model."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README has no python example"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    ci = namespace["ci"]
+    assert ci.low <= ci.estimate <= ci.high  # type: ignore[attr-defined]
+    assert isinstance(namespace["out"], list)
+    assert len(namespace["out"]) == 1
