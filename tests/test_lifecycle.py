@@ -15,7 +15,7 @@ from mmie.lifecycle import lora_arm, reft_arm
 from mmie.models import count_live_models, tokenize
 from mmie.reft import LoReFTConfig
 from mmie.testing import tiny_causal_lm
-from mmie.unlearn import UnlearnConfig
+from mmie.unlearn_config import UnlearnConfig
 
 FORGET = ["नमस्ते दुनिया", "मेरा नाम राम है", "यह एक परीक्षण है", "हिंदी पाठ यहाँ"]
 RETAIN = ["hello world", "my name is ram", "this is a test", "english text here"]

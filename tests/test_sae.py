@@ -18,14 +18,9 @@ from torch import Tensor
 
 from mmie.activations import collect_activations
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, ReconstructionError
-from mmie.sae import (
-    SAEConfig,
-    SparseAutoencoder,
-    check_reconstruction,
-    sae_quality,
-    train_sae,
-    train_sae_on_model,
-)
+from mmie.sae import SAEConfig, SparseAutoencoder
+from mmie.sae_check import check_reconstruction, sae_quality
+from mmie.sae_train import train_sae, train_sae_on_model
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 ARCHS = ["relu", "jumprelu", "topk", "gated"]

@@ -20,18 +20,13 @@ from mmie.errors import (
     TrainingError,
     TruncationWarning,
 )
+from mmie.lora_io import default_lora_targets, load_lora, save_lora
 from mmie.models import count_live_models, get_block, tokenize
 from mmie.objectives import kl_retain_loss, token_nll
 from mmie.reft import LoReFTConfig, ReFTAdapter
 from mmie.testing import ARCHITECTURES, tiny_causal_lm
-from mmie.unlearn import (
-    UnlearnConfig,
-    default_lora_targets,
-    load_lora,
-    save_lora,
-    unlearn_lora,
-    unlearn_reft,
-)
+from mmie.unlearn import unlearn_lora, unlearn_reft
+from mmie.unlearn_config import UnlearnConfig
 
 FORGET = [
     "नमस्ते दुनिया",

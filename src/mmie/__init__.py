@@ -65,15 +65,15 @@ _EXPORTS: dict[str, str] = {
     "Activations": "mmie.activations",
     "collect_activations": "mmie.activations",
     # interventions: sae, gate, scrub, reft, generation
-    "ReconstructionReport": "mmie.sae",
     "SAEConfig": "mmie.sae",
-    "SAEQuality": "mmie.sae",
-    "SAETrainingStats": "mmie.sae",
     "SparseAutoencoder": "mmie.sae",
-    "check_reconstruction": "mmie.sae",
-    "sae_quality": "mmie.sae",
-    "train_sae": "mmie.sae",
-    "train_sae_on_model": "mmie.sae",
+    "ReconstructionReport": "mmie.sae_check",
+    "SAEQuality": "mmie.sae_check",
+    "check_reconstruction": "mmie.sae_check",
+    "sae_quality": "mmie.sae_check",
+    "SAETrainingStats": "mmie.sae_train",
+    "train_sae": "mmie.sae_train",
+    "train_sae_on_model": "mmie.sae_train",
     "SAEGate": "mmie.gate",
     "LeaceEraser": "mmie.leace",
     "LeaceFitter": "mmie.leace",
@@ -85,7 +85,7 @@ _EXPORTS: dict[str, str] = {
     "DynamicGatingProcessor": "mmie.generation",
     "SequenceGate": "mmie.generation",
     "generate": "mmie.generation",
-    # evaluation: lid, metrics, selection
+    # evaluation: lid, metrics, scoring, mia, probes, leakage, selection
     "Cld3Detector": "mmie.lid",
     "Detection": "mmie.lid",
     "Detector": "mmie.lid",
@@ -97,22 +97,22 @@ _EXPORTS: dict[str, str] = {
     "script_of_char": "mmie.scripts",
     "script_token_mask": "mmie.scripts",
     "ExtractionStrength": "mmie.metrics",
-    "KLResult": "mmie.metrics",
-    "LanguageLeakage": "mmie.metrics",
-    "MIAResult": "mmie.metrics",
-    "PerplexityResult": "mmie.metrics",
-    "ProbeResult": "mmie.metrics",
     "ScriptMassResult": "mmie.metrics",
-    "cross_lingual_leakage": "mmie.metrics",
-    "detached": "mmie.metrics",
     "extraction_strength": "mmie.metrics",
-    "membership_inference": "mmie.metrics",
-    "mia_auc": "mmie.metrics",
-    "mia_scores": "mmie.metrics",
-    "perplexity": "mmie.metrics",
-    "probe_auc": "mmie.metrics",
     "script_mass": "mmie.metrics",
-    "token_kl": "mmie.metrics",
+    "KLResult": "mmie.scoring",
+    "PerplexityResult": "mmie.scoring",
+    "detached": "mmie.scoring",
+    "perplexity": "mmie.scoring",
+    "token_kl": "mmie.scoring",
+    "MIAResult": "mmie.mia",
+    "membership_inference": "mmie.mia",
+    "mia_auc": "mmie.mia",
+    "mia_scores": "mmie.mia",
+    "ProbeResult": "mmie.probes",
+    "probe_auc": "mmie.probes",
+    "LanguageLeakage": "mmie.leakage",
+    "cross_lingual_leakage": "mmie.leakage",
     "ActivationCache": "mmie.selection",
     "LayerSelection": "mmie.selection",
     "linear_cka": "mmie.selection",
@@ -134,14 +134,14 @@ _EXPORTS: dict[str, str] = {
     "sequence_logprobs": "mmie.objectives",
     "token_logprobs": "mmie.objectives",
     "token_nll": "mmie.objectives",
-    "ReFTUnlearnResult": "mmie.unlearn",
-    "StepRecord": "mmie.unlearn",
-    "UnlearnConfig": "mmie.unlearn",
-    "UnlearnResult": "mmie.unlearn",
-    "ValidationRecord": "mmie.unlearn",
-    "default_lora_targets": "mmie.unlearn",
-    "load_lora": "mmie.unlearn",
-    "save_lora": "mmie.unlearn",
+    "ReFTUnlearnResult": "mmie.unlearn_config",
+    "StepRecord": "mmie.unlearn_config",
+    "UnlearnConfig": "mmie.unlearn_config",
+    "UnlearnResult": "mmie.unlearn_config",
+    "ValidationRecord": "mmie.unlearn_config",
+    "default_lora_targets": "mmie.lora_io",
+    "load_lora": "mmie.lora_io",
+    "save_lora": "mmie.lora_io",
     "unlearn_lora": "mmie.unlearn",
     "unlearn_reft": "mmie.unlearn",
     "lora_arm": "mmie.lifecycle",
@@ -237,6 +237,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         remove_mmie_hooks,
     )
     from mmie.leace import LeaceEraser, LeaceFitter
+    from mmie.leakage import LanguageLeakage, cross_lingual_leakage
     from mmie.lid import (
         Cld3Detector,
         Detection,
@@ -247,25 +248,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ScriptDetector,
     )
     from mmie.lifecycle import lora_arm, reft_arm
-    from mmie.metrics import (
-        ExtractionStrength,
-        KLResult,
-        LanguageLeakage,
-        MIAResult,
-        PerplexityResult,
-        ProbeResult,
-        ScriptMassResult,
-        cross_lingual_leakage,
-        detached,
-        extraction_strength,
-        membership_inference,
-        mia_auc,
-        mia_scores,
-        perplexity,
-        probe_auc,
-        script_mass,
-        token_kl,
-    )
+    from mmie.lora_io import default_lora_targets, load_lora, save_lora
+    from mmie.metrics import ExtractionStrength, ScriptMassResult, extraction_strength, script_mass
+    from mmie.mia import MIAResult, membership_inference, mia_auc, mia_scores
     from mmie.models import (
         block_device,
         block_dtype,
@@ -292,19 +277,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         token_logprobs,
         token_nll,
     )
+    from mmie.probes import ProbeResult, probe_auc
     from mmie.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
     from mmie.report import Report, plot_report, report_schema, validate_report
-    from mmie.sae import (
-        ReconstructionReport,
-        SAEConfig,
-        SAEQuality,
-        SAETrainingStats,
-        SparseAutoencoder,
-        check_reconstruction,
-        sae_quality,
-        train_sae,
-        train_sae_on_model,
-    )
+    from mmie.sae import SAEConfig, SparseAutoencoder
+    from mmie.sae_check import ReconstructionReport, SAEQuality, check_reconstruction, sae_quality
+    from mmie.sae_train import SAETrainingStats, train_sae, train_sae_on_model
+    from mmie.scoring import KLResult, PerplexityResult, detached, perplexity, token_kl
     from mmie.scripts import script_counts, script_of_char, script_token_mask
     from mmie.scrub import Scrubber, fit_scrubber
     from mmie.seeding import seed_context, set_seed
@@ -324,15 +303,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         paired_permutation_test,
         permutation_test,
     )
-    from mmie.unlearn import (
+    from mmie.unlearn import unlearn_lora, unlearn_reft
+    from mmie.unlearn_config import (
         ReFTUnlearnResult,
         StepRecord,
         UnlearnConfig,
         UnlearnResult,
         ValidationRecord,
-        default_lora_targets,
-        load_lora,
-        save_lora,
-        unlearn_lora,
-        unlearn_reft,
     )

@@ -149,7 +149,8 @@ class Study:
             InterventionError: the picker selected no feature at a layer.
         """
         from mmie.features import contrast_features, script_invariant_features, threshold_features
-        from mmie.sae import SparseAutoencoder, train_sae
+        from mmie.sae import SparseAutoencoder
+        from mmie.sae_train import train_sae
 
         cfg = self.config.sae
         tokens = self._token_activations()
@@ -236,7 +237,7 @@ class Study:
 
     # ------------------------------------------------------------------ arms
     def _unlearn_config(self, arm: ArmConfig, seed: int) -> Any:
-        from mmie.unlearn import UnlearnConfig
+        from mmie.unlearn_config import UnlearnConfig
 
         return UnlearnConfig(
             objective=arm.objective,

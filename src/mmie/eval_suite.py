@@ -197,7 +197,7 @@ def _ppl_record(
     texts: Sequence[str],
     config: ExperimentConfig,
 ) -> dict[str, Any]:
-    from mmie.metrics import perplexity
+    from mmie.scoring import perplexity
 
     r = perplexity(
         model,
@@ -300,7 +300,7 @@ def evaluate_model(
 def _mia_record(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, sets: EvalSets, config: ExperimentConfig
 ) -> dict[str, Any]:
-    from mmie.metrics import mia_auc, mia_scores
+    from mmie.mia import mia_auc, mia_scores
 
     kw: dict[str, Any] = {
         "attack": "loss",

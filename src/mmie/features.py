@@ -10,7 +10,7 @@ Summary statistics are computed once per text set by :func:`feature_stats`; ever
 also accepts a precomputed :class:`FeatureStats` in place of activations, so several pickers
 can share one encoding pass.
 
-SAE reconstruction quality (FVU, mean L0, dead fraction) is :func:`mmie.sae.sae_quality`.
+SAE reconstruction quality (FVU, mean L0, dead fraction) is :func:`mmie.sae_check.sae_quality`.
 """
 
 from __future__ import annotations

@@ -36,13 +36,8 @@ from transformers import PreTrainedTokenizerBase
 from mmie.errors import InterventionError
 from mmie.hooks import assert_no_mmie_hooks
 from mmie.models import free_memory
-from mmie.unlearn import (
-    ReFTUnlearnResult,
-    UnlearnConfig,
-    UnlearnResult,
-    unlearn_lora,
-    unlearn_reft,
-)
+from mmie.unlearn import unlearn_lora, unlearn_reft
+from mmie.unlearn_config import ReFTUnlearnResult, UnlearnConfig, UnlearnResult
 
 if TYPE_CHECKING:
     from mmie.reft import LoReFTConfig
