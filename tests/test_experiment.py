@@ -501,3 +501,25 @@ def test_plots_are_drawn_with_matplotlib(full_run, tmp_path):
     files = mmie.plot_report(full_run.report, tmp_path)
     assert [f.name for f in files] == ["metrics.png"]  # one alpha per gate kind: no dose-response
     assert files[0].stat().st_size > 1000
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    values=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=5).filter(
+        lambda v: max(v) - min(v) > 1e-6
+    )
+)
+def test_seed_intervals_stay_in_the_metric_domain(values):
+    from mmie.report import _domain, _interval
+
+    config = demo_config()
+    ci = _interval(values, config, _domain("forget_es"))
+    raw = mmie.bootstrap_ci(values, method="t", clip=False)
+    assert ci is not None
+    assert ci["method"] == "t"
+    assert not ci["clipped"]  # Student t is never clipped to the sample's range
+    assert 0.0 <= ci["low"] <= ci["estimate"] <= ci["high"] <= 1.0
+    assert ci["low"] == max(raw.low, 0.0)
+    assert ci["high"] == min(raw.high, 1.0)
+    assert _domain("retain_ppl") == (0.0, math.inf)
+    assert _domain("something_else") == (-math.inf, math.inf)

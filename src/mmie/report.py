@@ -74,8 +74,26 @@ def _ci_method(config: ExperimentConfig, n: int) -> str:
     return "t" if n < 10 else "bca"
 
 
-def _interval(values: Sequence[float], config: ExperimentConfig) -> dict[str, Any] | None:
-    """CI of the mean as a dict, or ``None`` for fewer than 2 finite values."""
+def _domain(key: str) -> tuple[float, float]:
+    """The range a metric's values (hence their mean) cannot leave."""
+    if key.endswith("_es") or key.endswith("script_mass") or key == "mia_auc":
+        return (0.0, 1.0)
+    if key.endswith("_ppl"):
+        return (0.0, math.inf)
+    return (-math.inf, math.inf)
+
+
+def _interval(
+    values: Sequence[float],
+    config: ExperimentConfig,
+    domain: tuple[float, float] = (-math.inf, math.inf),
+) -> dict[str, Any] | None:
+    """CI of the mean as a dict, or ``None`` for fewer than 2 finite values.
+
+    Bounds are clipped to the metric's ``domain`` (e.g. [0, 1] for extraction strength):
+    the true mean lies in it, so this never lowers coverage, unlike clipping a Student-t
+    interval to the sample's [min, max].
+    """
     arr = np.asarray(values, dtype=np.float64)
     if arr.size < 2 or not np.all(np.isfinite(arr)):
         return None
@@ -92,8 +110,8 @@ def _interval(values: Sequence[float], config: ExperimentConfig) -> dict[str, An
     )
     return {
         "estimate": ci.estimate,
-        "low": ci.low,
-        "high": ci.high,
+        "low": max(ci.low, domain[0]),
+        "high": min(ci.high, domain[1]),
         "method": ci.method,
         "alpha": ci.alpha,
         "n": ci.n,
@@ -316,7 +334,7 @@ def build_report(shards: ShardSet) -> Report:
             entry: dict[str, Any] = {
                 "mean": float(np.mean(values)),
                 "per_seed": {str(s): float(have[s]["value"]) for s in sorted(have)},
-                "ci": _interval(values, config),
+                "ci": _interval(values, config, _domain(key)),
                 "delta": None,
             }
             if key in base_metrics and len(have) == len(seed_records):
