@@ -522,4 +522,6 @@ def test_seed_intervals_stay_in_the_metric_domain(values):
     assert ci["low"] == max(raw.low, 0.0)
     assert ci["high"] == min(raw.high, 1.0)
     assert _domain("retain_ppl") == (0.0, math.inf)
+    assert _domain("related_es.urdu") == (0.0, 1.0)
+    assert _domain("related_ppl.urdu") == (0.0, math.inf)
     assert _domain("something_else") == (-math.inf, math.inf)

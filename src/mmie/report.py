@@ -76,9 +76,10 @@ def _ci_method(config: ExperimentConfig, n: int) -> str:
 
 def _domain(key: str) -> tuple[float, float]:
     """The range a metric's values (hence their mean) cannot leave."""
-    if key.endswith("_es") or key.endswith("script_mass") or key == "mia_auc":
+    metric = key.split(".", 1)[0]  # "related_es.urdu" -> "related_es"
+    if metric.endswith("_es") or metric.endswith("script_mass") or metric == "mia_auc":
         return (0.0, 1.0)
-    if key.endswith("_ppl"):
+    if metric.endswith("_ppl"):
         return (0.0, math.inf)
     return (-math.inf, math.inf)
 
