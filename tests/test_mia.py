@@ -8,24 +8,12 @@ import zlib
 import numpy as np
 import pytest
 import scipy.stats
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lm_reference import TEXTS, token_logprobs
 from mmie.mia import membership_inference, mia_auc, mia_scores
 from mmie.testing import tiny_causal_lm
-
-TEXTS = [
-    "hello world",
-    "नमस्ते दुनिया",
-    "ab",
-    "a much longer sentence than all the others, to force padding",
-    "xyz",
-    "मेरा नाम राम है",
-    "the cat sat",
-    "ਅੱਜ ਬਹੁਤ ਗਰਮੀ ਹੈ।",
-    "আজ খুব বৃষ্টি হচ্ছে।",
-]
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +21,10 @@ def model():
     return tiny_causal_lm("llama", seed=0)
 
 
-def _token_logprobs(model, tokenizer, text):
-    """Log-probabilities of each predicted token of one unpadded text (manual)."""
-    ids = tokenizer(text, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].double()  # (seq, vocab)
-    logp = torch.log_softmax(logits, -1)
-    return torch.stack([logp[t, ids[0, t + 1]] for t in range(ids.shape[1] - 1)])
-
-
 # ---------------------------------------------------------------------- membership inference
 def test_mia_scores_match_manual(model, tokenizer):
     texts = TEXTS[:6]
-    lps = [_token_logprobs(model, tokenizer, t).numpy() for t in texts]
+    lps = [token_logprobs(model, tokenizer, t).numpy() for t in texts]
     loss = mia_scores(model, tokenizer, texts, attack="loss", batch_size=4)
     np.testing.assert_allclose(loss, [lp.mean() for lp in lps], rtol=1e-5)
     z = mia_scores(model, tokenizer, texts, attack="zlib", batch_size=4)

@@ -10,21 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lm_reference import TEXTS, token_logprobs
 from mmie.hooks import BlockIntervention, assert_no_mmie_hooks
 from mmie.scoring import detached, perplexity, token_kl
 from mmie.testing import tiny_causal_lm
-
-TEXTS = [
-    "hello world",
-    "नमस्ते दुनिया",
-    "ab",
-    "a much longer sentence than all the others, to force padding",
-    "xyz",
-    "मेरा नाम राम है",
-    "the cat sat",
-    "ਅੱਜ ਬਹੁਤ ਗਰਮੀ ਹੈ।",
-    "আজ খুব বৃষ্টি হচ্ছে।",
-]
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +26,11 @@ def other():
     return tiny_causal_lm("llama", seed=1)
 
 
-def _token_logprobs(model, tokenizer, text):
-    """Log-probabilities of each predicted token of one unpadded text (manual)."""
-    ids = tokenizer(text, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].double()  # (seq, vocab)
-    logp = torch.log_softmax(logits, -1)
-    return torch.stack([logp[t, ids[0, t + 1]] for t in range(ids.shape[1] - 1)])
-
-
 # ---------------------------------------------------------------------- perplexity
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_perplexity_matches_manual_sum_and_batch_size(arch, tokenizer):
     model = tiny_causal_lm(arch, seed=0)
-    lps = [_token_logprobs(model, tokenizer, t) for t in TEXTS]
+    lps = [token_logprobs(model, tokenizer, t) for t in TEXTS]
     total_nll = -sum(float(lp.sum()) for lp in lps)
     total_tokens = sum(lp.numel() for lp in lps)
     r1 = perplexity(model, tokenizer, TEXTS, batch_size=1)
