@@ -252,3 +252,14 @@ def test_round_trip_property(arms, seeds, metrics, n_eval, ratio, ci):
     assert ExperimentConfig.from_dict(plain) == cfg
     assert ExperimentConfig.from_dict(json.loads(json.dumps(plain))) == cfg
     assert cfg.replace() == cfg
+
+
+def test_shipped_example_config_loads_and_round_trips():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "study.toml"
+    cfg = load_config(path)
+    assert cfg.model == "Qwen/Qwen2-1.5B"
+    assert [arm.kind for arm in cfg.arms] == ["lora", "reft", "sae_gate", "scrub", "dynamic_gate"]
+    assert cfg.seeds == (0, 1, 2, 3, 4)
+    assert type(cfg).from_dict(cfg.to_dict()) == cfg
