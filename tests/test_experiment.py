@@ -525,3 +525,15 @@ def test_seed_intervals_stay_in_the_metric_domain(values):
     assert _domain("related_es.urdu") == (0.0, 1.0)
     assert _domain("related_ppl.urdu") == (0.0, math.inf)
     assert _domain("something_else") == (-math.inf, math.inf)
+
+
+def test_sharded_device_loads_with_a_device_map():
+    from mmie.experiment import _load_model
+
+    cfg = demo_config(device="sharded")
+    assert cfg.device == "sharded"
+    with _load_model(cfg, "sharded") as (model, tokenizer):
+        out = mmie.generate(model, tokenizer, ["मेरे दोस्त"], max_new_tokens=4)
+    assert len(out) == 1
+    with pytest.raises(ConfigError, match='"sharded"'):
+        demo_config(device="gpu")

@@ -501,7 +501,7 @@ class ExperimentConfig(_ConfigBase):
     name: str = "mmie-study"  # label shown in reports
     model: str = "demo"  # local path or hub id of a causal LM, or "demo" (bundled tiny model)
     dtype: Dtype = "float32"  # parameter dtype of the model
-    device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"  # "auto" (CUDA or CPU), "cpu", "cuda:N", "sharded" (device_map="auto")
     target: str = "hi"  # language label of the forget language (detector label)
     data: DataConfig = field(default_factory=DataConfig)  # text sets and sizes
     selection: SelectionConfig = field(default_factory=SelectionConfig)  # layer selection
@@ -521,9 +521,10 @@ class ExperimentConfig(_ConfigBase):
         _validate_fields(self)
         _require(bool(self.model.strip()), "model", "must not be empty")
         _require(
-            self.device == "auto" or bool(re.match(r"^(cpu|cuda|mps)(:\d+)?$", self.device)),
+            self.device in ("auto", "sharded")
+            or bool(re.match(r"^(cpu|cuda|mps)(:\d+)?$", self.device)),
             "device",
-            f'must be "auto", "cpu", "cuda", "cuda:N" or "mps", got {self.device!r}',
+            f'must be "auto", "sharded", "cpu", "cuda", "cuda:N" or "mps", got {self.device!r}',
         )
         _require(bool(self.target.strip()), "target", "must not be empty")
         _require(bool(self.arms), "arms", "must list at least one arm")

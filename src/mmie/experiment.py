@@ -113,7 +113,12 @@ def _load_model(
     from mmie.models import free_memory, load_causal_lm
 
     dtype = getattr(torch, config.dtype)
-    if config.model == "demo":
+    if device == "sharded":  # every intervention places its tensors per block
+        from mmie.demo import demo_model_path
+
+        path = demo_model_path() if config.model == "demo" else config.model
+        model, tokenizer = load_causal_lm(path, dtype=dtype, device_map="auto")
+    elif config.model == "demo":
         from mmie.demo import load_demo_model
 
         model, tokenizer = load_demo_model(dtype=dtype, device=device)
