@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from lm_reference import hidden_after
 from mmie.errors import InterventionError
 from mmie.hooks import (
     BlockIntervention,
@@ -48,38 +49,25 @@ class Scale(AddConstant):
         return [(layer, lambda h: h * self.value) for layer in self.layers]
 
 
-def _hidden_after(model, batch, layer):
-    out = {}
-    handle = get_block(model, layer).register_forward_hook(
-        lambda _m, _a, o: out.__setitem__("h", (o if isinstance(o, torch.Tensor) else o[0]))
-    )
-    try:
-        with torch.no_grad():
-            model(**batch)
-    finally:
-        handle.remove()
-    return out["h"]
-
-
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
 def test_edit_applies_for_tensor_and_tuple_outputs(arch, tokenizer):
     model = tiny_causal_lm(arch)
     batch = tokenize(tokenizer, ["hello there", "hi"])
-    base = _hidden_after(model, batch, 0)
+    base = hidden_after(model, batch, 0)
     with AddConstant(model, [0], 1.5):
-        edited = _hidden_after(model, batch, 0)
+        edited = hidden_after(model, batch, 0)
     torch.testing.assert_close(edited, base + 1.5)
     assert mmie_hooks(model) == []
 
 
 def test_composition_order_follows_attach_order(tiny_llama, tokenizer):
     batch = tokenize(tokenizer, ["abc"])
-    base = _hidden_after(tiny_llama, batch, 1)
+    base = hidden_after(tiny_llama, batch, 1)
     add, scale = AddConstant(tiny_llama, [1], 1.0), Scale(tiny_llama, [1], 2.0)
     with interventions(add, scale):
-        first_add = _hidden_after(tiny_llama, batch, 1)
+        first_add = hidden_after(tiny_llama, batch, 1)
     with interventions(scale, add):
-        first_scale = _hidden_after(tiny_llama, batch, 1)
+        first_scale = hidden_after(tiny_llama, batch, 1)
     torch.testing.assert_close(first_add, (base + 1.0) * 2.0)
     torch.testing.assert_close(first_scale, base * 2.0 + 1.0)
     assert_no_mmie_hooks(tiny_llama)

@@ -9,9 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lm_reference import hidden_after
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, InterventionError
 from mmie.hooks import assert_no_mmie_hooks, mmie_hooks
-from mmie.models import get_block, tokenize
+from mmie.models import tokenize
 from mmie.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
@@ -34,19 +35,6 @@ def reference_phi(
     """Closed form h + Rᵀ(W h + b − R h) in float64, row-vector convention."""
     h64, R64, W64, b64 = h.double(), R.double(), W.double(), b.double()
     return h64 + (h64 @ W64.T + b64 - h64 @ R64.T) @ R64
-
-
-def hidden_after(model, batch, layer: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    out: dict[str, torch.Tensor] = {}
-    handle = get_block(model, layer).register_forward_hook(
-        lambda _m, _a, o: out.__setitem__("h", o if isinstance(o, torch.Tensor) else o[0])
-    )
-    try:
-        with torch.no_grad():
-            model(**batch)
-    finally:
-        handle.remove()
-    return out["h"]
 
 
 def orthonormality_error(R: torch.Tensor) -> float:

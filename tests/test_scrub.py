@@ -10,11 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lm_reference import hidden_after
 from mmie.activations import collect_activations
 from mmie.errors import CheckpointError, IncompatibleModelError
 from mmie.hooks import BlockIntervention, assert_no_mmie_hooks, interventions, mmie_hooks
 from mmie.leace import LeaceEraser, LeaceFitter
-from mmie.models import get_block, tokenize
+from mmie.models import tokenize
 from mmie.scrub import Scrubber, fit_scrubber
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
@@ -114,19 +115,6 @@ def probe_accuracy(x: torch.Tensor, z: torch.Tensor) -> float:
     opt.step(closure)
     with torch.no_grad():
         return float((((x @ w + b) > 0).long() == z).double().mean())
-
-
-def hidden_after(model, batch, layer: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    out: dict[str, torch.Tensor] = {}
-    handle = get_block(model, layer).register_forward_hook(
-        lambda _m, _a, o: out.__setitem__("h", o if isinstance(o, torch.Tensor) else o[0])
-    )
-    try:
-        with torch.no_grad():
-            model(**batch)
-    finally:
-        handle.remove()
-    return out["h"]
 
 
 class AddConstant(BlockIntervention):
