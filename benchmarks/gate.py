@@ -19,6 +19,8 @@ GPU (a Qwen2-1.5B-sized random model in bf16, batch 8, 256 tokens, prefill)::
 
     python benchmarks/gate.py --device cuda --dtype bfloat16 --preset qwen2-1.5b
 
+With ``--matmul-precision high`` the gates' fp32 matmuls may use TF32 on the GPU.
+
 A model split across ``cuda:0`` and ``cpu`` with an accelerate device map, gated on both
 sides (checks placement; prints the gated logits' difference to the single-GPU run)::
 
@@ -199,7 +201,8 @@ def run_speed(args: argparse.Namespace) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"# {args.preset}: {n_params / 1e6:.0f}M params, d_model {d_model}, "
-        f"{model.config.num_hidden_layers} blocks, {args.dtype} on {device}"
+        f"{model.config.num_hidden_layers} blocks, {args.dtype} on {device}, fp32 matmul "
+        f"precision {torch.get_float32_matmul_precision()!r}"
         + (
             f" ({torch.cuda.get_device_name(device)})"
             if device.type == "cuda"
@@ -291,11 +294,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--matmul-precision",
+        default="highest",
+        choices=["highest", "high"],
+        help="torch.set_float32_matmul_precision for the gates' fp32 compute ('high' lets a "
+        "GPU use TF32 for it: faster, about 10 mantissa bits)",
+    )
+    parser.add_argument(
         "--split", action="store_true", help="device_map split across cuda:0 and cpu"
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     if args.split:
         run_split(args)
     else:

@@ -247,8 +247,9 @@ def test_cuda_stays_uninitialised_and_unseeded():
         mmie.set_seed(2)
         assert not torch.cuda.is_initialized(), "CUDA was initialised"
         torch.cuda.init()
-        # 67280421310721 is torch's default CUDA seed: no queued seed ran at init.
-        assert torch.cuda.initial_seed() == 67280421310721, torch.cuda.initial_seed()
+        # A queued seed would have run at init and left initial_seed() at 1 or 2. (The
+        # default CUDA seed itself is not a constant: torch 2.11 draws it per process.)
+        assert torch.cuda.initial_seed() not in (1, 2), torch.cuda.initial_seed()
         print("ok")
         """
     )
