@@ -146,6 +146,13 @@ class SAEGate(BlockIntervention):
     ``t``'s forward pass acts from step ``t + 1`` on. :meth:`clear_sequence_alpha`, the
     :meth:`sequence_alpha` context manager and :meth:`remove` drop it.
 
+    Cost: ReLU, JumpReLU and gated SAEs compute only the encoder columns of ``S``
+    (``O(d_model · |S|)`` per token). A TopK SAE needs all ``d_sae`` pre-activations to know
+    its top ``k``, one fp32 ``d_model × d_sae`` matmul per token; on a GPU that matmul runs
+    without tensor cores unless TF32 is allowed
+    (``torch.set_float32_matmul_precision("high")``), which makes it several times faster
+    at the price of ties within TF32's precision (see the benchmarks page).
+
     Args:
         model: the model to gate (PEFT-wrapped models work).
         saes: ``layer -> SparseAutoencoder`` reading that block's output.
