@@ -122,6 +122,12 @@ def test_full_run_writes_shards_and_a_valid_report(full_run, tiny):
     # per-seed, per-item records are kept
     assert len(data["records"]) == 2 * len(ARMS)
     assert len(data["records"][0]["metrics"]["forget_es"]["per_item"]) == 4
+    # the probe group runs at the selected layers, for the base model and every arm
+    probe_keys = [f"probe_auc.{layer}" for layer in data["layers"]]
+    assert probe_keys
+    assert set(probe_keys) <= set(data["base"]["metrics"])
+    for arm in data["arms"].values():
+        assert set(probe_keys) <= set(arm["metrics"])
     # every arm was released cleanly: the caller's model has no hooks and no adapter
     mmie.assert_no_mmie_hooks(tiny[0])
     assert not any(type(m).__module__.startswith("peft") for m in tiny[0].modules())

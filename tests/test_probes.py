@@ -54,3 +54,45 @@ def test_probe_auc_validation():
         probe_auc(x, torch.randn(1, 4))
     with pytest.raises(ValueError, match="test_fraction"):
         probe_auc(x, x, test_fraction=1.0)
+
+
+def test_probe_scores_give_the_reported_auc():
+    from mmie.eval_suite import placement_values
+    from mmie.probes import _probe
+
+    g = torch.Generator().manual_seed(3)
+    pos = torch.randn(20, 4, generator=g) + 0.7
+    neg = torch.randn(25, 4, generator=g)
+    result, s_pos, s_neg = _probe(
+        pos, neg, control=True, seed=5, test_fraction=0.3, l2=1e-2, max_iter=100
+    )
+    assert result == probe_auc(pos, neg, seed=5)  # the public function is this one
+    assert (len(s_pos), len(s_neg)) == (6, 8)
+    assert placement_values(s_pos, s_neg).mean() == pytest.approx(result.auc, abs=1e-12)
+
+
+def test_study_probe_group_sees_a_scrubber_erase_the_language():
+    """The ``probe`` metric group of a study, on the demo model: the scrubber's layer."""
+    from mmie.config import demo_config
+    from mmie.demo import load_demo_model
+    from mmie.eval_suite import evaluate_model, load_eval_sets
+    from mmie.scrub import fit_scrubber
+
+    config = demo_config(metrics=("probe",), data={"n_forget": 48, "n_retain": 48, "n_eval": 40})
+    sets = load_eval_sets(config)
+    model, tok = load_demo_model()
+    base, generations = evaluate_model(model, tok, sets, config, probe_layers=[1, 2])
+    assert generations == {}  # nothing generated for a probe-only study
+    assert sorted(base) == ["probe_auc.1", "probe_auc.2"]
+    for record in base.values():
+        assert record["value"] > 0.95  # Hindi and English are linearly separable
+        assert len(record["per_item"]) == 12  # 30% of 40 held-out forget texts
+        assert np.mean(record["per_item"]) == pytest.approx(record["value"], abs=1e-12)
+        assert 0.0 <= record["control_auc"] <= 1.0
+    scrubber = fit_scrubber(
+        model, tok, {"retain": sets.retain_train, "forget": sets.forget_train}, [1]
+    )
+    with scrubber:
+        scrubbed, _ = evaluate_model(model, tok, sets, config, probe_layers=[1, 2])
+    assert scrubbed["probe_auc.1"]["value"] < base["probe_auc.1"]["value"] - 0.1  # 0.80 vs 1
+    assert evaluate_model(model, tok, sets, config)[0] == {}  # no layers: the group is skipped

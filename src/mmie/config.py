@@ -83,6 +83,7 @@ METRICS: tuple[str, ...] = (
     "redistribution",
     "mia",
     "script_mass",
+    "probe",
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")

@@ -24,6 +24,11 @@ record key                definition (see docs/methods.md)
 ``forget_script_mass``    next-token probability mass on target-script tokens after each
                           forget prompt (skipped, with a warning, when the tokenizer has no
                           whole target-script token, e.g. a byte-level one)
+``probe_auc.<layer>``     held-out AUC of a linear probe separating held-out forget from
+                          retain texts by their mean block-``layer`` output (interventions
+                          active), at each selected layer; per item: each held-out forget
+                          text's share of held-out retain texts it out-scores (ties ½), whose
+                          mean is the AUC; ``control_auc``: the shuffled-label control
 ========================  ====================================================================
 """
 
@@ -219,6 +224,7 @@ def evaluate_model(
     config: ExperimentConfig,
     *,
     logits_processors: Sequence[LogitsProcessor] = (),
+    probe_layers: Sequence[int] = (),
     show_progress: bool = False,
 ) -> tuple[Records, dict[str, list[str]]]:
     """Compute the configured metric groups on ``model`` as it is (interventions included).
@@ -229,6 +235,8 @@ def evaluate_model(
         sets: the study's text and prompt sets.
         config: the study config (metrics, generation and data settings).
         logits_processors: processors for generation (a dynamic gate's processor).
+        probe_layers: layers of the ``probe`` metric group (the study's selected layers;
+            the group is skipped when empty).
         show_progress: progress bars for generation.
 
     Returns:
@@ -294,7 +302,46 @@ def evaluate_model(
         record = _script_mass_record(model, tokenizer, sets.prompts["forget"], config)
         if record is not None:
             records["forget_script_mass"] = record
+    if "probe" in wanted and probe_layers:
+        records.update(_probe_records(model, tokenizer, sets, config, probe_layers))
     return records, generations
+
+
+def _probe_records(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: EvalSets,
+    config: ExperimentConfig,
+    layers: Sequence[int],
+) -> dict[str, dict[str, Any]]:
+    from mmie.activations import collect_activations
+    from mmie.probes import _probe
+
+    kw: dict[str, Any] = {
+        "batch_size": config.data.batch_size,
+        "max_length": config.data.max_length,
+        "keep_tokens": False,
+    }
+    forget = collect_activations(model, tokenizer, sets.forget_eval, layers, **kw)
+    retain = collect_activations(model, tokenizer, sets.retain_eval, layers, **kw)
+    records: dict[str, dict[str, Any]] = {}
+    for layer in forget.layers:
+        # seed 0: the same held-out texts for the base model, every arm and every seed
+        result, s_pos, s_neg = _probe(
+            forget.means[layer],
+            retain.means[layer],
+            control=True,
+            seed=0,
+            test_fraction=0.3,
+            l2=1e-2,
+            max_iter=100,
+        )
+        records[f"probe_auc.{layer}"] = {
+            "value": float(result.auc),
+            "per_item": placement_values(s_pos, s_neg).tolist(),
+            "control_auc": float(result.control_auc),
+        }
+    return records
 
 
 def _mia_record(

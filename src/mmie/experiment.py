@@ -335,7 +335,9 @@ def run_experiment(
                 with seed_context(0):
                     layers, selection = _select_layers(base_model, tok, config, sets)
                     t1 = time.perf_counter()
-                    records, generations = evaluate_model(base_model, tok, sets, config)
+                    records, generations = evaluate_model(
+                        base_model, tok, sets, config, probe_layers=layers
+                    )
                 atomic_write_json(
                     base_path,
                     {
@@ -425,6 +427,7 @@ def _run_unit(
                 study.sets,
                 config,
                 logits_processors=state.logits_processors,
+                probe_layers=study.layers,
             )
             info = state.info
         shard.update(

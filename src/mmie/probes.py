@@ -73,15 +73,16 @@ def _fit_logistic(x: Tensor, y: Tensor, *, l2: float, max_iter: int) -> tuple[Te
     return w.detach(), b.detach()
 
 
-def _probe_auc_split(
+def _probe_test_scores(
     x: Tensor, y: Tensor, train: Tensor, test: Tensor, *, l2: float, max_iter: int
-) -> float:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit on ``train``; return the probe's logits on the positive and negative test items."""
     xtr = x[train]
     mu, sd = xtr.mean(0), xtr.std(0).clamp_min(1e-6)  # standardise with train statistics
     w, b = _fit_logistic((xtr - mu) / sd, y[train], l2=l2, max_iter=max_iter)
     s = (((x[test] - mu) / sd) @ w + b).numpy()
     yt = y[test].numpy().astype(bool)
-    return _rank_auc(s[yt], s[~yt])
+    return s[yt], s[~yt]
 
 
 def probe_auc(
@@ -126,6 +127,30 @@ def probe_auc(
         ValueError: not 2-D, different widths, fewer than 2 examples per class, or
             ``test_fraction`` outside ``(0, 1)``.
     """
+    result, _, _ = _probe(
+        acts_pos,
+        acts_neg,
+        control=control,
+        seed=seed,
+        test_fraction=test_fraction,
+        l2=l2,
+        max_iter=max_iter,
+    )
+    return result
+
+
+def _probe(
+    acts_pos: Tensor,
+    acts_neg: Tensor,
+    *,
+    control: bool,
+    seed: int,
+    test_fraction: float,
+    l2: float,
+    max_iter: int,
+) -> tuple[ProbeResult, np.ndarray, np.ndarray]:
+    """:func:`probe_auc` plus the probe's logits on the held-out positive and negative items
+    (in input order within each class), from which the AUC is computed."""
     if acts_pos.ndim != 2 or acts_neg.ndim != 2 or acts_pos.shape[1] != acts_neg.shape[1]:
         raise ValueError(
             "acts_pos and acts_neg must be [n, d_model] with the same d_model, got "
@@ -146,7 +171,8 @@ def probe_auc(
     is_test = torch.zeros(n, dtype=torch.bool)
     is_test[test_idx] = True
     train, test = (~is_test).nonzero().flatten(), is_test.nonzero().flatten()
-    auc = _probe_auc_split(x, y, train, test, l2=l2, max_iter=max_iter)
+    s_pos, s_neg = _probe_test_scores(x, y, train, test, l2=l2, max_iter=max_iter)
+    auc = _rank_auc(s_pos, s_neg)
     control_auc = math.nan
     if control:
         # Shuffle labels within the training and within the test split: the labels are
@@ -154,11 +180,14 @@ def probe_auc(
         y_shuffled = y.clone()
         for part in (train, test):
             y_shuffled[part] = y[part][torch.from_numpy(rng.permutation(part.numel()))]
-        control_auc = _probe_auc_split(x, y_shuffled, train, test, l2=l2, max_iter=max_iter)
-    return ProbeResult(
+        control_auc = _rank_auc(
+            *_probe_test_scores(x, y_shuffled, train, test, l2=l2, max_iter=max_iter)
+        )
+    result = ProbeResult(
         auc=auc,
         control_auc=control_auc,
         selectivity=auc - control_auc,
         n_train=int(train.numel()),
         n_test=int(test.numel()),
     )
+    return result, s_pos, s_neg

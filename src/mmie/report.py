@@ -77,7 +77,7 @@ def _ci_method(config: ExperimentConfig, n: int) -> str:
 def _domain(key: str) -> tuple[float, float]:
     """The range a metric's values (hence their mean) cannot leave."""
     metric = key.split(".", 1)[0]  # "related_es.urdu" -> "related_es"
-    if metric.endswith("_es") or metric.endswith("script_mass") or metric == "mia_auc":
+    if metric.endswith(("_es", "script_mass", "_auc")):
         return (0.0, 1.0)
     if metric.endswith("_ppl"):
         return (0.0, math.inf)
@@ -506,6 +506,8 @@ def _label(key: str) -> str:
         return f"{key.split('.', 1)[1]} perplexity ↓"
     if key.startswith("related_es."):
         return f"Hindi ES on {key.split('.', 1)[1]} prompts ↓"
+    if key.startswith("probe_auc."):
+        return f"linear-probe AUC, forget vs retain, layer {key.split('.', 1)[1]} →0.5"
     return key
 
 
