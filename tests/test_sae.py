@@ -443,6 +443,18 @@ def test_topk_aux_loss_trains_dead_latents() -> None:
     assert untouched_with == 0
 
 
+def test_aux_loss_waits_for_the_papers_dead_threshold_by_default() -> None:
+    """With Gao et al.'s 10M-token threshold a short run never calls a latent dead, so it is
+    the same run as one without the auxiliary loss (a short threshold kills rare latents)."""
+    _, _, acts = tiny()
+    kwargs: dict[str, Any] = {"architecture": "topk", "d_sae": 64, "k": 2, "steps": 30}
+    default, _ = train_sae(acts, **kwargs)
+    without, _ = train_sae(acts, aux_coefficient=0.0, **kwargs)
+    short, _ = train_sae(acts, dead_after_tokens=64, **kwargs)
+    assert torch.equal(default.W_enc, without.W_enc)
+    assert not torch.equal(short.W_enc, without.W_enc)
+
+
 def test_train_sae_validation() -> None:
     x = torch.randn(10, 4)
     with pytest.raises(ValueError, match="architecture must be 'relu' or 'topk'"):
