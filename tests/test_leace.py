@@ -196,6 +196,59 @@ def test_streaming_equals_one_shot(seed: int, cuts: list[int], method: str) -> N
     assert torch.allclose(many.fit()(x), one.fit()(x), rtol=0, atol=1e-7)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(2, 4),
+    method=st.sampled_from(["leace", "orth"]),
+    cut=st.integers(1, 149),
+    prior=st.floats(0.1, 0.9),
+)
+def test_centred_on_a_class(seed: int, k: int, method: str, cut: int, prior: float) -> None:
+    """``fit(center=c)``: class ``c``'s mean stays where it is, every class mean lands on
+    it (the concept is still erased), the map is idempotent and only the centre differs
+    from LEACE's."""
+    rest = [(1 - prior) / (k - 1)] * (k - 1)
+    x, z = make_data(seed, n=150, d=6, k=k, priors=[prior, *rest])
+    if len(torch.unique(z)) < k:
+        return  # a class without samples has no mean (tested below)
+    fitter = LeaceFitter(6, k, method=method)  # type: ignore[arg-type]
+    fitter.update(x[:cut], z[:cut]).update(x[cut:], z[cut:])  # streamed
+    direct = torch.stack([x[z == c].mean(0) for c in range(k)])
+    assert torch.allclose(fitter.class_means, direct, rtol=0, atol=1e-10)
+    pooled = fitter.fit()
+    for c in range(k):
+        eraser = fitter.fit(center=c)
+        assert torch.equal(eraser.proj_left, pooled.proj_left)
+        assert torch.equal(eraser.proj_right, pooled.proj_right)
+        erased = eraser(x)
+        means = torch.stack([erased[z == j].mean(0) for j in range(k)])
+        assert torch.allclose(means, direct[c].expand(k, -1), rtol=0, atol=1e-8)
+        assert torch.allclose(eraser(erased), erased, rtol=0, atol=1e-8)
+        # class c moves least: its points only lose their own spread along the erased part
+        moved = (erased - x).norm(dim=1)
+        assert moved[z == c].mean() <= min(moved[z == j].mean() for j in range(k)) + 1e-12
+
+
+def test_center_is_validated() -> None:
+    x, z = make_data(1, n=40, d=3, k=3)
+    fitter = LeaceFitter(3, 3).update(x, z)
+    with pytest.raises(ValueError, match=r"center must be in \[0, 3\)"):
+        fitter.fit(center=3)
+    with pytest.raises(TypeError, match="center must be a class id"):
+        fitter.fit(center=True)
+    unseen = LeaceFitter(3, 3).update(x[z < 2], z[z < 2])
+    assert torch.isnan(unseen.class_means[2]).all()
+    with pytest.raises(ValueError, match="class 2 has no samples"):
+        unseen.fit(center=2)
+    continuous = LeaceFitter(3, 1).update(x, z.double())
+    with pytest.raises(RuntimeError, match="categorical"):
+        continuous.fit(center=0)
+    soft = LeaceFitter(3, 2).update(x, torch.full((40, 2), 0.5, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="categorical"):
+        _ = soft.class_means
+
+
 def test_statistics_match_direct_computation() -> None:
     x, z = make_data(8, n=300, d=5, k=2)
     fitter = LeaceFitter(5, 2).update(x[:100], z[:100]).update(x[100:], z[100:])

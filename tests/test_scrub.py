@@ -200,6 +200,29 @@ def test_texts_and_labels_form_equals_mapping(model, tok, par_scrubber) -> None:
         assert torch.allclose(a.bias, b.bias, atol=1e-10)
 
 
+def test_centred_on_a_concept(model, tok, par_scrubber) -> None:  # type: ignore[no-untyped-def]
+    """``center="english"``: the same projections, centred on the English token mean, which
+    the scrubbed layer's English tokens keep while the Hindi mean is moved onto it."""
+    texts, labels = all_texts_and_labels()
+    scrubber = fit_scrubber(model, tok, CONCEPTS, [0], sequential=False, center="english")
+    by_id = fit_scrubber(model, tok, texts, [0], labels=labels.tolist(), center=0)
+    a, b = scrubber.erasers[0], par_scrubber.erasers[0]
+    assert torch.equal(a.proj_left, b.proj_left)
+    assert torch.equal(a.proj_right, b.proj_right)
+    assert torch.allclose(by_id.erasers[0].bias, a.bias, rtol=0, atol=1e-10)
+    x, z = token_data(model, tok, 0)
+    english_mean = x[z == 0].mean(0)
+    assert torch.allclose(a.bias, english_mean, rtol=0, atol=1e-6)
+    with scrubber:
+        erased, z = token_data(model, tok, 0)
+    assert torch.allclose(erased[z == 0].mean(0), english_mean, rtol=0, atol=1e-5)
+    assert torch.allclose(erased[z == 1].mean(0), english_mean, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="center must be one of the concepts"):
+        fit_scrubber(model, tok, CONCEPTS, [0], center="urdu")
+    with pytest.raises(ValueError, match="center must be a class id"):
+        fit_scrubber(model, tok, texts, [0], labels=labels.tolist(), center=2)
+
+
 # ---------------------------------------------------------------------------- hooks
 
 

@@ -309,6 +309,7 @@ class Study:
                         {"retain": self.sets.retain_train, "forget": self.sets.forget_train},
                         layers,
                         method=arm.scrub_method,
+                        center="retain" if arm.scrub_center == "retain" else None,
                         batch_size=self.config.data.batch_size,
                         max_length=self.config.data.max_length,
                     )

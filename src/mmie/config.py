@@ -351,6 +351,7 @@ class ArmConfig(_ConfigBase):
     retain_weight: float = 1.0  # weight of the KL-to-reference retain term
     beta: float = 0.1  # NPO temperature
     scrub_method: Literal["leace", "orth"] = "leace"  # scrub eraser
+    scrub_center: Literal["retain", "mean"] = "retain"  # erase toward the retain tokens' mean
     layers: tuple[int, ...] = ()  # layers to act on (default: the selected layers)
 
     def __post_init__(self) -> None:

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -392,6 +393,8 @@ class LeaceFitter:
         )
         self._scatter_xz = torch.zeros(d_model, num_classes, dtype=dtype, device=self.device)
         self._eraser: LeaceEraser | None = None
+        # Whether every z seen was a class id or a one-hot row (class means are defined).
+        self._categorical = num_classes >= 2
 
     # ------------------------------------------------------------------ statistics
     @property
@@ -429,6 +432,27 @@ class LeaceFitter:
         """``[d_model, k]`` cross-covariance of ``x`` and ``z`` (Bessel-corrected)."""
         self._require_samples()
         return self._scatter_xz / (self._n - 1)
+
+    @property
+    def class_means(self) -> Tensor:
+        """``[k, d_model]`` mean of ``x`` within each class (NaN rows for unseen classes).
+
+        Recovered exactly from the streamed statistics: with one-hot ``z``,
+        ``Σ_n (x_n − μ)(z_nc − p_c) = n_c (μ_c − μ)``.
+
+        Raises:
+            RuntimeError: the concept is not categorical (``num_classes == 1`` or a
+                non-one-hot ``z`` was seen), or before two samples.
+        """
+        if not self._categorical:
+            raise RuntimeError(
+                "class_means needs a categorical concept: integer labels or one-hot rows "
+                "with num_classes >= 2"
+            )
+        self._require_samples()
+        counts = self._mean_z * self._n  # (k,) n_c
+        means = self._mean_x + (self._scatter_xz / counts).T  # (k, d)
+        return torch.where((counts > 0)[:, None], means, torch.full_like(means, math.nan))
 
     def _require_samples(self) -> None:
         if self._n < 2:
@@ -508,7 +532,14 @@ class LeaceFitter:
                 )
             return torch.nn.functional.one_hot(z.long(), k).to(self.dtype)
         if z.ndim == 2 and z.shape[1] == k:
-            return z.to(self.dtype)
+            zf = z.to(self.dtype)
+            if (
+                self._categorical
+                and n
+                and not (bool(((zf == 0) | (zf == 1)).all()) and bool((zf.sum(1) == 1).all()))
+            ):
+                self._categorical = False  # continuous concept: no class means
+            return zf
         raise ValueError(f"z must be [n] labels or [n, k={k}], got shape {tuple(z.shape)}")
 
     # ------------------------------------------------------------------------- fit
@@ -519,16 +550,40 @@ class LeaceFitter:
             self._eraser = self._compute_eraser()
         return self._eraser
 
-    def fit(self) -> LeaceEraser:
+    def fit(self, *, center: int | None = None) -> LeaceEraser:
         """Compute (or return the cached) eraser for the statistics seen so far.
+
+        Args:
+            center: ``None`` for LEACE's centre, the mean of all samples (the least-squares
+                optimal edit on the fitting distribution). A class id ``c`` centres the
+                erasure on class ``c``'s mean instead: along the erased directions every
+                point is moved onto class ``c``'s mean, so class ``c`` is moved least
+                (only its own spread there) and the others are moved onto it. The
+                guarantee is the same for any centre: the class-conditional means of the
+                erased features are equal (``(I − A)(μ_c − μ) = 0`` does not involve the
+                centre), and the map stays idempotent. Use it to erase a concept toward
+                the data that must be kept, e.g. the retain language in unlearning; with
+                unbalanced classes the pooled mean otherwise sits near the larger class.
 
         Returns:
             A :class:`LeaceEraser` in the fitter's dtype and device.
 
         Raises:
-            RuntimeError: before at least two samples were seen.
+            RuntimeError: before at least two samples were seen, or ``center`` given for a
+                concept that is not categorical.
+            ValueError: ``center`` out of range or a class without samples.
         """
-        return self.eraser
+        eraser = self.eraser
+        if center is None:
+            return eraser
+        if isinstance(center, bool) or not isinstance(center, int):
+            raise TypeError(f"center must be a class id (int) or None, got {center!r}")
+        if not 0 <= center < self.num_classes:
+            raise ValueError(f"center must be in [0, {self.num_classes}), got {center}")
+        mean = self.class_means[center]
+        if not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"class {center} has no samples, so it cannot be the centre")
+        return dataclasses.replace(eraser, bias=mean.clone())
 
     @torch.no_grad()
     def _compute_eraser(self) -> LeaceEraser:

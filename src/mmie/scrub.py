@@ -259,6 +259,24 @@ def _labelled_texts(
     return list(data), label_t.long(), n_classes
 
 
+def _center_id(
+    center: str | int | None,
+    data: Mapping[str, Sequence[str]] | Sequence[str],
+    n_classes: int,
+) -> int | None:
+    """The class id of ``center`` (a concept name with a mapping, a class id with labels)."""
+    if center is None:
+        return None
+    if isinstance(data, Mapping):
+        names = list(data)
+        if not isinstance(center, str) or center not in names:
+            raise ValueError(f"center must be one of the concepts {names}, got {center!r}")
+        return names.index(center)
+    if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < n_classes:
+        raise ValueError(f"center must be a class id in [0, {n_classes}), got {center!r}")
+    return center
+
+
 def fit_scrubber(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -271,6 +289,7 @@ def fit_scrubber(
     shrinkage: bool = False,
     constrain_cov_trace: bool = False,
     svd_tol: float = 0.01,
+    center: str | int | None = None,
     batch_size: int = 8,
     max_length: int = 256,
     block_path: str | None = None,
@@ -297,6 +316,13 @@ def fit_scrubber(
         shrinkage: shrink the feature covariance (see :class:`~mmie.leace.LeaceFitter`).
         constrain_cov_trace: trace safeguard (see :class:`~mmie.leace.LeaceFitter`).
         svd_tol: singular-value cutoff (see :class:`~mmie.leace.LeaceFitter`).
+        center: where the erasure centres: ``None`` for LEACE's pooled token mean, or a
+            concept (its name in ``texts_by_concept``, or its class id with ``labels``)
+            whose token mean becomes the centre, so that concept is moved least and the
+            others are moved onto it (see :meth:`~mmie.leace.LeaceFitter.fit`). For
+            unlearning, centre on the retain concept: with the pooled mean, the concept
+            with more tokens (e.g. Devanagari text, which splits into more tokens) sits
+            near the centre and the other one absorbs most of the edit.
         batch_size: texts per forward pass.
         max_length: longer texts are truncated (with a warning).
         block_path: dotted path of the block list for architectures mmie does not know.
@@ -306,10 +332,11 @@ def fit_scrubber(
         A detached :class:`Scrubber` holding one float64 CPU eraser per layer.
 
     Raises:
-        ValueError: on empty inputs, fewer than two concepts, mismatched labels, or layers
-            out of range.
+        ValueError: on empty inputs, fewer than two concepts, mismatched labels, layers
+            out of range, or an unknown ``center``.
     """
     texts, text_labels, n_classes = _labelled_texts(texts_by_concept, labels)
+    center_id = _center_id(center, texts_by_concept, n_classes)
     wanted = sorted({int(layer) for layer in layers})
     if not wanted:
         raise ValueError("layers must not be empty")
@@ -350,7 +377,7 @@ def fit_scrubber(
             if upstream is not None:
                 upstream.remove()
         for layer in stage:
-            erasers[layer] = fitters[layer].fit()
+            erasers[layer] = fitters[layer].fit(center=center_id)
             logger.info(
                 "scrubber layer %d: %d tokens, eraser rank %d",
                 layer,
