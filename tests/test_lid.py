@@ -433,3 +433,11 @@ def test_mask_padding_and_validation() -> None:
     mask = script_token_mask(tok, "Latn")
     mask[:] = False
     assert script_token_mask(tok, "Latn").sum() == 52
+
+
+def test_scripts_docstring_examples_run() -> None:
+    import doctest
+
+    result = doctest.testmod(scripts)
+    assert result.attempted >= 5
+    assert result.failed == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +138,115 @@ def test_script_mass_validation(model, tokenizer):
         script_mass(model, tokenizer, ["ab"], "Latn", mode="greedy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least two tokens"):
         script_mass(model, tokenizer, ["a"], "Latn", mode="teacher_forced")
+
+
+class MarkovLM(torch.nn.Module):
+    """A byte-level "model" whose next-token distribution depends only on the last token:
+    ``rows[last] = {token: probability}`` (other rows uniform)."""
+
+    def __init__(self, rows: dict[int, dict[int, float]], vocab: int = 259) -> None:
+        super().__init__()
+        table = torch.zeros(vocab, vocab)
+        for last, dist in rows.items():
+            table[last] = -1e9
+            for token, prob in dist.items():
+                table[last, token] = float(np.log(prob))
+        self.table = torch.nn.Parameter(table, requires_grad=False)
+
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
+        return types.SimpleNamespace(logits=self.table[input_ids])
+
+
+CONT = range(0x80, 0xC0)  # UTF-8 continuation bytes
+MARKOV = {
+    ord("x"): {0xE0: 0.5, 0xD0: 0.1, ord("a"): 0.2, ord(" "): 0.2},
+    0xE0: {0xA4: 0.6, 0xA5: 0.4},  # E0 A4 xx: Devanagari letters; E0 A5 A4: the danda
+    0xA4: {b: 1 / 64 for b in CONT},
+    0xA5: {0xA4: 1.0},
+    0xD0: {b: 1 / 64 for b in CONT},  # D0 xx: Cyrillic
+    ord(" "): {ord("a"): 0.5, 0xE0: 0.5},
+}
+
+
+@pytest.mark.parametrize(
+    ("max_depth", "tol", "found", "unresolved"),
+    [
+        (1, 0.0, 0.0, 0.8),  # E0, D0 (incomplete) and " " are undecided after one token
+        (3, 0.0, 0.3, 0.3),  # x E0 A4 xx decided; x E0 A5 A4 (danda) and " " E0 .. open
+        (4, 0.0, 0.36, 0.04),  # " " E0 A4 xx decided; x E0 A5 A4 + stray byte: invalid
+        (5, 0.0, 0.36, 0.0),
+        (5, 0.05, 0.36, 0.04),  # " " E0 A5 (0.04) is below tol
+    ],
+)
+def test_next_char_mass_by_hand(tokenizer, max_depth, tol, found, unresolved):
+    """P(first script character is Devanagari) after "x", worked out by hand: 0.5 · 0.6
+    (E0 A4 xx) + 0.2 · 0.5 · 0.6 (a space, then E0 A4 xx) = 0.36. The danda (E0 A5 A4) and
+    the space are script-neutral, Cyrillic (D0 xx) and "a" are other scripts."""
+    model = MarkovLM(MARKOV).eval()
+    r = script_mass(model, tokenizer, ["x"], "hi", mode="next_char", max_depth=max_depth, tol=tol)
+    assert r.mode == "next_char"
+    assert r.values[0] == pytest.approx(found, abs=1e-6)  # fp32 logits
+    assert r.unresolved[0] == pytest.approx(unresolved, abs=1e-6)
+    assert r.n_target_tokens == 0  # no single byte is a Devanagari character
+    assert r.n_forward >= 1
+
+
+def test_next_char_mass_agrees_with_sampling():
+    """On the demo model (byte-level BPE with partial-character tokens): the exact search
+    against the share of sampled continuations whose first script letter is Devanagari."""
+    from mmie.demo import load_demo_model
+    from mmie.scripts import script_of_char
+
+    model, tok = load_demo_model()
+    prompts = ["मेरे दोस्त", "The weather is"]
+    exact = script_mass(model, tok, prompts, "Deva", mode="next_char", tol=1e-6, max_depth=6)
+    assert max(exact.unresolved) < 1e-3
+    gen = torch.Generator().manual_seed(0)
+    n = 3000
+    for i, prompt in enumerate(prompts):
+        prompt_ids = tok([prompt], return_tensors="pt")["input_ids"]
+        ids = prompt_ids.repeat(n, 1)
+        for _ in range(6):
+            with torch.no_grad():
+                p = model(input_ids=ids).logits[:, -1].float().softmax(-1)
+            ids = torch.cat([ids, torch.multinomial(p, 1, generator=gen)], dim=1)
+        hits = undecided = 0
+        for row in ids[:, prompt_ids.shape[1] :].tolist():
+            text = tok.decode(row, skip_special_tokens=False).split("\ufffd")[0]
+            letters = [s for s in map(script_of_char, text) if s is not None]
+            if letters:
+                hits += letters[0] == "Deva"
+            else:
+                undecided += 1
+        rate = hits / n
+        se = max(float(np.sqrt(exact.values[i] * (1 - exact.values[i]) / n)), 1e-3)
+        assert abs(rate - exact.values[i]) < 4 * se + undecided / n
+
+
+def test_token_bytes_of_byte_level_and_byte_fallback_tokenizers(tokenizer):
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from mmie.scripts import token_bytes
+
+    raw = token_bytes(tokenizer)
+    assert raw[:256] == tuple(bytes([b]) for b in range(256))
+    assert raw[256:] == (None, None, None)  # pad, bos, eos
+    vocab = {"<unk>": 0, "<0xE0>": 1, "<0xA4>": 2, "\u2581the": 3, "क": 4, "a": 5}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    sp = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    assert token_bytes(sp) == (None, b"\xe0", b"\xa4", b" the", "क".encode(), b"a")
+
+
+def test_next_char_validation(model, tokenizer):
+    with pytest.raises(TypeError, match="script name"):
+        script_mass(model, tokenizer, ["ab"], torch.ones(259, dtype=torch.bool), mode="next_char")
+    with pytest.raises(ValueError, match="tol must be"):
+        script_mass(model, tokenizer, ["ab"], "Deva", mode="next_char", tol=1.0)
+    with pytest.raises(ValueError, match="max_depth"):
+        script_mass(model, tokenizer, ["ab"], "Deva", mode="next_char", max_depth=0)
+    with pytest.raises(ValueError, match="script must be one of"):
+        script_mass(model, tokenizer, ["ab"], "Klingon", mode="next_char")

@@ -96,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "script_counts": "mmie.scripts",
     "script_of_char": "mmie.scripts",
     "script_token_mask": "mmie.scripts",
+    "token_bytes": "mmie.scripts",
     "ExtractionStrength": "mmie.metrics",
     "ScriptMassResult": "mmie.metrics",
     "extraction_strength": "mmie.metrics",
@@ -284,7 +285,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.sae_check import ReconstructionReport, SAEQuality, check_reconstruction, sae_quality
     from mmie.sae_train import SAETrainingStats, train_sae, train_sae_on_model
     from mmie.scoring import KLResult, PerplexityResult, detached, perplexity, token_kl
-    from mmie.scripts import script_counts, script_of_char, script_token_mask
+    from mmie.scripts import script_counts, script_of_char, script_token_mask, token_bytes
     from mmie.scrub import Scrubber, fit_scrubber
     from mmie.seeding import seed_context, set_seed
     from mmie.selection import (

@@ -21,9 +21,10 @@ record key                definition (see docs/methods.md)
 ``mia_auc``               loss-attack membership-inference AUC, members = forget training texts,
                           non-members = held-out forget texts; per item: each member's share of
                           non-members it out-scores (ties ½), whose mean is the AUC
-``forget_script_mass``    next-token probability mass on target-script tokens after each
-                          forget prompt (skipped, with a warning, when the tokenizer has no
-                          whole target-script token, e.g. a byte-level one)
+``forget_script_mass``    probability that the first script letter after each forget prompt
+                          is of the target script (:func:`mmie.script_mass`, ``next_char``:
+                          any tokenizer, byte-level ones included); ``unresolved``: the mass
+                          its search left undecided, per prompt
 ``probe_auc.<layer>``     held-out AUC of a linear probe separating held-out forget from
                           retain texts by their mean block-``layer`` output (interventions
                           active), at each selected layer; per item: each held-out forget
@@ -299,9 +300,9 @@ def evaluate_model(
     if "mia" in wanted:
         records["mia_auc"] = _mia_record(model, tokenizer, sets, config)
     if "script_mass" in wanted:
-        record = _script_mass_record(model, tokenizer, sets.prompts["forget"], config)
-        if record is not None:
-            records["forget_script_mass"] = record
+        records["forget_script_mass"] = _script_mass_record(
+            model, tokenizer, sets.prompts["forget"], config
+        )
     if "probe" in wanted and probe_layers:
         records.update(_probe_records(model, tokenizer, sets, config, probe_layers))
     return records, generations
@@ -370,23 +371,23 @@ def _script_mass_record(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     config: ExperimentConfig,
-) -> dict[str, Any] | None:
-    from mmie.lid import script_token_mask
+) -> dict[str, Any]:
     from mmie.metrics import script_mass
 
-    mask = script_token_mask(tokenizer, config.target)
-    if not bool(mask.any()):  # the runner warns once per study (script_mass_available)
-        logger.debug("script_mass skipped: no whole %r-script token", config.target)
-        return None
-    r = script_mass(model, tokenizer, list(prompts), mask, batch_size=config.data.batch_size)
-    return {"value": float(r.mean), "per_item": [float(v) for v in r.values]}
-
-
-def script_mass_available(tokenizer: PreTrainedTokenizerBase, target: str) -> bool:
-    """Whether the tokenizer has at least one whole token of ``target``'s script."""
-    from mmie.lid import script_token_mask
-
-    return bool(script_token_mask(tokenizer, target).any())
+    r = script_mass(
+        model,
+        tokenizer,
+        list(prompts),
+        config.target,
+        mode="next_char",
+        batch_size=config.data.batch_size,
+        max_length=config.data.max_length,
+    )
+    return {
+        "value": float(r.mean),
+        "per_item": [float(v) for v in r.values],
+        "unresolved": [float(v) for v in r.unresolved],
+    }
 
 
 def records_summary(records: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

@@ -271,7 +271,7 @@ def run_experiment(
     traceback and recorded in the shard and the report as ``"failed"``.
     """
     from mmie.arms import Study
-    from mmie.eval_suite import evaluate_model, load_eval_sets, script_mass_available
+    from mmie.eval_suite import evaluate_model, load_eval_sets
     from mmie.seeding import seed_context
 
     if not isinstance(config, ExperimentConfig):
@@ -324,12 +324,6 @@ def run_experiment(
             assert base_model is not None
             assert tok is not None
             base_model.eval()
-            if "script_mass" in config.metrics and not script_mass_available(tok, config.target):
-                logger.warning(
-                    "script_mass is not computed: the tokenizer has no whole token of the "
-                    "%r script (a byte-level vocabulary)",
-                    config.target,
-                )
             if need_base:
                 t0 = time.perf_counter()
                 with seed_context(0):

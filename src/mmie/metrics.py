@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmie.lid import (
     SCRIPT_LANGUAGE,
@@ -232,17 +232,26 @@ class ScriptMassResult:
     """Probability mass a model puts on target-script tokens.
 
     Attributes:
-        values: per prompt, the mass (in ``[0, 1]``): at the next-token position, or the
-            mean over the text's predicted positions when teacher-forced.
+        values: per prompt, the mass (in ``[0, 1]``): at the next-token position, the mean
+            over the text's predicted positions when teacher-forced, or (``next_char``) the
+            probability that the continuation's first script-bearing character is of the
+            script, as far as the search resolved it (a lower bound).
         mean: mean of ``values``.
-        mode: ``"next_token"`` or ``"teacher_forced"``.
-        n_target_tokens: number of vocabulary entries in the script mask.
+        mode: ``"next_token"``, ``"teacher_forced"`` or ``"next_char"``.
+        n_target_tokens: number of vocabulary entries in the script mask (``next_char``:
+            tokens whose first script-bearing character is of the script).
+        unresolved: ``next_char`` only (else empty): per prompt, the probability mass the
+            search left undecided (below ``tol`` or deeper than ``max_depth``); the exact
+            value lies in ``[value, value + unresolved]``.
+        n_forward: ``next_char`` only (else 0): sequences scored, prompts included.
     """
 
     values: tuple[float, ...]
     mean: float
     mode: str
     n_target_tokens: int
+    unresolved: tuple[float, ...] = ()
+    n_forward: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -256,15 +265,27 @@ def script_mass(
     prompts: Sequence[str],
     script: str | Tensor,
     *,
-    mode: Literal["next_token", "teacher_forced"] = "next_token",
+    mode: Literal["next_token", "teacher_forced", "next_char"] = "next_token",
     batch_size: int = 8,
     max_length: int | None = 1024,
+    max_depth: int = 4,
+    tol: float = 1e-3,
 ) -> ScriptMassResult:
     """Detector-free language metric: probability mass on tokens of a script.
 
     ``next_token``: ``Σ_{v ∈ S} p(v | prompt)`` for the token after each prompt.
     ``teacher_forced``: the same mass at every predicted position ``t`` (``p(· | x_{≤t})``
     for ``t = 0..L-2``) of each text, averaged over its positions.
+    ``next_char``: the probability that the first script-bearing character of the
+    continuation (script-neutral characters such as spaces, digits and the danda skipped;
+    see :func:`mmie.scripts.script_of_char`) is of the script. It does not depend on the
+    tokenization: tokens holding part of a multi-byte character, or only neutral
+    characters, are expanded (one more forward pass with the token appended) until their
+    continuation decides, so byte-level vocabularies are measured exactly (token bytes
+    from :func:`mmie.scripts.token_bytes`). Branches below ``tol`` probability, deeper than
+    ``max_depth`` tokens, or through a token whose bytes are unknown stay unresolved and are
+    reported as ``unresolved`` (``value + unresolved`` is an upper bound); special tokens
+    (end of text) count as not the script.
 
     The mass is computed as ``exp(logsumexp(logits[S]) − logsumexp(logits))`` in fp32.
     Model vocabulary rows beyond the tokenizer's (padding of the embedding matrix) are not
@@ -275,10 +296,13 @@ def script_mass(
         tokenizer: its tokenizer (with a pad token).
         prompts: prompts (``next_token``) or texts (``teacher_forced``).
         script: a script or label understood by :func:`mmie.lid.script_token_mask`
-            (``"Deva"``, or ``"hi"`` for the same) or a precomputed boolean mask ``[vocab]``.
-        mode: ``"next_token"`` or ``"teacher_forced"``.
+            (``"Deva"``, or ``"hi"`` for the same) or a precomputed boolean mask ``[vocab]``
+            (not with ``next_char``).
+        mode: ``"next_token"``, ``"teacher_forced"`` or ``"next_char"``.
         batch_size: texts per forward pass.
         max_length: longer texts are truncated (with a warning).
+        max_depth: ``next_char``: the most continuation tokens examined along a branch.
+        tol: ``next_char``: branches with less probability than this are not expanded.
 
     Returns:
         A :class:`ScriptMassResult`.
@@ -288,9 +312,20 @@ def script_mass(
             forced) a text with fewer than two tokens.
     """
     texts = _texts(prompts, "prompts")
-    if mode not in ("next_token", "teacher_forced"):
-        raise ValueError(f"mode must be 'next_token' or 'teacher_forced', got {mode!r}")
+    if mode not in ("next_token", "teacher_forced", "next_char"):
+        raise ValueError(
+            f"mode must be 'next_token', 'teacher_forced' or 'next_char', got {mode!r}"
+        )
     batch_size = _positive_int(batch_size, "batch_size")
+    if mode == "next_char":
+        if not isinstance(script, str):
+            raise TypeError("next_char needs a script name, not a token mask")
+        max_depth = _positive_int(max_depth, "max_depth")
+        if not (isinstance(tol, (int, float)) and 0.0 <= tol < 1.0):
+            raise ValueError(f"tol must be in [0, 1), got {tol!r}")
+        return _next_char_mass(
+            model, tokenizer, texts, script, batch_size, max_length, max_depth, float(tol)
+        )
     if isinstance(script, str):
         mask = script_token_mask(tokenizer, script)
     elif isinstance(script, Tensor):
@@ -332,4 +367,92 @@ def script_mass(
         mean=float(np.mean(values)),
         mode=mode,
         n_target_tokens=int(token_ids.numel()),
+    )
+
+
+@dataclass
+class _Branch:
+    """A prompt continued by ``appended`` tokens, whose first script-bearing character is
+    still undecided; ``pending`` holds the bytes of an incomplete character."""
+
+    item: int
+    appended: list[int]
+    pending: bytes
+    prob: float
+
+
+def _next_char_mass(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    script: str,
+    batch_size: int,
+    max_length: int | None,
+    max_depth: int,
+    tol: float,
+) -> ScriptMassResult:
+    """Breadth-first search over continuations until their first script character."""
+    from mmie.models import tokenize
+    from mmie.scripts import LANGUAGE_SCRIPT, SCRIPTS, _classify_tokens
+
+    code = LANGUAGE_SCRIPT.get(script, script)
+    if code not in SCRIPTS:
+        raise ValueError(f"script must be one of {SCRIPTS} or a language label, got {script!r}")
+    device = input_device(model)
+    prompt_ids: list[list[int]] = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenize(
+            tokenizer, texts[start : start + batch_size], max_length=max_length, device="cpu"
+        )
+        for ids, attn in zip(enc["input_ids"], enc["attention_mask"], strict=True):
+            prompt_ids.append(ids[attn.bool()].tolist())
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    found = [0.0] * len(texts)
+    unresolved = [0.0] * len(texts)
+    frontier = [_Branch(i, [], b"", 1.0) for i in range(len(texts))]
+    n_forward = 0
+    for depth in range(max_depth + 1):
+        if not frontier:
+            break
+        if depth == max_depth:  # deep enough: what is left stays unresolved
+            for branch in frontier:
+                unresolved[branch.item] += branch.prob
+            break
+        grown: list[_Branch] = []
+        for start in range(0, len(frontier), batch_size):
+            chunk = frontier[start : start + batch_size]
+            seqs = [prompt_ids[b.item] + b.appended for b in chunk]
+            width = max(len(q) for q in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            attn = torch.zeros((len(seqs), width), dtype=torch.long)
+            for row, q in enumerate(seqs):  # right padding, as _logits expects
+                ids[row, : len(q)] = torch.tensor(q)
+                attn[row, : len(q)] = 1
+            batch = BatchEncoding({"input_ids": ids.to(device), "attention_mask": attn.to(device)})
+            logits = _logits(model, batch).float()
+            last = attn.sum(1).to(logits.device) - 1
+            probs = logits[torch.arange(len(seqs), device=logits.device), last].softmax(-1)
+            probs = probs.double().cpu()  # (chunk, vocab)
+            n_forward += len(seqs)
+            for branch, p in zip(chunk, probs, strict=True):
+                status, pending = _classify_tokens(tokenizer, code, branch.pending)
+                vocab = min(p.numel(), status.numel())  # padded embedding rows: never text
+                p, st = p[:vocab], status[:vocab]
+                found[branch.item] += branch.prob * float(p[st == 1].sum())
+                unresolved[branch.item] += branch.prob * float(p[st == -2].sum())  # no bytes
+                undecided = (st == -1).nonzero().flatten()
+                mass = branch.prob * p[undecided]
+                keep = mass >= tol if tol > 0 else mass > 0
+                unresolved[branch.item] += float(mass[~keep].sum())
+                for tid, m in zip(undecided[keep].tolist(), mass[keep].tolist(), strict=True):
+                    grown.append(_Branch(branch.item, [*branch.appended, tid], pending[tid], m))
+        frontier = grown
+    status0, _ = _classify_tokens(tokenizer, code, b"")
+    return ScriptMassResult(
+        values=tuple(found),
+        mean=float(np.mean(found)),
+        mode="next_char",
+        n_target_tokens=int((status0 == 1).sum()),
+        unresolved=tuple(unresolved),
+        n_forward=n_forward,
     )

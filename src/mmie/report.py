@@ -60,7 +60,7 @@ _LABELS: dict[str, tuple[str, str]] = {
     "forget_es": ("forget ES (Hindi prompts)", "↓"),
     "mixed_es": ("mixed-prompt ES", "↓"),
     "romanized_es": ("romanised-Hindi ES", "↓"),
-    "forget_script_mass": ("Devanagari next-token mass", "↓"),
+    "forget_script_mass": ("P(next letter is Devanagari)", "↓"),
     "retain_ppl": ("retain perplexity", "↓"),
     "forget_ppl": ("forget perplexity", "↑"),
     "mia_auc": ("MIA AUC (loss attack)", "→0.5"),

@@ -11,7 +11,9 @@ built on these functions.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import re
 import unicodedata
 import weakref
 from bisect import bisect_right
@@ -30,6 +32,7 @@ __all__ = [
     "script_counts",
     "script_of_char",
     "script_token_mask",
+    "token_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -237,3 +240,191 @@ def script_token_mask(
             )
         mask = torch.cat([mask, torch.zeros(vocab_size - mask.numel(), dtype=torch.bool)])
     return mask
+
+
+# ------------------------------------------------------------------ token bytes
+# tokenizer -> (len(tokenizer) when computed, raw bytes per token id or None)
+_TOKEN_BYTES: weakref.WeakKeyDictionary[Any, tuple[int, tuple[bytes | None, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+# tokenizer -> {(script, prefix): (status per id, pending prefix per undecided id)}
+_CLASSIFIED: weakref.WeakKeyDictionary[
+    Any, dict[tuple[str, bytes], tuple[torch.Tensor, dict[int, bytes]]]
+] = weakref.WeakKeyDictionary()
+_SP_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@functools.cache
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's ``bytes_to_unicode``: the byte-level alphabet back to bytes."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def _decoder_kinds(tokenizer: Any) -> set[str]:
+    """Types of a fast tokenizer's decoder (nested sequences included); empty if unknown."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return set()
+    kinds: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("type"), str):
+                kinds.add(node["type"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(backend.to_str()).get("decoder"))
+    return kinds
+
+
+def token_bytes(tokenizer: Any) -> tuple[bytes | None, ...]:
+    """The raw UTF-8 bytes of every vocabulary entry, ``None`` for special tokens.
+
+    Byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2: a ``ByteLevel`` decoder) store tokens
+    in GPT-2's byte-to-unicode alphabet, which is mapped back to bytes, so a token holding
+    part of a multi-byte character gets exactly its bytes. SentencePiece tokenizers with
+    byte fallback map ``<0xNN>`` to byte ``NN`` and ``▁`` to a space. Other tokenizers and
+    added tokens fall back to the UTF-8 encoding of the decoded token; a token that then
+    decodes to U+FFFD (part of a character) gets ``None``, like special tokens. Cached by a
+    weak reference to the tokenizer, recomputed when its length changes.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+
+    Returns:
+        A tuple of length ``len(tokenizer)``.
+
+    Example:
+        >>> from mmie.testing import byte_tokenizer
+        >>> tok = byte_tokenizer()
+        >>> token_bytes(tok)[0xE0], token_bytes(tok)[tok.pad_token_id]
+        (b'\\xe0', None)
+    """
+    n = len(tokenizer)
+    try:
+        cached = _TOKEN_BYTES.get(tokenizer)
+    except TypeError:
+        cached = None
+    if cached is not None and cached[0] == n:
+        return cached[1]
+    kinds = _decoder_kinds(tokenizer)
+    byte_level = "ByteLevel" in kinds
+    byte_fallback = "ByteFallback" in kinds
+    special = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
+    added = {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
+    decoded: list[str] | None = None
+    table = _unicode_to_byte()
+    out: list[bytes | None] = []
+    for i, piece in enumerate(pieces):
+        if i in special or piece is None:
+            out.append(None)
+            continue
+        if i not in added:
+            if byte_level and all(ch in table for ch in piece):
+                out.append(bytes(table[ch] for ch in piece))
+                continue
+            if byte_fallback:
+                match = _SP_BYTE.fullmatch(piece)
+                out.append(
+                    bytes([int(match.group(1), 16)])
+                    if match
+                    else piece.replace("\u2581", " ").encode()
+                )
+                continue
+        if decoded is None:
+            decoded = _decode_each(tokenizer, n)
+        text = decoded[i]
+        out.append(None if "\ufffd" in text else text.encode())
+    result = tuple(out)
+    try:
+        _TOKEN_BYTES[tokenizer] = (n, result)
+    except TypeError:
+        logger.debug("tokenizer %s cannot be cached by weak reference", type(tokenizer).__name__)
+    return result
+
+
+def _utf8_length(lead: int) -> int:
+    """Length of the UTF-8 sequence a lead byte starts (0: not a valid lead byte)."""
+    if lead < 0x80:
+        return 1
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0
+
+
+def _first_script(data: bytes, code: str) -> tuple[int, bytes]:
+    """Whether the first script-bearing character of ``data`` is of script ``code``.
+
+    Returns ``(1, b"")`` if it is, ``(0, b"")`` if it is of another script or the bytes are
+    not valid UTF-8, and ``(-1, pending)`` when ``data`` holds only script-neutral
+    characters, followed by the incomplete character ``pending`` (possibly empty).
+    """
+    i = 0
+    while i < len(data):
+        size = _utf8_length(data[i])
+        if size == 0:
+            return 0, b""
+        if i + size > len(data):
+            tail = data[i:]
+            if any(not 0x80 <= b <= 0xBF for b in tail[1:]):
+                return 0, b""
+            return -1, tail
+        try:
+            ch = data[i : i + size].decode("utf-8")
+        except UnicodeDecodeError:
+            return 0, b""
+        script = script_of_char(ch)
+        if script is not None:
+            return (1 if script == code else 0), b""
+        i += size
+    return -1, b""
+
+
+def _classify_tokens(
+    tokenizer: Any, code: str, prefix: bytes
+) -> tuple[torch.Tensor, dict[int, bytes]]:
+    """For every token appended after the incomplete character ``prefix``: 1 if the first
+    script-bearing character is of ``code``, 0 if of another script (or invalid UTF-8, or a
+    special token: the text ends), -1 if still undecided, -2 if the token's bytes are
+    unknown; and the pending incomplete character of every undecided token. Cached per
+    tokenizer."""
+    try:
+        cache = _CLASSIFIED.setdefault(tokenizer, {})
+    except TypeError:
+        cache = {}
+    key = (code, prefix)
+    if key in cache and cache[key][0].numel() == len(tokenizer):
+        return cache[key]
+    status = torch.zeros(len(tokenizer), dtype=torch.int8)
+    pending: dict[int, bytes] = {}
+    special = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
+    for i, data in enumerate(token_bytes(tokenizer)):
+        if data is None:
+            status[i] = 0 if i in special else -2
+            continue
+        state, rest = _first_script(prefix + data, code)
+        status[i] = state
+        if state < 0:
+            pending[i] = rest
+    cache[key] = (status, pending)
+    return status, pending
