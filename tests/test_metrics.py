@@ -250,3 +250,22 @@ def test_next_char_validation(model, tokenizer):
         script_mass(model, tokenizer, ["ab"], "Deva", mode="next_char", max_depth=0)
     with pytest.raises(ValueError, match="script must be one of"):
         script_mass(model, tokenizer, ["ab"], "Klingon", mode="next_char")
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\xe0", b"\xe0\xa4", b"\xe0\xa5", b"\xd0", b"\xf0\x9f"])
+def test_token_classification_skips_only_impossible_tokens(prefix):
+    """After an incomplete character only tokens starting with a continuation byte are
+    examined; the result equals examining every token."""
+    from mmie.demo import load_demo_model
+    from mmie.scripts import _classify_tokens, _first_script, token_bytes
+
+    _, tok = load_demo_model()
+    status, pending = _classify_tokens(tok, "Deva", prefix)
+    special = set(tok.all_special_ids)
+    for i, data in enumerate(token_bytes(tok)):
+        if data is None:
+            assert status[i] == (0 if i in special else -2)
+            continue
+        state, rest = _first_script(prefix + data, "Deva")
+        assert status[i] == state
+        assert pending.get(i, b"") == rest

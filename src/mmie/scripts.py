@@ -251,6 +251,10 @@ _TOKEN_BYTES: weakref.WeakKeyDictionary[Any, tuple[int, tuple[bytes | None, ...]
 _CLASSIFIED: weakref.WeakKeyDictionary[
     Any, dict[tuple[str, bytes], tuple[torch.Tensor, dict[int, bytes]]]
 ] = weakref.WeakKeyDictionary()
+# tokenizer -> (len(tokenizer), ids of tokens starting with a UTF-8 continuation byte)
+_CONTINUATION_IDS: weakref.WeakKeyDictionary[Any, tuple[int, list[int]]] = (
+    weakref.WeakKeyDictionary()
+)
 _SP_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
@@ -400,6 +404,22 @@ def _first_script(data: bytes, code: str) -> tuple[int, bytes]:
     return -1, b""
 
 
+def _continuation_ids(tokenizer: Any, raw: tuple[bytes | None, ...]) -> list[int]:
+    """Ids of the tokens whose bytes start with a UTF-8 continuation byte (cached)."""
+    try:
+        cached = _CONTINUATION_IDS.get(tokenizer)
+    except TypeError:
+        cached = None
+    if cached is not None and cached[0] == len(raw):
+        return cached[1]
+    ids = [i for i, data in enumerate(raw) if data and 0x80 <= data[0] <= 0xBF]
+    try:
+        _CONTINUATION_IDS[tokenizer] = (len(raw), ids)
+    except TypeError:
+        logger.debug("tokenizer %s cannot be cached by weak reference", type(tokenizer).__name__)
+    return ids
+
+
 def _classify_tokens(
     tokenizer: Any, code: str, prefix: bytes
 ) -> tuple[torch.Tensor, dict[int, bytes]]:
@@ -415,16 +435,24 @@ def _classify_tokens(
     key = (code, prefix)
     if key in cache and cache[key][0].numel() == len(tokenizer):
         return cache[key]
-    status = torch.zeros(len(tokenizer), dtype=torch.int8)
-    pending: dict[int, bytes] = {}
+    raw = token_bytes(tokenizer)
     special = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
-    for i, data in enumerate(token_bytes(tokenizer)):
+    values = [0] * len(raw)
+    for i, data in enumerate(raw):
+        if data is None and i not in special:
+            values[i] = -2
+    pending: dict[int, bytes] = {}
+    # After an incomplete character only a token that starts with a continuation byte can
+    # be valid UTF-8; every other token is invalid there (status 0), so skip it.
+    candidates = _continuation_ids(tokenizer, raw) if prefix else range(len(raw))
+    for i in candidates:
+        data = raw[i]
         if data is None:
-            status[i] = 0 if i in special else -2
             continue
         state, rest = _first_script(prefix + data, code)
-        status[i] = state
+        values[i] = state
         if state < 0:
             pending[i] = rest
+    status = torch.tensor(values, dtype=torch.int8)
     cache[key] = (status, pending)
     return status, pending
