@@ -171,10 +171,10 @@ MARKOV = {
 @pytest.mark.parametrize(
     ("max_depth", "tol", "found", "unresolved"),
     [
-        (1, 0.0, 0.0, 0.8),  # E0, D0 (incomplete) and " " are undecided after one token
-        (3, 0.0, 0.3, 0.3),  # x E0 A4 xx decided; x E0 A5 A4 (danda) and " " E0 .. open
-        (4, 0.0, 0.36, 0.04),  # " " E0 A4 xx decided; x E0 A5 A4 + stray byte: invalid
-        (5, 0.0, 0.36, 0.0),
+        (1, 1e-12, 0.0, 0.8),  # E0, D0 (incomplete) and " " are undecided after one token
+        (3, 1e-12, 0.3, 0.3),  # x E0 A4 xx decided; x E0 A5 A4 (danda) and " " E0 .. open
+        (4, 1e-12, 0.36, 0.04),  # " " E0 A4 xx decided; x E0 A5 A4 + stray byte: invalid
+        (5, 1e-12, 0.36, 0.0),
         (5, 0.05, 0.36, 0.04),  # " " E0 A5 (0.04) is below tol
     ],
 )
@@ -246,6 +246,8 @@ def test_next_char_validation(model, tokenizer):
         script_mass(model, tokenizer, ["ab"], torch.ones(259, dtype=torch.bool), mode="next_char")
     with pytest.raises(ValueError, match="tol must be"):
         script_mass(model, tokenizer, ["ab"], "Deva", mode="next_char", tol=1.0)
+    with pytest.raises(ValueError, match="tol must be"):
+        script_mass(model, tokenizer, ["ab"], "Deva", mode="next_char", tol=0.0)
     with pytest.raises(ValueError, match="max_depth"):
         script_mass(model, tokenizer, ["ab"], "Deva", mode="next_char", max_depth=0)
     with pytest.raises(ValueError, match="script must be one of"):

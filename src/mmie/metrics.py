@@ -302,14 +302,17 @@ def script_mass(
         batch_size: texts per forward pass.
         max_length: longer texts are truncated (with a warning).
         max_depth: ``next_char``: the most continuation tokens examined along a branch.
-        tol: ``next_char``: branches with less probability than this are not expanded.
+        tol: ``next_char``: branches with less probability than this are not expanded
+            (must be positive: every token has some probability).
 
     Returns:
         A :class:`ScriptMassResult`.
 
     Raises:
-        ValueError: empty prompts, unknown mode, a mask that selects no token, or (teacher
-            forced) a text with fewer than two tokens.
+        ValueError: empty prompts, unknown mode, a mask that selects no token, (teacher
+            forced) a text with fewer than two tokens, or (``next_char``) an unknown script,
+            ``max_depth < 1`` or ``tol`` outside ``(0, 1)``.
+        TypeError: a token mask given with ``next_char``.
     """
     texts = _texts(prompts, "prompts")
     if mode not in ("next_token", "teacher_forced", "next_char"):
@@ -321,8 +324,8 @@ def script_mass(
         if not isinstance(script, str):
             raise TypeError("next_char needs a script name, not a token mask")
         max_depth = _positive_int(max_depth, "max_depth")
-        if not (isinstance(tol, (int, float)) and 0.0 <= tol < 1.0):
-            raise ValueError(f"tol must be in [0, 1), got {tol!r}")
+        if not (isinstance(tol, (int, float)) and 0.0 < tol < 1.0):
+            raise ValueError(f"tol must be in (0, 1), got {tol!r}")
         return _next_char_mass(
             model, tokenizer, texts, script, batch_size, max_length, max_depth, float(tol)
         )
@@ -442,7 +445,7 @@ def _next_char_mass(
                 unresolved[branch.item] += branch.prob * float(p[st == -2].sum())  # no bytes
                 undecided = (st == -1).nonzero().flatten()
                 mass = branch.prob * p[undecided]
-                keep = mass >= tol if tol > 0 else mass > 0
+                keep = mass >= tol
                 unresolved[branch.item] += float(mass[~keep].sum())
                 for tid, m in zip(undecided[keep].tolist(), mass[keep].tolist(), strict=True):
                     grown.append(_Branch(branch.item, [*branch.appended, tid], pending[tid], m))
