@@ -108,3 +108,39 @@ def test_interventions_place_tensors_on_each_blocks_device():
     assert block_device(model, 1).type == ("cuda" if DEVICE == "cuda" else "cpu")
     assert block_device(model, 3).type == "cpu"
     assert_no_mmie_hooks(model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_centred_scrubber_probe_and_next_char_on_the_device(dtype):
+    """The retain-centred scrubber, the probe records and the next_char script mass on the
+    device, against the same computations on the CPU in fp32."""
+    from mmie.config import demo_config
+    from mmie.demo import load_demo_model
+    from mmie.eval_suite import evaluate_model, load_eval_sets
+    from mmie.metrics import script_mass
+
+    config = demo_config(
+        metrics=("probe", "script_mass"), data={"n_forget": 24, "n_retain": 24, "n_eval": 20}
+    )
+    sets = load_eval_sets(config)
+    cpu_model, tok = load_demo_model()
+    model, _ = load_demo_model(dtype=dtype, device=DEVICE)
+    texts = {"retain": sets.retain_train, "forget": sets.forget_train}
+    on_device = fit_scrubber(model, tok, texts, [1], center="retain")
+    on_cpu = fit_scrubber(cpu_model, tok, texts, [1], center="retain")
+    tol = 1e-6 if dtype == torch.float32 else 0.1  # the activations themselves are bf16
+    scale = float(on_cpu.erasers[1].bias.abs().max())
+    assert (on_device.erasers[1].bias.cpu() - on_cpu.erasers[1].bias).abs().max() <= tol * scale
+    with on_device:
+        records, _ = evaluate_model(model, tok, sets, config, probe_layers=[1, 2])
+    with on_cpu:
+        expected, _ = evaluate_model(cpu_model, tok, sets, config, probe_layers=[1, 2])
+    for key in ("probe_auc.1", "probe_auc.2", "forget_script_mass"):
+        assert records[key]["value"] == pytest.approx(
+            expected[key]["value"], abs=1e-4 if dtype == torch.float32 else 0.1
+        )
+    prompts = sets.prompts["forget"][:6]
+    got = script_mass(model, tok, prompts, "Deva", mode="next_char")
+    want = script_mass(cpu_model, tok, prompts, "Deva", mode="next_char")
+    assert got.mean == pytest.approx(want.mean, abs=1e-4 if dtype == torch.float32 else 0.05)
+    assert_no_mmie_hooks(model)
