@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import io
+import re
 import sys
+import textwrap
+import tokenize
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -67,3 +74,63 @@ intersphinx_timeout = 5
 
 html_theme = "furo"
 html_title = f"mmie {release}"
+
+
+# --------------------------------------------------------------------------- config fields
+# The config dataclasses document each field with a trailing comment on its line
+# (``steps: int = 100  # optimizer steps``). Show those comments, with the defaults, under
+# each class in the API pages, so the rendered docs say what every field means.
+def _field_comments(cls: type) -> dict[str, str]:
+    """``field name -> trailing comment`` for the annotated fields in ``cls``'s body."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    return {
+        node.target.id: comments[node.end_lineno]
+        for node in body.body
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.end_lineno in comments
+    }
+
+
+def _rst_escape(text: str) -> str:
+    return re.sub(r"([\\*`|_])", r"\\\1", text)
+
+
+def _default_text(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    if f.default is not dataclasses.MISSING:
+        return f"``{f.default!r}``"
+    factory = f.default_factory
+    if factory is dataclasses.MISSING:
+        return "required"
+    if isinstance(factory, type):
+        return f"``{factory.__name__}()``"
+    return "computed"
+
+
+def _document_fields(app, what, name, obj, options, lines):
+    if what != "class" or not dataclasses.is_dataclass(obj):
+        return
+    if not getattr(obj, "__module__", "").startswith("mmie."):
+        return
+    comments = _field_comments(obj)
+    fields = [f for f in dataclasses.fields(obj) if f.name in comments]
+    if not fields:
+        return
+    lines += ["", ".. rubric:: Fields", ""]
+    for f in fields:
+        lines.append(f"* **{f.name}** = {_default_text(f)}: {_rst_escape(comments[f.name])}")
+    lines.append("")
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _document_fields)
