@@ -30,7 +30,7 @@ from mmie.lid import (
     script_counts,
     script_token_mask,
 )
-from mmie.models import input_device
+from mmie.models import _collate_ids, input_device
 from mmie.scoring import _batches, _logits, _positive_int, _texts
 
 __all__ = [
@@ -396,11 +396,9 @@ def _next_char_mass(
 ) -> ScriptMassResult:
     """Breadth-first search over continuations until their first script character."""
     from mmie.models import tokenize
-    from mmie.scripts import LANGUAGE_SCRIPT, SCRIPTS, _classify_tokens
+    from mmie.scripts import _classify_tokens, _script_code
 
-    code = LANGUAGE_SCRIPT.get(script, script)
-    if code not in SCRIPTS:
-        raise ValueError(f"script must be one of {SCRIPTS} or a language label, got {script!r}")
+    code = _script_code(script)
     device = input_device(model)
     prompt_ids: list[list[int]] = []
     for start in range(0, len(texts), batch_size):
@@ -425,16 +423,10 @@ def _next_char_mass(
         for start in range(0, len(frontier), batch_size):
             chunk = frontier[start : start + batch_size]
             seqs = [prompt_ids[b.item] + b.appended for b in chunk]
-            width = max(len(q) for q in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            attn = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, q in enumerate(seqs):  # right padding, as _logits expects
-                ids[row, : len(q)] = torch.tensor(q)
-                attn[row, : len(q)] = 1
-            batch = BatchEncoding({"input_ids": ids.to(device), "attention_mask": attn.to(device)})
-            logits = _logits(model, batch).float()
+            ids, attn = _collate_ids(seqs, pad, device)  # right padding, as _logits expects
+            logits = _logits(model, BatchEncoding({"input_ids": ids, "attention_mask": attn}))
             last = attn.sum(1).to(logits.device) - 1
-            probs = logits[torch.arange(len(seqs), device=logits.device), last].softmax(-1)
+            probs = logits.float()[torch.arange(len(seqs), device=logits.device), last].softmax(-1)
             probs = probs.double().cpu()  # (chunk, vocab)
             n_forward += len(seqs)
             for branch, p in zip(chunk, probs, strict=True):

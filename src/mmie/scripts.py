@@ -189,6 +189,16 @@ def _token_script_bits(tokenizer: Any) -> torch.Tensor:
     return bits
 
 
+def _script_code(script: str) -> str:
+    """The ISO 15924 code of ``script`` (a code or a language label such as ``"hi"``)."""
+    code = LANGUAGE_SCRIPT.get(script, script)
+    if code not in SCRIPTS:
+        raise ValueError(
+            f"script must be one of {SCRIPTS} or a label in {tuple(LANGUAGE_SCRIPT)}, got {script!r}"
+        )
+    return code
+
+
 def script_token_mask(
     tokenizer: Any, script: str, *, vocab_size: int | None = None
 ) -> torch.Tensor:
@@ -226,13 +236,8 @@ def script_token_mask(
         >>> int(script_token_mask(byte_tokenizer(), "Latn").sum())  # a-z and A-Z
         52
     """
-    code = LANGUAGE_SCRIPT.get(script, script)
-    if code not in SCRIPTS:
-        raise ValueError(
-            f"script must be one of {SCRIPTS} or a label in {tuple(LANGUAGE_SCRIPT)}, got {script!r}"
-        )
     bits = _token_script_bits(tokenizer)
-    mask = (bits & _SCRIPT_BIT[code]) != 0  # [len(tokenizer)]
+    mask = (bits & _SCRIPT_BIT[_script_code(script)]) != 0  # [len(tokenizer)]
     if vocab_size is not None:
         if vocab_size < mask.numel():
             raise ValueError(

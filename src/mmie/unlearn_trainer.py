@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from mmie.errors import DataError, IncompatibleModelError, TrainingError, TruncationWarning
-from mmie.models import input_device, unwrap_model
+from mmie.models import _collate_ids, input_device, unwrap_model
 from mmie.objectives import kl_retain_loss, npo_loss, sequence_logprobs, token_logprobs
 from mmie.unlearn_config import StepRecord, UnlearnConfig, ValidationRecord
 
@@ -76,19 +76,6 @@ def _encode(
             stacklevel=3,
         )
     return [seq[:max_length] for seq in ids]
-
-
-def _collate(
-    seqs: Sequence[list[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into ``input_ids`` and ``attention_mask`` ``[batch, seq]``."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
 
 
 class _Batches:
@@ -246,7 +233,7 @@ class _Trainer:
 
     # -- loss terms
     def _forget_term(self) -> torch.Tensor:
-        ids, mask = _collate(
+        ids, mask = _collate_ids(
             [self.forget[i] for i in self.forget_batches.next()], self.pad_id, self.device
         )
         if self.config.objective == "npo":
@@ -257,7 +244,7 @@ class _Trainer:
         return logp.sum() / pred_mask.sum()  # −NLL(forget), token mean
 
     def _retain_term(self) -> torch.Tensor:
-        ids, mask = _collate(
+        ids, mask = _collate_ids(
             [self.retain[i] for i in self.retain_batches.next()], self.pad_id, self.device
         )
         ref = self._ref_logits(ids, mask) if self.config.kl_weight > 0 else None
@@ -279,7 +266,7 @@ class _Trainer:
         try:
             nll, nll_ref, n_tok = 0.0, 0.0, 0
             for chunk in _chunks(self.forget_val, self.config.batch_size):
-                ids, mask = _collate(chunk, self.pad_id, self.device)
+                ids, mask = _collate_ids(chunk, self.pad_id, self.device)
                 logp, pred = token_logprobs(self._logits(ids, mask), ids, mask)
                 with self.reference():
                     logp_ref, _ = token_logprobs(self._logits(ids, mask), ids, mask)
@@ -288,7 +275,7 @@ class _Trainer:
                 n_tok += int(pred.sum())
             kl_sum, n_pos = 0.0, 0
             for chunk in _chunks(self.retain_val, self.config.batch_size):
-                ids, mask = _collate(chunk, self.pad_id, self.device)
+                ids, mask = _collate_ids(chunk, self.pad_id, self.device)
                 logits = self._logits(ids, mask)
                 with self.reference():
                     ref = self._logits(ids, mask)
