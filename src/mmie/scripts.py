@@ -18,9 +18,9 @@ import unicodedata
 import weakref
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -169,24 +169,41 @@ def _decode_each(tokenizer: Any, n: int) -> list[str]:
     )
 
 
-def _token_script_bits(tokenizer: Any) -> torch.Tensor:
+T = TypeVar("T")
+
+
+def _per_tokenizer(
+    store: weakref.WeakKeyDictionary[Any, tuple[int, T]], tokenizer: Any, build: Callable[[], T]
+) -> T:
+    """``build()``, cached in ``store`` by a weak reference to ``tokenizer`` and recomputed
+    when its length changes (tokens were added); tokenizers that cannot be weakly
+    referenced are not cached."""
     n = len(tokenizer)
     try:
-        cached = _TOKEN_BITS.get(tokenizer)
+        cached = store.get(tokenizer)
     except TypeError:  # unhashable or not weak-referenceable: no caching
         cached = None
     if cached is not None and cached[0] == n:
         return cached[1]
-    strings = _decode_each(tokenizer, n)
-    special = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
-    bits = torch.tensor(
-        [0 if i in special else _string_bits(s) for i, s in enumerate(strings)], dtype=torch.uint8
-    )
+    value = build()
     try:
-        _TOKEN_BITS[tokenizer] = (n, bits)
+        store[tokenizer] = (n, value)
     except TypeError:
         logger.debug("tokenizer %s cannot be cached by weak reference", type(tokenizer).__name__)
-    return bits
+    return value
+
+
+def _token_script_bits(tokenizer: Any) -> torch.Tensor:
+    return _per_tokenizer(_TOKEN_BITS, tokenizer, lambda: _build_script_bits(tokenizer))
+
+
+def _build_script_bits(tokenizer: Any) -> torch.Tensor:
+    n = len(tokenizer)
+    strings = _decode_each(tokenizer, n)
+    special = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
+    return torch.tensor(
+        [0 if i in special else _string_bits(s) for i, s in enumerate(strings)], dtype=torch.uint8
+    )
 
 
 def _script_code(script: str) -> str:
@@ -324,13 +341,11 @@ def token_bytes(tokenizer: Any) -> tuple[bytes | None, ...]:
         >>> token_bytes(tok)[0xE0], token_bytes(tok)[tok.pad_token_id]
         (b'\\xe0', None)
     """
+    return _per_tokenizer(_TOKEN_BYTES, tokenizer, lambda: _build_token_bytes(tokenizer))
+
+
+def _build_token_bytes(tokenizer: Any) -> tuple[bytes | None, ...]:
     n = len(tokenizer)
-    try:
-        cached = _TOKEN_BYTES.get(tokenizer)
-    except TypeError:
-        cached = None
-    if cached is not None and cached[0] == n:
-        return cached[1]
     kinds = _decoder_kinds(tokenizer)
     byte_level = "ByteLevel" in kinds
     byte_fallback = "ByteFallback" in kinds
@@ -360,12 +375,7 @@ def token_bytes(tokenizer: Any) -> tuple[bytes | None, ...]:
             decoded = _decode_each(tokenizer, n)
         text = decoded[i]
         out.append(None if "\ufffd" in text else text.encode())
-    result = tuple(out)
-    try:
-        _TOKEN_BYTES[tokenizer] = (n, result)
-    except TypeError:
-        logger.debug("tokenizer %s cannot be cached by weak reference", type(tokenizer).__name__)
-    return result
+    return tuple(out)
 
 
 def _utf8_length(lead: int) -> int:
@@ -409,20 +419,14 @@ def _first_script(data: bytes, code: str) -> tuple[int, bytes]:
     return -1, b""
 
 
-def _continuation_ids(tokenizer: Any, raw: tuple[bytes | None, ...]) -> list[int]:
+def _continuation_ids(tokenizer: Any) -> list[int]:
     """Ids of the tokens whose bytes start with a UTF-8 continuation byte (cached)."""
-    try:
-        cached = _CONTINUATION_IDS.get(tokenizer)
-    except TypeError:
-        cached = None
-    if cached is not None and cached[0] == len(raw):
-        return cached[1]
-    ids = [i for i, data in enumerate(raw) if data and 0x80 <= data[0] <= 0xBF]
-    try:
-        _CONTINUATION_IDS[tokenizer] = (len(raw), ids)
-    except TypeError:
-        logger.debug("tokenizer %s cannot be cached by weak reference", type(tokenizer).__name__)
-    return ids
+
+    def build() -> list[int]:
+        raw = token_bytes(tokenizer)
+        return [i for i, data in enumerate(raw) if data and 0x80 <= data[0] <= 0xBF]
+
+    return _per_tokenizer(_CONTINUATION_IDS, tokenizer, build)
 
 
 def _classify_tokens(
@@ -449,7 +453,7 @@ def _classify_tokens(
     pending: dict[int, bytes] = {}
     # After an incomplete character only a token that starts with a continuation byte can
     # be valid UTF-8; every other token is invalid there (status 0), so skip it.
-    candidates = _continuation_ids(tokenizer, raw) if prefix else range(len(raw))
+    candidates = _continuation_ids(tokenizer) if prefix else range(len(raw))
     for i in candidates:
         data = raw[i]
         if data is None:
