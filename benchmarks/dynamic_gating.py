@@ -39,10 +39,10 @@ import transformers
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerFast
 
 import mmie
-from mmie.gate import SAEGate
-from mmie.generation import DynamicGatingProcessor
-from mmie.lid import script_counts
-from mmie.sae import SAEConfig, SparseAutoencoder
+from mmie.edits.dynamic_gating import DynamicGatingProcessor
+from mmie.edits.sae_gate import SAEGate
+from mmie.language.detectors import script_counts
+from mmie.sae.model import SAEConfig, SparseAutoencoder
 from mmie.testing import tiny_causal_lm
 
 HINDI = [

@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmie.gate import SAEGate
-from mmie.hooks import BlockIntervention, Edit
-from mmie.models import block_device, get_blocks
-from mmie.sae import SAEConfig, SparseAutoencoder
+from mmie.edits.sae_gate import SAEGate
+from mmie.models.blocks import block_device, get_blocks
+from mmie.models.hooks import BlockIntervention, Edit
+from mmie.sae.model import SAEConfig, SparseAutoencoder
 
 PRESETS: dict[str, dict[str, Any]] = {
     # d_model 512, 6 blocks, a Qwen2-like MLP ratio; vocabulary kept small for the CPU.

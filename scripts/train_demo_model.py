@@ -49,7 +49,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from mmie.datasets import load_texts
+from mmie.study.datasets import load_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "mmie" / "data" / "demo_model"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmie.models import get_block
+from mmie.models.blocks import get_block
 
 # Mixed scripts and lengths, so batches need padding.
 TEXTS = [

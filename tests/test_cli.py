@@ -9,7 +9,7 @@ import torch
 
 import mmie
 from mmie import cli
-from mmie.config import ExperimentConfig, demo_config, load_config
+from mmie.study.config import ExperimentConfig, demo_config, load_config
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 
@@ -79,7 +79,7 @@ def test_demo_runs_the_embedded_config(monkeypatch, tmp_path, capsys):
         seen["config"], seen["kwargs"] = config, kwargs
         raise SystemExit(0)
 
-    monkeypatch.setattr("mmie.experiment.run_experiment", fake_run)
+    monkeypatch.setattr("mmie.study.runner.run_experiment", fake_run)
     with pytest.raises(SystemExit):
         cli.main(
             [
@@ -180,7 +180,7 @@ def test_failed_run_exits_1(tmp_path, tiny_model_dir, monkeypatch, capsys):
     def broken(self, arm, seed, layers):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr("mmie.arms.Study._trained", broken)
+    monkeypatch.setattr("mmie.study.arms.Study._trained", broken)
     code = cli.main(
         [
             "run",

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmie
-from mmie.config import (
+from mmie.errors import ConfigError
+from mmie.study.config import (
     ARM_PARTS,
     METRICS,
     ArmConfig,
@@ -25,7 +26,6 @@ from mmie.config import (
     demo_config,
     load_config,
 )
-from mmie.errors import ConfigError
 
 SECTIONS = (
     DataConfig,

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmie
-from mmie.datasets import (
+from mmie.errors import DataError
+from mmie.study.datasets import (
     BUNDLED_SETS,
     bundled_path,
     dedupe_texts,
@@ -22,7 +23,6 @@ from mmie.datasets import (
     normalize_text,
     split_texts,
 )
-from mmie.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ MIN_LINES = {
 }
 
 # Independent script checks: explicit code point ranges, written here rather than taken from
-# mmie.lid. A "letter" is a character of Unicode category L* or M*.
+# mmie.language.detectors. A "letter" is a character of Unicode category L* or M*.
 DEVANAGARI = re.compile(r"[\u0900-\u097F]")
 RANGES = {
     "Deva": [(0x0900, 0x097F)],

@@ -14,9 +14,9 @@ import torch
 from transformers import LlamaForCausalLM
 
 import mmie
-from mmie.datasets import load_texts
-from mmie.demo import DEMO_MODEL_FILES, demo_model_path, load_demo_model
-from mmie.lid import ScriptDetector, script_token_mask
+from mmie.language.detectors import ScriptDetector, script_token_mask
+from mmie.study.datasets import load_texts
+from mmie.study.demo import DEMO_MODEL_FILES, demo_model_path, load_demo_model
 
 N_PROMPTS = 20
 PROMPT_WORDS = 3

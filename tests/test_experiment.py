@@ -21,13 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmie
-from mmie import experiment
-from mmie.config import GateConfig, demo_config
+from mmie.study import runner as experiment
 from mmie.errors import ConfigError, DataError
-from mmie.eval_suite import placement_values
-from mmie.gates import item_values, judge_arms
-from mmie.report import _validate, report_schema, validate_report
-from mmie.shards import atomic_write_json, load_shards, unit_shard_path
+from mmie.study.config import GateConfig, demo_config
+from mmie.study.decisions import item_values, judge_arms
+from mmie.study.report import _validate, report_schema, validate_report
+from mmie.study.shards import atomic_write_json, load_shards, unit_shard_path
+from mmie.study.suite import placement_values
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 ARMS = [
@@ -205,7 +205,7 @@ def test_killed_run_resumes_to_an_identical_report(tmp_path, monkeypatch, tiny, 
 def test_failures_are_logged_recorded_and_retried(tmp_path, monkeypatch, tiny, caplog):
     model, tok = tiny
     cfg = small_config(tmp_path / "fail", seeds=(0,), arms=ARMS[:2])
-    from mmie import arms as arms_module
+    from mmie.study import arms as arms_module
 
     original = arms_module.Study._trained
 
@@ -215,7 +215,7 @@ def test_failures_are_logged_recorded_and_retried(tmp_path, monkeypatch, tiny, c
         return original(self, arm, seed, layers)
 
     monkeypatch.setattr(arms_module.Study, "_trained", broken)
-    with caplog.at_level(logging.ERROR, logger="mmie.experiment"):
+    with caplog.at_level(logging.ERROR, logger="mmie.study.runner"):
         result = mmie.run_experiment(cfg, model=model, tokenizer=tok, show_progress=False)
     assert not result.ok
     assert [(f.seed, f.arm) for f in result.failures] == [(0, "lora")]
@@ -516,7 +516,7 @@ def test_plots_are_drawn_with_matplotlib(full_run, tmp_path):
     )
 )
 def test_seed_intervals_stay_in_the_metric_domain(values):
-    from mmie.report import _domain, _interval
+    from mmie.study.report import _domain, _interval
 
     config = demo_config()
     ci = _interval(values, config, _domain("forget_es"))
@@ -534,7 +534,7 @@ def test_seed_intervals_stay_in_the_metric_domain(values):
 
 
 def test_sharded_device_loads_with_a_device_map():
-    from mmie.experiment import _load_model
+    from mmie.study.runner import _load_model
 
     cfg = demo_config(device="sharded")
     assert cfg.device == "sharded"

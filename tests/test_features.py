@@ -8,14 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmie.features import (
+from mmie.sae.features import (
     FeatureStats,
     contrast_features,
     feature_stats,
     script_invariant_features,
     threshold_features,
 )
-from mmie.sae import SAEConfig, SparseAutoencoder
+from mmie.sae.model import SAEConfig, SparseAutoencoder
 
 D = 6
 

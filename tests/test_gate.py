@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from mmie.edits.sae_gate import SAEGate
 from mmie.errors import IncompatibleModelError, InterventionError
-from mmie.gate import SAEGate
-from mmie.hooks import assert_no_mmie_hooks, mmie_hooks
-from mmie.sae import SAEConfig, SparseAutoencoder
+from mmie.models.hooks import assert_no_mmie_hooks, mmie_hooks
+from mmie.sae.model import SAEConfig, SparseAutoencoder
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 D = 32  # tiny model d_model
@@ -183,7 +183,7 @@ def batch(padding_side: str = "right") -> dict[str, Tensor]:
 
 
 def make_model(kind: str) -> tuple[nn.Module, nn.ModuleList]:
-    """The model and its block list located by hand (independently of mmie.models)."""
+    """The model and its block list located by hand (independently of mmie.models.blocks)."""
     if kind.startswith("peft-"):
         from peft import LoraConfig, get_peft_model
 

@@ -19,12 +19,12 @@ from torch import Tensor
 from transformers import LogitsProcessor, PreTrainedTokenizerFast
 
 import mmie
+from mmie.edits.dynamic_gating import DynamicGatingProcessor, generate
+from mmie.edits.sae_gate import SAEGate
 from mmie.errors import InterventionError, TruncationWarning
-from mmie.gate import SAEGate
-from mmie.generation import DynamicGatingProcessor, generate
-from mmie.hooks import assert_no_mmie_hooks
-from mmie.lid import Detection
-from mmie.sae import SAEConfig, SparseAutoencoder
+from mmie.language.detectors import Detection
+from mmie.models.hooks import assert_no_mmie_hooks
+from mmie.sae.model import SAEConfig, SparseAutoencoder
 from mmie.testing import tiny_causal_lm
 
 D = 32
@@ -322,7 +322,7 @@ def test_nested_session_raises():
 
 
 def test_default_table_uses_lid_mask():
-    from mmie.lid import script_token_mask
+    from mmie.language.detectors import script_token_mask
 
     proc = DynamicGatingProcessor(FakeGate(), TOK)
     with proc.session():

@@ -12,12 +12,12 @@ import os
 import pytest
 import torch
 
-from mmie.gate import SAEGate
-from mmie.hooks import assert_no_mmie_hooks, interventions
-from mmie.models import block_device, get_block, tokenize
-from mmie.reft import LoReFTConfig, ReFTAdapter
-from mmie.sae import SAEConfig, SparseAutoencoder
-from mmie.scrub import fit_scrubber
+from mmie.edits.reft import LoReFTConfig, ReFTAdapter
+from mmie.edits.sae_gate import SAEGate
+from mmie.edits.scrubber import fit_scrubber
+from mmie.models.blocks import block_device, get_block, tokenize
+from mmie.models.hooks import assert_no_mmie_hooks, interventions
+from mmie.sae.model import SAEConfig, SparseAutoencoder
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 DEVICE = os.environ.get("MMIE_TEST_DEVICE", "cuda")
@@ -114,10 +114,10 @@ def test_interventions_place_tensors_on_each_blocks_device():
 def test_centred_scrubber_probe_and_next_char_on_the_device(dtype):
     """The retain-centred scrubber, the probe records and the next_char script mass on the
     device, against the same computations on the CPU in fp32."""
-    from mmie.config import demo_config
-    from mmie.demo import load_demo_model
-    from mmie.eval_suite import evaluate_model, load_eval_sets
-    from mmie.metrics import script_mass
+    from mmie.evaluation.language_metrics import script_mass
+    from mmie.study.config import demo_config
+    from mmie.study.demo import load_demo_model
+    from mmie.study.suite import evaluate_model, load_eval_sets
 
     config = demo_config(
         metrics=("probe", "script_mass"), data={"n_forget": 24, "n_retain": 24, "n_eval": 20}

@@ -8,7 +8,8 @@ from torch import nn
 
 from lm_reference import hidden_after
 from mmie.errors import InterventionError
-from mmie.hooks import (
+from mmie.models.blocks import get_block, tokenize
+from mmie.models.hooks import (
     BlockIntervention,
     HookSet,
     assert_no_mmie_hooks,
@@ -16,7 +17,6 @@ from mmie.hooks import (
     mmie_hooks,
     remove_mmie_hooks,
 )
-from mmie.models import get_block, tokenize
 from mmie.testing import tiny_causal_lm
 
 

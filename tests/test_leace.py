@@ -1,4 +1,4 @@
-"""Tests of mmie.leace: LEACE fitter and eraser against the concept-erasure oracle."""
+"""Tests of mmie.edits.leace: LEACE fitter and eraser against the concept-erasure oracle."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmie.edits.leace import LeaceEraser, LeaceFitter
 from mmie.errors import CheckpointError
-from mmie.leace import LeaceEraser, LeaceFitter
 
 concept_erasure = pytest.importorskip("concept_erasure")
 
@@ -345,7 +345,7 @@ def test_load_rejects_bad_checkpoint(tmp_path: pytest.TempPathFactory) -> None:
 
 def test_constant_concept_gives_identity(caplog: pytest.LogCaptureFixture) -> None:
     x, _ = make_data(14, k=2)
-    with caplog.at_level(logging.WARNING, logger="mmie.leace"):
+    with caplog.at_level(logging.WARNING, logger="mmie.edits.leace"):
         eraser = LeaceFitter(12, 2).update(x, torch.zeros(len(x), dtype=torch.long)).fit()
     assert eraser.rank == 0
     assert torch.allclose(eraser(x), x, atol=0)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmie.hooks import BlockIntervention, assert_no_mmie_hooks
-from mmie.leakage import cross_lingual_leakage
-from mmie.lid import ScriptDetector
-from mmie.metrics import extraction_strength
-from mmie.scoring import detached, perplexity
+from mmie.evaluation.language_metrics import extraction_strength
+from mmie.evaluation.leakage import cross_lingual_leakage
+from mmie.evaluation.scoring import detached, perplexity
+from mmie.language.detectors import ScriptDetector
+from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks
 from mmie.testing import tiny_causal_lm
 
 

@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmie
-import mmie.scripts as scripts
-from mmie.datasets import load_texts
-from mmie.lid import (
+import mmie.language.unicode as scripts
+from mmie.language.detectors import (
     Cld3Detector,
     Detection,
     Detector,
@@ -26,6 +25,7 @@ from mmie.lid import (
     script_of_char,
     script_token_mask,
 )
+from mmie.study.datasets import load_texts
 from mmie.testing import byte_tokenizer
 
 # ------------------------------------------------------------------------------------------

@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from mmie.hooks import mmie_hooks
-from mmie.lifecycle import lora_arm, reft_arm
-from mmie.models import count_live_models, tokenize
-from mmie.reft import LoReFTConfig
+from mmie.edits.reft import LoReFTConfig
+from mmie.models.blocks import count_live_models, tokenize
+from mmie.models.hooks import mmie_hooks
 from mmie.testing import tiny_causal_lm
-from mmie.unlearn_config import UnlearnConfig
+from mmie.unlearning.config import UnlearnConfig
+from mmie.unlearning.lifecycle import lora_arm, reft_arm
 
 FORGET = ["नमस्ते दुनिया", "मेरा नाम राम है", "यह एक परीक्षण है", "हिंदी पाठ यहाँ"]
 RETAIN = ["hello world", "my name is ram", "this is a test", "english text here"]

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmie.lid import Detection, EnsembleDetector, ScriptDetector
-from mmie.metrics import extraction_strength, script_mass
+from mmie.evaluation.language_metrics import extraction_strength, script_mass
+from mmie.language.detectors import Detection, EnsembleDetector, ScriptDetector
 from mmie.testing import tiny_causal_lm
 
 
@@ -113,7 +113,7 @@ def test_word_method_uses_labels_without_distribution():
 
 # ---------------------------------------------------------------------- script mass
 def test_script_mass_matches_manual_softmax(model, tokenizer):
-    from mmie.lid import script_token_mask
+    from mmie.language.detectors import script_token_mask
 
     mask = script_token_mask(tokenizer, "Latn")
     texts = ["hello there", "नमस्ते", "abc def ghi"]
@@ -194,8 +194,8 @@ def test_next_char_mass_by_hand(tokenizer, max_depth, tol, found, unresolved):
 def test_next_char_mass_agrees_with_sampling():
     """On the demo model (byte-level BPE with partial-character tokens): the exact search
     against the share of sampled continuations whose first script letter is Devanagari."""
-    from mmie.demo import load_demo_model
-    from mmie.scripts import script_of_char
+    from mmie.language.unicode import script_of_char
+    from mmie.study.demo import load_demo_model
 
     model, tok = load_demo_model()
     prompts = ["मेरे दोस्त", "The weather is"]
@@ -227,7 +227,7 @@ def test_token_bytes_of_byte_level_and_byte_fallback_tokenizers(tokenizer):
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    from mmie.scripts import token_bytes
+    from mmie.language.unicode import token_bytes
 
     raw = token_bytes(tokenizer)
     assert raw[:256] == tuple(bytes([b]) for b in range(256))
@@ -258,8 +258,8 @@ def test_next_char_validation(model, tokenizer):
 def test_token_classification_skips_only_impossible_tokens(prefix):
     """After an incomplete character only tokens starting with a continuation byte are
     examined; the result equals examining every token."""
-    from mmie.demo import load_demo_model
-    from mmie.scripts import _classify_tokens, _first_script, token_bytes
+    from mmie.language.unicode import _classify_tokens, _first_script, token_bytes
+    from mmie.study.demo import load_demo_model
 
     _, tok = load_demo_model()
     status, pending = _classify_tokens(tok, "Deva", prefix)

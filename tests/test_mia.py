@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_reference import TEXTS, token_logprobs
-from mmie.mia import membership_inference, mia_auc, mia_scores
+from mmie.evaluation.mia import membership_inference, mia_auc, mia_scores
 from mmie.testing import tiny_causal_lm
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 import mmie
 from mmie.errors import IncompatibleModelError, TruncationWarning
-from mmie.models import (
+from mmie.models.blocks import (
     block_device,
     block_dtype,
     count_live_models,

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmie.models import tokenize
-from mmie.objectives import (
+from mmie.models.blocks import tokenize
+from mmie.testing import tiny_causal_lm
+from mmie.unlearning.objectives import (
     ga_loss,
     graddiff_loss,
     kl_retain_loss,
@@ -22,7 +23,6 @@ from mmie.objectives import (
     token_logprobs,
     token_nll,
 )
-from mmie.testing import tiny_causal_lm
 
 VOCAB = 7
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.optimize
 import torch
 
-from mmie.probes import _fit_logistic, probe_auc
+from mmie.evaluation.probes import _fit_logistic, probe_auc
 
 
 def test_logistic_fit_matches_scipy():
@@ -57,8 +57,8 @@ def test_probe_auc_validation():
 
 
 def test_probe_scores_give_the_reported_auc():
-    from mmie.eval_suite import placement_values
-    from mmie.probes import _probe
+    from mmie.evaluation.probes import _probe
+    from mmie.study.suite import placement_values
 
     g = torch.Generator().manual_seed(3)
     pos = torch.randn(20, 4, generator=g) + 0.7
@@ -73,10 +73,10 @@ def test_probe_scores_give_the_reported_auc():
 
 def test_study_probe_group_sees_a_scrubber_erase_the_language():
     """The ``probe`` metric group of a study, on the demo model: the scrubber's layer."""
-    from mmie.config import demo_config
-    from mmie.demo import load_demo_model
-    from mmie.eval_suite import evaluate_model, load_eval_sets
-    from mmie.scrub import fit_scrubber
+    from mmie.edits.scrubber import fit_scrubber
+    from mmie.study.config import demo_config
+    from mmie.study.demo import load_demo_model
+    from mmie.study.suite import evaluate_model, load_eval_sets
 
     config = demo_config(metrics=("probe",), data={"n_forget": 48, "n_retain": 48, "n_eval": 40})
     sets = load_eval_sets(config)

@@ -1,4 +1,4 @@
-"""Tests of mmie.reft: LoReFT interventions and adapters on tiny models."""
+"""Tests of mmie.edits.reft: LoReFT interventions and adapters on tiny models."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_reference import hidden_after
+from mmie.edits.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, InterventionError
-from mmie.hooks import assert_no_mmie_hooks, mmie_hooks
-from mmie.models import tokenize
-from mmie.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
+from mmie.models.blocks import tokenize
+from mmie.models.hooks import assert_no_mmie_hooks, mmie_hooks
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 TEXTS = ["the river runs", "नदी के पास", "hi"]

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch import Tensor
 
-from mmie.activations import collect_activations
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, ReconstructionError
-from mmie.sae import SAEConfig, SparseAutoencoder
-from mmie.sae_check import check_reconstruction, sae_quality
-from mmie.sae_train import train_sae, train_sae_on_model
+from mmie.models.activations import collect_activations
+from mmie.sae.model import SAEConfig, SparseAutoencoder
+from mmie.sae.quality import check_reconstruction, sae_quality
+from mmie.sae.training import train_sae, train_sae_on_model
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 ARCHS = ["relu", "jumprelu", "topk", "gated"]
@@ -69,7 +69,7 @@ def make_sae(
 
 
 def expected_encode(arch: str, t: dict[str, Tensor], x: Tensor, k: int = 5) -> Tensor:
-    """REFERENCE.md formulas, written independently of mmie.sae."""
+    """REFERENCE.md formulas, written independently of mmie.sae.model."""
     xin = x - t["b_dec"]
     if arch == "gated":
         active = (xin @ t["W_enc"] + t["b_gate"] > 0).float()

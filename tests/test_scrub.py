@@ -1,4 +1,4 @@
-"""Tests of mmie.scrub: fitting LEACE scrubbers on a tiny model and applying them as hooks."""
+"""Tests of mmie.edits.scrubber: fitting LEACE scrubbers on a tiny model and applying them as hooks."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_reference import hidden_after
-from mmie.activations import collect_activations
+from mmie.edits.leace import LeaceEraser, LeaceFitter
+from mmie.edits.scrubber import Scrubber, fit_scrubber
 from mmie.errors import CheckpointError, IncompatibleModelError
-from mmie.hooks import BlockIntervention, assert_no_mmie_hooks, interventions, mmie_hooks
-from mmie.leace import LeaceEraser, LeaceFitter
-from mmie.models import tokenize
-from mmie.scrub import Scrubber, fit_scrubber
+from mmie.models.activations import collect_activations
+from mmie.models.blocks import tokenize
+from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks, interventions, mmie_hooks
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 EN_WORDS = [
@@ -260,7 +260,7 @@ def test_no_hooks_left_after_exit_and_exceptions(model, tok, seq_scrubber) -> No
 
 
 def test_fit_leaves_no_hooks_when_collection_fails(model, tok, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import mmie.scrub as scrub_module
+    import mmie.edits.scrubber as scrub_module
 
     calls = {"n": 0}
     real = scrub_module.collect_activations

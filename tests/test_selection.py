@@ -12,15 +12,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmie.activations import Activations, collect_activations
-from mmie.hooks import assert_no_mmie_hooks
-from mmie.selection import (
+from mmie.evaluation.layer_selection import (
     ActivationCache,
     linear_cka,
     mean_difference_cosine,
     procrustes_distance,
     select_layers,
 )
+from mmie.models.activations import Activations, collect_activations
+from mmie.models.hooks import assert_no_mmie_hooks
 from mmie.testing import tiny_causal_lm
 
 FORGET = ["नमस्ते दुनिया", "मेरा नाम राम है", "यह किताब है", "आज मौसम अच्छा है", "घर चलो", "पानी दो"]

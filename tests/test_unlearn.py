@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+from mmie.edits.reft import LoReFTConfig, ReFTAdapter
 from mmie.errors import (
     CheckpointError,
     ConfigError,
@@ -20,13 +21,12 @@ from mmie.errors import (
     TrainingError,
     TruncationWarning,
 )
-from mmie.lora_io import default_lora_targets, load_lora, save_lora
-from mmie.models import count_live_models, get_block, tokenize
-from mmie.objectives import kl_retain_loss, token_nll
-from mmie.reft import LoReFTConfig, ReFTAdapter
+from mmie.models.blocks import count_live_models, get_block, tokenize
 from mmie.testing import ARCHITECTURES, tiny_causal_lm
-from mmie.unlearn import unlearn_lora, unlearn_reft
-from mmie.unlearn_config import UnlearnConfig
+from mmie.unlearning.config import UnlearnConfig
+from mmie.unlearning.lora_checkpoint import default_lora_targets, load_lora, save_lora
+from mmie.unlearning.objectives import kl_retain_loss, token_nll
+from mmie.unlearning.train import unlearn_lora, unlearn_reft
 
 FORGET = [
     "नमस्ते दुनिया",

@@ -42,135 +42,135 @@ _EXPORTS: dict[str, str] = {
     "seed_context": "mmie.seeding",
     "set_seed": "mmie.seeding",
     # model plumbing: models, hooks, activations
-    "block_device": "mmie.models",
-    "block_dtype": "mmie.models",
-    "count_live_models": "mmie.models",
-    "free_memory": "mmie.models",
-    "get_block": "mmie.models",
-    "get_blocks": "mmie.models",
-    "hidden_size": "mmie.models",
-    "input_device": "mmie.models",
-    "load_causal_lm": "mmie.models",
-    "loaded_model": "mmie.models",
-    "num_layers": "mmie.models",
-    "prepare_tokenizer": "mmie.models",
-    "tokenize": "mmie.models",
-    "unwrap_model": "mmie.models",
-    "BlockIntervention": "mmie.hooks",
-    "HookSet": "mmie.hooks",
-    "assert_no_mmie_hooks": "mmie.hooks",
-    "interventions": "mmie.hooks",
-    "mmie_hooks": "mmie.hooks",
-    "remove_mmie_hooks": "mmie.hooks",
-    "Activations": "mmie.activations",
-    "collect_activations": "mmie.activations",
+    "block_device": "mmie.models.blocks",
+    "block_dtype": "mmie.models.blocks",
+    "count_live_models": "mmie.models.blocks",
+    "free_memory": "mmie.models.blocks",
+    "get_block": "mmie.models.blocks",
+    "get_blocks": "mmie.models.blocks",
+    "hidden_size": "mmie.models.blocks",
+    "input_device": "mmie.models.blocks",
+    "load_causal_lm": "mmie.models.blocks",
+    "loaded_model": "mmie.models.blocks",
+    "num_layers": "mmie.models.blocks",
+    "prepare_tokenizer": "mmie.models.blocks",
+    "tokenize": "mmie.models.blocks",
+    "unwrap_model": "mmie.models.blocks",
+    "BlockIntervention": "mmie.models.hooks",
+    "HookSet": "mmie.models.hooks",
+    "assert_no_mmie_hooks": "mmie.models.hooks",
+    "interventions": "mmie.models.hooks",
+    "mmie_hooks": "mmie.models.hooks",
+    "remove_mmie_hooks": "mmie.models.hooks",
+    "Activations": "mmie.models.activations",
+    "collect_activations": "mmie.models.activations",
     # interventions: sae, gate, scrub, reft, generation
-    "SAEConfig": "mmie.sae",
-    "SparseAutoencoder": "mmie.sae",
-    "ReconstructionReport": "mmie.sae_check",
-    "SAEQuality": "mmie.sae_check",
-    "check_reconstruction": "mmie.sae_check",
-    "sae_quality": "mmie.sae_check",
-    "SAETrainingStats": "mmie.sae_train",
-    "train_sae": "mmie.sae_train",
-    "train_sae_on_model": "mmie.sae_train",
-    "SAEGate": "mmie.gate",
-    "LeaceEraser": "mmie.leace",
-    "LeaceFitter": "mmie.leace",
-    "Scrubber": "mmie.scrub",
-    "fit_scrubber": "mmie.scrub",
-    "LoReFTConfig": "mmie.reft",
-    "LoReFTIntervention": "mmie.reft",
-    "ReFTAdapter": "mmie.reft",
-    "DynamicGatingProcessor": "mmie.generation",
-    "SequenceGate": "mmie.generation",
-    "generate": "mmie.generation",
+    "SAEConfig": "mmie.sae.model",
+    "SparseAutoencoder": "mmie.sae.model",
+    "ReconstructionReport": "mmie.sae.quality",
+    "SAEQuality": "mmie.sae.quality",
+    "check_reconstruction": "mmie.sae.quality",
+    "sae_quality": "mmie.sae.quality",
+    "SAETrainingStats": "mmie.sae.training",
+    "train_sae": "mmie.sae.training",
+    "train_sae_on_model": "mmie.sae.training",
+    "SAEGate": "mmie.edits.sae_gate",
+    "LeaceEraser": "mmie.edits.leace",
+    "LeaceFitter": "mmie.edits.leace",
+    "Scrubber": "mmie.edits.scrubber",
+    "fit_scrubber": "mmie.edits.scrubber",
+    "LoReFTConfig": "mmie.edits.reft",
+    "LoReFTIntervention": "mmie.edits.reft",
+    "ReFTAdapter": "mmie.edits.reft",
+    "DynamicGatingProcessor": "mmie.edits.dynamic_gating",
+    "SequenceGate": "mmie.edits.dynamic_gating",
+    "generate": "mmie.edits.dynamic_gating",
     # evaluation: lid, metrics, scoring, mia, probes, leakage, selection
-    "Cld3Detector": "mmie.lid",
-    "Detection": "mmie.lid",
-    "Detector": "mmie.lid",
-    "EnsembleDetector": "mmie.lid",
-    "FastLangDetectDetector": "mmie.lid",
-    "RomanizedHindiDetector": "mmie.lid",
-    "ScriptDetector": "mmie.lid",
-    "script_counts": "mmie.scripts",
-    "script_of_char": "mmie.scripts",
-    "script_token_mask": "mmie.scripts",
-    "token_bytes": "mmie.scripts",
-    "ExtractionStrength": "mmie.metrics",
-    "ScriptMassResult": "mmie.metrics",
-    "extraction_strength": "mmie.metrics",
-    "script_mass": "mmie.metrics",
-    "KLResult": "mmie.scoring",
-    "PerplexityResult": "mmie.scoring",
-    "detached": "mmie.scoring",
-    "perplexity": "mmie.scoring",
-    "token_kl": "mmie.scoring",
-    "MIAResult": "mmie.mia",
-    "membership_inference": "mmie.mia",
-    "mia_auc": "mmie.mia",
-    "mia_scores": "mmie.mia",
-    "ProbeResult": "mmie.probes",
-    "probe_auc": "mmie.probes",
-    "LanguageLeakage": "mmie.leakage",
-    "cross_lingual_leakage": "mmie.leakage",
-    "ActivationCache": "mmie.selection",
-    "LayerSelection": "mmie.selection",
-    "linear_cka": "mmie.selection",
-    "mean_difference_cosine": "mmie.selection",
-    "procrustes_distance": "mmie.selection",
-    "select_layers": "mmie.selection",
-    "FeatureSelection": "mmie.features",
-    "FeatureStats": "mmie.features",
-    "contrast_features": "mmie.features",
-    "feature_stats": "mmie.features",
-    "script_invariant_features": "mmie.features",
-    "threshold_features": "mmie.features",
+    "Cld3Detector": "mmie.language.detectors",
+    "Detection": "mmie.language.detectors",
+    "Detector": "mmie.language.detectors",
+    "EnsembleDetector": "mmie.language.detectors",
+    "FastLangDetectDetector": "mmie.language.detectors",
+    "RomanizedHindiDetector": "mmie.language.detectors",
+    "ScriptDetector": "mmie.language.detectors",
+    "script_counts": "mmie.language.unicode",
+    "script_of_char": "mmie.language.unicode",
+    "script_token_mask": "mmie.language.unicode",
+    "token_bytes": "mmie.language.unicode",
+    "ExtractionStrength": "mmie.evaluation.language_metrics",
+    "ScriptMassResult": "mmie.evaluation.language_metrics",
+    "extraction_strength": "mmie.evaluation.language_metrics",
+    "script_mass": "mmie.evaluation.language_metrics",
+    "KLResult": "mmie.evaluation.scoring",
+    "PerplexityResult": "mmie.evaluation.scoring",
+    "detached": "mmie.evaluation.scoring",
+    "perplexity": "mmie.evaluation.scoring",
+    "token_kl": "mmie.evaluation.scoring",
+    "MIAResult": "mmie.evaluation.mia",
+    "membership_inference": "mmie.evaluation.mia",
+    "mia_auc": "mmie.evaluation.mia",
+    "mia_scores": "mmie.evaluation.mia",
+    "ProbeResult": "mmie.evaluation.probes",
+    "probe_auc": "mmie.evaluation.probes",
+    "LanguageLeakage": "mmie.evaluation.leakage",
+    "cross_lingual_leakage": "mmie.evaluation.leakage",
+    "ActivationCache": "mmie.evaluation.layer_selection",
+    "LayerSelection": "mmie.evaluation.layer_selection",
+    "linear_cka": "mmie.evaluation.layer_selection",
+    "mean_difference_cosine": "mmie.evaluation.layer_selection",
+    "procrustes_distance": "mmie.evaluation.layer_selection",
+    "select_layers": "mmie.evaluation.layer_selection",
+    "FeatureSelection": "mmie.sae.features",
+    "FeatureStats": "mmie.sae.features",
+    "contrast_features": "mmie.sae.features",
+    "feature_stats": "mmie.sae.features",
+    "script_invariant_features": "mmie.sae.features",
+    "threshold_features": "mmie.sae.features",
     # experiment: unlearn, data, experiment
-    "ga_loss": "mmie.objectives",
-    "graddiff_loss": "mmie.objectives",
-    "kl_retain_loss": "mmie.objectives",
-    "npo_loss": "mmie.objectives",
-    "predicted_token_mask": "mmie.objectives",
-    "sequence_logprobs": "mmie.objectives",
-    "token_logprobs": "mmie.objectives",
-    "token_nll": "mmie.objectives",
-    "ReFTUnlearnResult": "mmie.unlearn_config",
-    "StepRecord": "mmie.unlearn_config",
-    "UnlearnConfig": "mmie.unlearn_config",
-    "UnlearnResult": "mmie.unlearn_config",
-    "ValidationRecord": "mmie.unlearn_config",
-    "default_lora_targets": "mmie.lora_io",
-    "load_lora": "mmie.lora_io",
-    "save_lora": "mmie.lora_io",
-    "unlearn_lora": "mmie.unlearn",
-    "unlearn_reft": "mmie.unlearn",
-    "lora_arm": "mmie.lifecycle",
-    "reft_arm": "mmie.lifecycle",
-    "BUNDLED_SETS": "mmie.datasets",
-    "load_texts": "mmie.datasets",
-    "split_texts": "mmie.datasets",
-    "demo_model_path": "mmie.demo",
-    "load_demo_model": "mmie.demo",
-    "ArmConfig": "mmie.config",
-    "DataConfig": "mmie.config",
-    "ExperimentConfig": "mmie.config",
-    "GateConfig": "mmie.config",
-    "GenerationConfig": "mmie.config",
-    "SAETrainingConfig": "mmie.config",
-    "SelectionConfig": "mmie.config",
-    "demo_config": "mmie.config",
-    "load_config": "mmie.config",
-    "ExperimentResult": "mmie.experiment",
-    "UnitFailure": "mmie.experiment",
-    "aggregate": "mmie.experiment",
-    "run_experiment": "mmie.experiment",
-    "ArmDecision": "mmie.gates",
-    "GateResult": "mmie.gates",
-    "Report": "mmie.report",
-    "plot_report": "mmie.report",
-    "report_schema": "mmie.report",
-    "validate_report": "mmie.report",
+    "ga_loss": "mmie.unlearning.objectives",
+    "graddiff_loss": "mmie.unlearning.objectives",
+    "kl_retain_loss": "mmie.unlearning.objectives",
+    "npo_loss": "mmie.unlearning.objectives",
+    "predicted_token_mask": "mmie.unlearning.objectives",
+    "sequence_logprobs": "mmie.unlearning.objectives",
+    "token_logprobs": "mmie.unlearning.objectives",
+    "token_nll": "mmie.unlearning.objectives",
+    "ReFTUnlearnResult": "mmie.unlearning.config",
+    "StepRecord": "mmie.unlearning.config",
+    "UnlearnConfig": "mmie.unlearning.config",
+    "UnlearnResult": "mmie.unlearning.config",
+    "ValidationRecord": "mmie.unlearning.config",
+    "default_lora_targets": "mmie.unlearning.lora_checkpoint",
+    "load_lora": "mmie.unlearning.lora_checkpoint",
+    "save_lora": "mmie.unlearning.lora_checkpoint",
+    "unlearn_lora": "mmie.unlearning.train",
+    "unlearn_reft": "mmie.unlearning.train",
+    "lora_arm": "mmie.unlearning.lifecycle",
+    "reft_arm": "mmie.unlearning.lifecycle",
+    "BUNDLED_SETS": "mmie.study.datasets",
+    "load_texts": "mmie.study.datasets",
+    "split_texts": "mmie.study.datasets",
+    "demo_model_path": "mmie.study.demo",
+    "load_demo_model": "mmie.study.demo",
+    "ArmConfig": "mmie.study.config",
+    "DataConfig": "mmie.study.config",
+    "ExperimentConfig": "mmie.study.config",
+    "GateConfig": "mmie.study.config",
+    "GenerationConfig": "mmie.study.config",
+    "SAETrainingConfig": "mmie.study.config",
+    "SelectionConfig": "mmie.study.config",
+    "demo_config": "mmie.study.config",
+    "load_config": "mmie.study.config",
+    "ExperimentResult": "mmie.study.runner",
+    "UnitFailure": "mmie.study.runner",
+    "aggregate": "mmie.study.runner",
+    "run_experiment": "mmie.study.runner",
+    "ArmDecision": "mmie.study.decisions",
+    "GateResult": "mmie.study.decisions",
+    "Report": "mmie.study.report",
+    "plot_report": "mmie.study.report",
+    "report_schema": "mmie.study.report",
+    "validate_report": "mmie.study.report",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -190,20 +190,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from mmie.activations import Activations, collect_activations
-    from mmie.config import (
-        ArmConfig,
-        DataConfig,
-        ExperimentConfig,
-        GateConfig,
-        GenerationConfig,
-        SAETrainingConfig,
-        SelectionConfig,
-        demo_config,
-        load_config,
-    )
-    from mmie.datasets import BUNDLED_SETS, load_texts, split_texts
-    from mmie.demo import demo_model_path, load_demo_model
+    from mmie.edits.dynamic_gating import DynamicGatingProcessor, SequenceGate, generate
+    from mmie.edits.leace import LeaceEraser, LeaceFitter
+    from mmie.edits.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
+    from mmie.edits.sae_gate import SAEGate
+    from mmie.edits.scrubber import Scrubber, fit_scrubber
     from mmie.errors import (
         CheckpointError,
         ConfigError,
@@ -217,29 +208,25 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TrainingError,
         TruncationWarning,
     )
-    from mmie.experiment import ExperimentResult, UnitFailure, aggregate, run_experiment
-    from mmie.features import (
-        FeatureSelection,
-        FeatureStats,
-        contrast_features,
-        feature_stats,
-        script_invariant_features,
-        threshold_features,
+    from mmie.evaluation.language_metrics import (
+        ExtractionStrength,
+        ScriptMassResult,
+        extraction_strength,
+        script_mass,
     )
-    from mmie.gate import SAEGate
-    from mmie.gates import ArmDecision, GateResult
-    from mmie.generation import DynamicGatingProcessor, SequenceGate, generate
-    from mmie.hooks import (
-        BlockIntervention,
-        HookSet,
-        assert_no_mmie_hooks,
-        interventions,
-        mmie_hooks,
-        remove_mmie_hooks,
+    from mmie.evaluation.layer_selection import (
+        ActivationCache,
+        LayerSelection,
+        linear_cka,
+        mean_difference_cosine,
+        procrustes_distance,
+        select_layers,
     )
-    from mmie.leace import LeaceEraser, LeaceFitter
-    from mmie.leakage import LanguageLeakage, cross_lingual_leakage
-    from mmie.lid import (
+    from mmie.evaluation.leakage import LanguageLeakage, cross_lingual_leakage
+    from mmie.evaluation.mia import MIAResult, membership_inference, mia_auc, mia_scores
+    from mmie.evaluation.probes import ProbeResult, probe_auc
+    from mmie.evaluation.scoring import KLResult, PerplexityResult, detached, perplexity, token_kl
+    from mmie.language.detectors import (
         Cld3Detector,
         Detection,
         Detector,
@@ -248,11 +235,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         RomanizedHindiDetector,
         ScriptDetector,
     )
-    from mmie.lifecycle import lora_arm, reft_arm
-    from mmie.lora_io import default_lora_targets, load_lora, save_lora
-    from mmie.metrics import ExtractionStrength, ScriptMassResult, extraction_strength, script_mass
-    from mmie.mia import MIAResult, membership_inference, mia_auc, mia_scores
-    from mmie.models import (
+    from mmie.language.unicode import script_counts, script_of_char, script_token_mask, token_bytes
+    from mmie.models.activations import Activations, collect_activations
+    from mmie.models.blocks import (
         block_device,
         block_dtype,
         count_live_models,
@@ -268,7 +253,60 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         tokenize,
         unwrap_model,
     )
-    from mmie.objectives import (
+    from mmie.models.hooks import (
+        BlockIntervention,
+        HookSet,
+        assert_no_mmie_hooks,
+        interventions,
+        mmie_hooks,
+        remove_mmie_hooks,
+    )
+    from mmie.sae.features import (
+        FeatureSelection,
+        FeatureStats,
+        contrast_features,
+        feature_stats,
+        script_invariant_features,
+        threshold_features,
+    )
+    from mmie.sae.model import SAEConfig, SparseAutoencoder
+    from mmie.sae.quality import ReconstructionReport, SAEQuality, check_reconstruction, sae_quality
+    from mmie.sae.training import SAETrainingStats, train_sae, train_sae_on_model
+    from mmie.seeding import seed_context, set_seed
+    from mmie.stats import (
+        ConfidenceInterval,
+        PermutationTestResult,
+        bootstrap_ci,
+        holm_bonferroni,
+        paired_permutation_test,
+        permutation_test,
+    )
+    from mmie.study.config import (
+        ArmConfig,
+        DataConfig,
+        ExperimentConfig,
+        GateConfig,
+        GenerationConfig,
+        SAETrainingConfig,
+        SelectionConfig,
+        demo_config,
+        load_config,
+    )
+    from mmie.study.datasets import BUNDLED_SETS, load_texts, split_texts
+    from mmie.study.decisions import ArmDecision, GateResult
+    from mmie.study.demo import demo_model_path, load_demo_model
+    from mmie.study.report import Report, plot_report, report_schema, validate_report
+    from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
+    from mmie.unlearning.config import (
+        ReFTUnlearnResult,
+        StepRecord,
+        UnlearnConfig,
+        UnlearnResult,
+        ValidationRecord,
+    )
+    from mmie.unlearning.lifecycle import lora_arm, reft_arm
+    from mmie.unlearning.lora_checkpoint import default_lora_targets, load_lora, save_lora
+    from mmie.unlearning.objectives import (
         ga_loss,
         graddiff_loss,
         kl_retain_loss,
@@ -278,37 +316,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         token_logprobs,
         token_nll,
     )
-    from mmie.probes import ProbeResult, probe_auc
-    from mmie.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
-    from mmie.report import Report, plot_report, report_schema, validate_report
-    from mmie.sae import SAEConfig, SparseAutoencoder
-    from mmie.sae_check import ReconstructionReport, SAEQuality, check_reconstruction, sae_quality
-    from mmie.sae_train import SAETrainingStats, train_sae, train_sae_on_model
-    from mmie.scoring import KLResult, PerplexityResult, detached, perplexity, token_kl
-    from mmie.scripts import script_counts, script_of_char, script_token_mask, token_bytes
-    from mmie.scrub import Scrubber, fit_scrubber
-    from mmie.seeding import seed_context, set_seed
-    from mmie.selection import (
-        ActivationCache,
-        LayerSelection,
-        linear_cka,
-        mean_difference_cosine,
-        procrustes_distance,
-        select_layers,
-    )
-    from mmie.stats import (
-        ConfidenceInterval,
-        PermutationTestResult,
-        bootstrap_ci,
-        holm_bonferroni,
-        paired_permutation_test,
-        permutation_test,
-    )
-    from mmie.unlearn import unlearn_lora, unlearn_reft
-    from mmie.unlearn_config import (
-        ReFTUnlearnResult,
-        StepRecord,
-        UnlearnConfig,
-        UnlearnResult,
-        ValidationRecord,
-    )
+    from mmie.unlearning.train import unlearn_lora, unlearn_reft

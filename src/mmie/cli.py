@@ -90,8 +90,8 @@ def _print_outcome(result: Any) -> int:
 def _run(config: Any, args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from mmie.experiment import run_experiment
     from mmie.seeding import set_seed
+    from mmie.study.runner import run_experiment
 
     _set_threads(args.threads)
     set_seed(min(config.seeds))
@@ -107,14 +107,14 @@ def _run(config: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mmie.config import demo_config
+    from mmie.study.config import demo_config
 
     config = demo_config(quick=args.quick, output_dir=args.out)
     return _run(config, args)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mmie.config import load_config
+    from mmie.study.config import load_config
 
     config = load_config(args.config)
     if args.out is not None:
@@ -123,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
-    from mmie.experiment import aggregate
+    from mmie.study.runner import aggregate
 
     out = args.out if args.out is not None else args.dirs[0]
     report = aggregate(args.dirs, output_dir=out, plots=False if args.no_plots else None)

@@ -1,0 +1,339 @@
+"""Teacher-forced LM scoring: perplexity, token KL and the shared scoring helpers.
+
+* Scoring is teacher-forced with **right padding** (real tokens keep positions ``0..L-1``)
+  and every pad position is masked out; totals are weighted by tokens, never averaged over
+  batch means, so results do not depend on ``batch_size``.
+* Every result keeps its **per-text values** next to the aggregate, so the experiment
+  runner can run paired permutation tests on them.
+* Reference models are compared on the **same weights** where possible: ``reference`` may be
+  a second module or a zero-argument callable returning a context manager under which
+  ``model`` *is* the reference (``peft_model.disable_adapter``, or :func:`detached`, which
+  detaches an intervention), so no second copy of the base model is ever loaded.
+
+The private helpers here (input validation, right-padded batching, logits, target
+log-probabilities, reference resolution) are shared by :mod:`mmie.evaluation.language_metrics`,
+:mod:`mmie.evaluation.mia` and :mod:`mmie.evaluation.leakage`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import Any, TypeAlias
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import BatchEncoding, PreTrainedTokenizerBase
+
+from mmie.models.blocks import input_device, tokenize
+from mmie.models.hooks import BlockIntervention
+
+__all__ = [
+    "KLResult",
+    "PerplexityResult",
+    "detached",
+    "perplexity",
+    "token_kl",
+]
+
+logger = logging.getLogger(__name__)
+
+Reference: TypeAlias = nn.Module | Callable[[], AbstractContextManager[Any]]
+"""A reference model: a module, or a zero-argument callable returning a context manager
+under which the evaluated model itself computes the reference (e.g.
+``peft_model.disable_adapter``)."""
+
+
+# ---------------------------------------------------------------------- input validation
+def _texts(texts: object, name: str) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a sequence of strings, not a single string")
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a sequence of strings, got {type(texts).__name__}")
+    out = list(texts)
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+    return out
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- teacher-forced scoring
+def _batches(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int | None,
+    device: torch.device,
+) -> Iterator[tuple[list[int], BatchEncoding]]:
+    """Right-padded batches of ``texts``, longest first (less padding), with their indices."""
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenize(
+            tokenizer,
+            [texts[i] for i in idx],
+            max_length=max_length,
+            padding_side="right",
+            device=device,
+        )
+        yield idx, enc
+
+
+def _logits(model: nn.Module, enc: BatchEncoding, device: torch.device | None = None) -> Tensor:
+    """``[batch, seq, vocab]`` logits of a right-padded batch (inputs moved to ``device``)."""
+    if getattr(model, "training", False):
+        logger.warning("scoring a model in training mode (dropout active); call model.eval()")
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    if device is not None:
+        ids, attn = ids.to(device), attn.to(device)
+    out = model(input_ids=ids, attention_mask=attn, use_cache=False)
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    return logits
+
+
+def _target_logprobs(logits: Tensor, enc: BatchEncoding) -> tuple[Tensor, Tensor]:
+    """Log-probabilities of each next real token and the mask of predicted positions.
+
+    Returns:
+        ``(logp [batch, seq-1], mask [batch, seq-1])`` in fp32; position ``t`` scores token
+        ``t+1`` and is real iff token ``t+1`` is not padding (right padding).
+    """
+    ids = enc["input_ids"].to(logits.device)
+    mask = enc["attention_mask"].to(logits.device)[:, 1:].bool()  # (batch, seq-1)
+    logp = -F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2),  # (batch, vocab, seq-1)
+        ids[:, 1:],
+        reduction="none",
+    )  # (batch, seq-1)
+    return logp.masked_fill(~mask, 0.0), mask
+
+
+@contextlib.contextmanager
+def _reference_model(reference: Reference, model: nn.Module) -> Iterator[nn.Module]:
+    """Yield the module that computes reference outputs (see :data:`Reference`)."""
+    if isinstance(reference, nn.Module):
+        yield reference
+        return
+    if not callable(reference):
+        raise TypeError(
+            "reference must be an nn.Module or a zero-argument callable returning a context "
+            f"manager (e.g. peft_model.disable_adapter), got {type(reference).__name__}"
+        )
+    ctx = reference()
+    if not (hasattr(ctx, "__enter__") and hasattr(ctx, "__exit__")):
+        raise TypeError(
+            "reference() must return a context manager under which model computes the "
+            f"reference, got {type(ctx).__name__}"
+        )
+    with ctx:
+        yield model
+
+
+@contextlib.contextmanager
+def detached(*items: BlockIntervention) -> Iterator[None]:
+    """Temporarily remove attached interventions; re-attach them on exit (also on errors).
+
+    Makes a hook-based arm its own reference without a second copy of the weights::
+
+        kl = token_kl(model, lambda: detached(gate), tokenizer, texts)
+
+    Interventions that were not attached are left alone. Re-attached interventions run after
+    any other hook registered on the same block in the meantime.
+
+    Args:
+        *items: interventions (:class:`~mmie.BlockIntervention` subclasses).
+
+    Yields:
+        Nothing; inside the block the model runs without ``items``.
+    """
+    active = [item for item in items if item.attached]
+    for item in active:
+        item.remove()
+    try:
+        yield
+    finally:
+        for item in active:
+            item.attach()
+
+
+# ---------------------------------------------------------------------- perplexity
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Token-weighted perplexity with per-text NLL sums, for paired tests.
+
+    Attributes:
+        perplexity: ``exp(Σ NLL / Σ tokens)`` over every predicted non-pad token.
+        nll: per text, the summed NLL (nats) of its predicted tokens.
+        n_tokens: per text, the number of predicted tokens (its length minus one).
+    """
+
+    perplexity: float
+    nll: tuple[float, ...]
+    n_tokens: tuple[int, ...]
+
+    @property
+    def mean_nll(self) -> float:
+        """``Σ NLL / Σ tokens`` (nats per token), the log of :attr:`perplexity`."""
+        return math.fsum(self.nll) / sum(self.n_tokens)
+
+    @property
+    def item_nll(self) -> tuple[float, ...]:
+        """Per text, its mean NLL per token (``nan`` for texts with no predicted token)."""
+        return tuple(s / n if n else math.nan for s, n in zip(self.nll, self.n_tokens))
+
+    @property
+    def item_perplexity(self) -> tuple[float, ...]:
+        """Per text, ``exp`` of its mean NLL per token."""
+        return tuple(math.exp(v) if not math.isnan(v) else math.nan for v in self.item_nll)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return {**asdict(self), "mean_nll": self.mean_nll}
+
+
+@torch.no_grad()
+def perplexity(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = 1024,
+) -> PerplexityResult:
+    """Perplexity ``exp(Σ NLL / Σ tokens)`` over the non-pad predicted tokens of ``texts``.
+
+    Batches are right-padded (so positions of real tokens do not depend on the batch) and
+    pad positions are masked; the total is weighted by tokens, so the result is the same
+    for any ``batch_size`` (up to float rounding) and equals scoring each text alone.
+
+    Args:
+        model: a causal LM in eval mode.
+        tokenizer: its tokenizer (with a pad token).
+        texts: the texts; each contributes ``len(tokens) - 1`` predicted tokens.
+        batch_size: texts per forward pass.
+        max_length: longer texts are truncated (with a warning).
+
+    Returns:
+        A :class:`PerplexityResult` with per-text NLL sums and token counts.
+
+    Raises:
+        ValueError: empty ``texts``, ``batch_size < 1``, or no predicted token at all.
+    """
+    texts = _texts(texts, "texts")
+    batch_size = _positive_int(batch_size, "batch_size")
+    nll = [0.0] * len(texts)
+    counts = [0] * len(texts)
+    device = input_device(model)
+    for idx, enc in _batches(
+        tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
+    ):
+        logp, mask = _target_logprobs(_logits(model, enc), enc)
+        sums = (-logp).double().sum(1).tolist()
+        ns = mask.sum(1).tolist()
+        for i, s, n in zip(idx, sums, ns):
+            nll[i], counts[i] = float(s), int(n)
+    total = sum(counts)
+    if total == 0:
+        raise ValueError("texts contain no predicted token (every text is a single token)")
+    return PerplexityResult(
+        perplexity=math.exp(math.fsum(nll) / total), nll=tuple(nll), n_tokens=tuple(counts)
+    )
+
+
+# ---------------------------------------------------------------------- KL divergence
+@dataclass(frozen=True)
+class KLResult:
+    """Token-mean ``KL(p_ref ‖ p_model)`` with per-text values.
+
+    Attributes:
+        kl: mean over every non-pad position of every text (nats).
+        values: per text, the mean over its non-pad positions.
+        n_tokens: per text, the number of positions.
+    """
+
+    kl: float
+    values: tuple[float, ...]
+    n_tokens: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return asdict(self)
+
+
+@torch.no_grad()
+def token_kl(
+    model: nn.Module,
+    reference: Reference,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = 1024,
+) -> KLResult:
+    """Forward KL ``KL(p_ref ‖ p_model) = Σ_v p_ref(v) (log p_ref(v) − log p_model(v))``.
+
+    Computed in fp32 at every non-pad position ``t`` of each text (the next-token
+    distributions given ``x_{≤t}``), averaged over positions, weighted by tokens. The
+    direction is the one of the retain-side KL term of unlearning objectives: how much
+    the evaluated model lost of the reference's predictions where the reference is
+    confident.
+
+    Args:
+        model: the evaluated model.
+        reference: the reference: an ``nn.Module`` with the same vocabulary, or a
+            zero-argument callable returning a context manager under which ``model`` is
+            the reference, e.g. ``peft_model.disable_adapter`` (LoRA arms) or
+            ``lambda: detached(gate)`` (hook-based arms, see :func:`detached`).
+            The latter evaluates both distributions with one copy of the weights.
+        tokenizer: the shared tokenizer.
+        texts: the texts.
+        batch_size: texts per forward pass.
+        max_length: longer texts are truncated (with a warning).
+
+    Returns:
+        A :class:`KLResult`.
+
+    Raises:
+        TypeError: ``reference`` is neither a module nor a context-manager factory.
+        ValueError: empty ``texts`` or vocabularies of different sizes.
+    """
+    texts = _texts(texts, "texts")
+    batch_size = _positive_int(batch_size, "batch_size")
+    values = [0.0] * len(texts)
+    counts = [0] * len(texts)
+    device = input_device(model)
+    for idx, enc in _batches(
+        tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
+    ):
+        with _reference_model(reference, model) as ref:
+            ref_logits = _logits(ref, enc, input_device(ref))
+        logits = _logits(model, enc)
+        if ref_logits.shape != logits.shape:
+            raise ValueError(
+                f"reference logits {tuple(ref_logits.shape)} and model logits "
+                f"{tuple(logits.shape)} differ; the models must share a vocabulary"
+            )
+        logp_ref = ref_logits.to(logits.device).float().log_softmax(-1)
+        logp = logits.float().log_softmax(-1)
+        kl = (logp_ref.exp() * (logp_ref - logp)).sum(-1)  # (batch, seq)
+        mask = enc["attention_mask"].to(kl.device).bool()
+        kl = kl.masked_fill(~mask, 0.0).double()
+        for i, s, n in zip(idx, kl.sum(1).tolist(), mask.sum(1).tolist()):
+            values[i], counts[i] = s / n, int(n)
+    total = sum(counts)
+    kl_mean = math.fsum(v * n for v, n in zip(values, counts)) / total
+    return KLResult(kl=kl_mean, values=tuple(values), n_tokens=tuple(counts))

@@ -1,0 +1,567 @@
+"""Sparse autoencoders (SAEs) on the residual stream: configuration, model and checkpoints.
+
+:class:`SparseAutoencoder` implements the four inference architectures of SAELens with the
+same parameter names and layouts (``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``):
+
+============  ==============================================================================
+topk          keep the ``k`` largest pre-activations (after ReLU), zero the rest
+relu          ``ReLU(p)`` (SAELens "standard")
+jumprelu      ``ReLU(p) * 1[p > threshold]`` (threshold kept in fp32)
+gated         ``1[x' W_enc + b_gate > 0] * ReLU(x' (W_enc * exp(r_mag)) + b_mag)`` (no ``b_enc``)
+============  ==============================================================================
+
+with ``x' = x - b_dec`` when ``apply_b_dec_to_input`` (else ``x' = x``), the pre-activation
+``p = x' W_enc + b_enc`` and the decoder ``x_hat = f W_dec + b_dec``.
+
+Checkpoints are safetensors + JSON, never pickle. :meth:`SparseAutoencoder.load` reads
+mmie's own layout and SAELens directories (``cfg.json`` of SAELens 6.x and of older
+releases, ``sae_weights.safetensors``) and checks every tensor's shape against
+``d_in``/``d_sae``. SAELens config conversion lives in :mod:`mmie.sae.saelens`, training
+(:func:`~mmie.sae.training.train_sae`) in :mod:`mmie.sae.training`, and the quality metrics and
+the reconstruction check (:func:`~mmie.sae.quality.check_reconstruction`, which fails loudly
+when an SAE cannot belong to a layer) in :mod:`mmie.sae.quality`; those names are still
+importable from here.
+
+Example:
+    >>> import torch
+    >>> from mmie.sae.model import SAEConfig, SparseAutoencoder
+    >>> sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=8, d_sae=32, k=4))
+    >>> f = sae.encode(torch.randn(5, 8))
+    >>> tuple(f.shape), int((f > 0).sum(-1).max()) <= 4
+    ((5, 32), True)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from mmie._io import read_checkpoint_config, write_checkpoint
+from mmie.errors import CheckpointError, ConfigError
+
+__all__ = ["SAEConfig", "SparseAutoencoder"]
+
+logger = logging.getLogger(__name__)
+
+Architecture = Literal["topk", "relu", "jumprelu", "gated"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+
+# Tensor names per architecture and the dimensions of their shapes.
+_TENSOR_SHAPES: dict[str, dict[str, tuple[str, ...]]] = {
+    "relu": {
+        "W_enc": ("d_in", "d_sae"),
+        "b_enc": ("d_sae",),
+        "W_dec": ("d_sae", "d_in"),
+        "b_dec": ("d_in",),
+    },
+    "topk": {
+        "W_enc": ("d_in", "d_sae"),
+        "b_enc": ("d_sae",),
+        "W_dec": ("d_sae", "d_in"),
+        "b_dec": ("d_in",),
+    },
+    "jumprelu": {
+        "W_enc": ("d_in", "d_sae"),
+        "b_enc": ("d_sae",),
+        "W_dec": ("d_sae", "d_in"),
+        "b_dec": ("d_in",),
+        "threshold": ("d_sae",),
+    },
+    "gated": {
+        "W_enc": ("d_in", "d_sae"),
+        "b_gate": ("d_sae",),
+        "r_mag": ("d_sae",),
+        "b_mag": ("d_sae",),
+        "W_dec": ("d_sae", "d_in"),
+        "b_dec": ("d_in",),
+    },
+}
+
+MMIE_CONFIG_FILE = "sae_config.json"
+MMIE_WEIGHTS_FILE = "sae.safetensors"
+SAELENS_CONFIG_FILE = "cfg.json"
+SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
+_FORMAT = "mmie-sae"
+_FORMAT_VERSION = 1
+
+
+def _dtype_name(dtype: str | torch.dtype) -> str:
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    return name
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SAEConfig:
+    """Shape, architecture and provenance of a :class:`SparseAutoencoder`.
+
+    Attributes:
+        architecture: activation family: ``"topk"``, ``"relu"``, ``"jumprelu"`` or ``"gated"``.
+        d_in: input width (the model's ``d_model``).
+        d_sae: number of latents.
+        k: active latents per token; required for ``"topk"``, must be ``None`` otherwise.
+        apply_b_dec_to_input: subtract ``b_dec`` from the input before encoding.
+        normalize_activations: only ``"none"``. SAEs trained on rescaled activations
+            (SAELens ``expected_average_only_in``) must have the scaling factor ``s`` folded
+            into their weights first (``W_enc *= s``, ``W_dec /= s``, ``b_dec /= s``).
+        hook_layer: block whose *output* the SAE reads (``model.layers[hook_layer]``,
+            TransformerLens ``blocks.{hook_layer}.hook_resid_post``); metadata only.
+        hook_name: TransformerLens hook name the SAE was trained on; metadata only.
+        model_name: model the SAE was trained on; metadata only.
+        dtype: parameter dtype name (``"float32"``, ``"bfloat16"``, ...). A jumprelu
+            threshold is kept in fp32 whatever this says.
+
+    Raises:
+        ConfigError: a field is invalid or inconsistent with another.
+    """
+
+    architecture: Architecture  # activation family, see the module docstring
+    d_in: int  # input width = model d_model
+    d_sae: int  # number of latents
+    k: int | None = None  # topk only: latents kept per token
+    apply_b_dec_to_input: bool = True  # x' = x - b_dec before encoding (SAELens default)
+    normalize_activations: Literal["none"] = "none"  # scaling must be folded into weights
+    hook_layer: int | None = None  # block index whose output the SAE reads (metadata)
+    hook_name: str | None = None  # e.g. "blocks.6.hook_resid_post" (metadata)
+    model_name: str | None = None  # model the SAE was trained on (metadata)
+    dtype: str = "float32"  # parameter dtype
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if self.architecture == "topk":
+            if not _is_int(self.k) or not 1 <= self.k <= self.d_sae:  # type: ignore[operator]
+                raise ConfigError(
+                    f"k must be an int in [1, d_sae={self.d_sae}] for a topk SAE, got {self.k!r}"
+                )
+        elif self.k is not None:
+            raise ConfigError(
+                f"k is only used by topk SAEs; got k={self.k!r} with "
+                f"architecture={self.architecture!r}"
+            )
+        if not isinstance(self.apply_b_dec_to_input, bool):
+            raise ConfigError(
+                f"apply_b_dec_to_input must be a bool, got {self.apply_b_dec_to_input!r}"
+            )
+        if self.normalize_activations != "none":
+            raise ConfigError(
+                "normalize_activations must be 'none': fold the activation scaling factor s "
+                "into the weights first (W_enc *= s, W_dec /= s, b_dec /= s); got "
+                f"{self.normalize_activations!r}"
+            )
+        if self.hook_layer is not None and (not _is_int(self.hook_layer) or self.hook_layer < 0):
+            raise ConfigError(
+                f"hook_layer must be a non-negative int or None, got {self.hook_layer!r}"
+            )
+        object.__setattr__(self, "dtype", _dtype_name(self.dtype))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The parameter dtype as a :class:`torch.dtype`."""
+        return _DTYPES[self.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; :meth:`from_dict` inverts it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SAEConfig:
+        """Build a config from :meth:`to_dict` output.
+
+        Raises:
+            ConfigError: unknown keys or invalid values.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown SAEConfig keys {unknown}; expected a subset of {sorted(known)}"
+            )
+        return cls(**dict(data))
+
+
+class SparseAutoencoder(nn.Module):
+    """A sparse autoencoder over ``d_in``-wide activations (SAELens parameter layout).
+
+    A fresh instance has unit-norm random decoder rows (from a local generator seeded with
+    ``seed``), ``W_enc = W_decᵀ`` and zero biases/thresholds; use :func:`train_sae`,
+    :meth:`load` or :meth:`from_tensors` to get a useful one. To change the dtype, prefer
+    ``load(..., dtype=...)``: ``module.to(dtype)`` would also cast the fp32 JumpReLU
+    threshold.
+
+    Args:
+        config: the :class:`SAEConfig`.
+        seed: seed of the initial decoder directions (global RNG untouched).
+        device: where to put the parameters.
+
+    Attributes:
+        config: the configuration.
+        W_enc: ``[d_in, d_sae]`` encoder.
+        W_dec: ``[d_sae, d_in]`` decoder (row ``i`` is latent ``i``'s direction).
+        b_dec: ``[d_in]`` decoder bias.
+        b_enc: ``[d_sae]`` encoder bias (not for gated SAEs).
+        threshold: ``[d_sae]`` fp32 JumpReLU thresholds (jumprelu only).
+        b_gate, r_mag, b_mag: ``[d_sae]`` gated-SAE parameters (gated only).
+    """
+
+    W_enc: nn.Parameter
+    W_dec: nn.Parameter
+    b_dec: nn.Parameter
+
+    def __init__(
+        self,
+        config: SAEConfig,
+        *,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(config, SAEConfig):
+            raise TypeError(f"config must be an SAEConfig, got {type(config).__name__}")
+        self.config = config
+        dtype = config.torch_dtype
+        gen = torch.Generator().manual_seed(seed)
+        w_dec = torch.randn(config.d_sae, config.d_in, generator=gen)  # (d_sae, d_in)
+        w_dec /= w_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        self.W_dec = nn.Parameter(w_dec.to(dtype))
+        self.W_enc = nn.Parameter(w_dec.T.contiguous().to(dtype))  # (d_in, d_sae)
+        self.b_dec = nn.Parameter(torch.zeros(config.d_in, dtype=dtype))
+        arch = config.architecture
+        if arch != "gated":
+            self.b_enc = nn.Parameter(torch.zeros(config.d_sae, dtype=dtype))
+        if arch == "jumprelu":
+            self.threshold = nn.Parameter(torch.zeros(config.d_sae, dtype=torch.float32))
+        if arch == "gated":
+            self.b_gate = nn.Parameter(torch.zeros(config.d_sae, dtype=dtype))
+            self.r_mag = nn.Parameter(torch.zeros(config.d_sae, dtype=dtype))
+            self.b_mag = nn.Parameter(torch.zeros(config.d_sae, dtype=dtype))
+        if device is not None:
+            self.to(device)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def architecture(self) -> str:
+        """The activation family (``config.architecture``)."""
+        return self.config.architecture
+
+    @property
+    def d_in(self) -> int:
+        """Input width."""
+        return self.config.d_in
+
+    @property
+    def d_sae(self) -> int:
+        """Number of latents."""
+        return self.config.d_sae
+
+    @property
+    def k(self) -> int | None:
+        """Latents kept per token (topk) or ``None``."""
+        return self.config.k
+
+    def extra_repr(self) -> str:
+        extra = f", k={self.k}" if self.k is not None else ""
+        return f"architecture={self.architecture!r}, d_in={self.d_in}, d_sae={self.d_sae}{extra}"
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The SAE's tensors by SAELens name (detached views, no copy)."""
+        return {name: p.detach() for name, p in self.named_parameters()}
+
+    # ------------------------------------------------------------------ maths
+    def _sae_in(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"x must end in d_in={self.d_in}, got shape {tuple(x.shape)}")
+        x = x.to(self.W_enc.dtype)
+        return x - self.b_dec if self.config.apply_b_dec_to_input else x
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """Pre-activations ``p = x' W_enc + b_enc``.
+
+        For gated SAEs this is the magnitude path ``x' (W_enc * exp(r_mag)) + b_mag``.
+
+        Args:
+            x: ``[..., d_in]`` activations (cast to the SAE dtype).
+
+        Returns:
+            ``[..., d_sae]``.
+        """
+        x_in = self._sae_in(x)  # (..., d_in)
+        if self.architecture == "gated":
+            return x_in @ (self.W_enc * self.r_mag.exp()) + self.b_mag
+        return x_in @ self.W_enc + self.b_enc
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent activations ``f(x)`` of the SAE's architecture.
+
+        Args:
+            x: ``[..., d_in]`` activations (cast to the SAE dtype).
+
+        Returns:
+            ``[..., d_sae]`` non-negative activations.
+        """
+        arch = self.architecture
+        if arch == "gated":
+            x_in = self._sae_in(x)
+            gate = (x_in @ self.W_enc + self.b_gate) > 0  # (..., d_sae)
+            mag = torch.relu(x_in @ (self.W_enc * self.r_mag.exp()) + self.b_mag)
+            return gate.to(mag.dtype) * mag
+        p = self.pre_activations(x)  # (..., d_sae)
+        if arch == "relu":
+            return torch.relu(p)
+        if arch == "jumprelu":
+            keep = p.float() > self.threshold.float()  # fp32 comparison
+            return torch.relu(p) * keep.to(p.dtype)
+        assert self.k is not None  # topk; guaranteed by SAEConfig
+        top = p.topk(self.k, dim=-1)
+        return torch.zeros_like(p).scatter(-1, top.indices, torch.relu(top.values))
+
+    def decode(self, f: Tensor) -> Tensor:
+        """Reconstruction ``f W_dec + b_dec``.
+
+        Args:
+            f: ``[..., d_sae]`` latent activations.
+
+        Returns:
+            ``[..., d_in]``.
+        """
+        return f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reconstruct ``x``: ``decode(encode(x))``, ``[..., d_in] -> [..., d_in]``."""
+        return self.decode(self.encode(x))
+
+    # ------------------------------------------------------------------ construction / I/O
+    @classmethod
+    def from_tensors(
+        cls,
+        config: SAEConfig,
+        tensors: Mapping[str, Tensor],
+        *,
+        allow_transposed: bool = False,
+        device: str | torch.device | None = None,
+        source: str = "tensors",
+    ) -> SparseAutoencoder:
+        """Build an SAE from named tensors (SAELens names), checking every shape.
+
+        Args:
+            config: the configuration the tensors must match.
+            tensors: ``W_enc``, ``W_dec``, ``b_dec`` and the architecture's other tensors
+                (``b_enc``; ``threshold`` or ``log_threshold`` for jumprelu; ``b_gate``,
+                ``r_mag``, ``b_mag`` for gated). Copied, never aliased.
+            allow_transposed: accept ``W_enc``/``W_dec`` stored in the ``[out, in]``
+                (``nn.Linear``) layout, i.e. ``W_enc [d_sae, d_in]``, and transpose them.
+                Only detectable when ``d_in != d_sae``; for square SAEs
+                :func:`check_reconstruction` catches transposed weights.
+            device: where to put the parameters.
+            source: name used in error messages (a path).
+
+        Returns:
+            The SAE, in eval mode.
+
+        Raises:
+            CheckpointError: a tensor is missing, unexpected or of the wrong shape.
+        """
+        arch = config.architecture
+        expected = _TENSOR_SHAPES[arch]
+        data = dict(tensors)
+        if arch == "jumprelu" and "threshold" not in data and "log_threshold" in data:
+            data["threshold"] = data.pop("log_threshold").float().exp()
+        missing = sorted(set(expected) - set(data))
+        unexpected = sorted(set(data) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source}: a {arch} SAE needs tensors {sorted(expected)}; missing {missing}, "
+                f"unexpected {unexpected}. Check that the config's architecture matches the "
+                "checkpoint."
+            )
+        dims = {"d_in": config.d_in, "d_sae": config.d_sae}
+        sae = cls(config)
+        with torch.no_grad():
+            for name, dim_names in expected.items():
+                t = data[name]
+                if not isinstance(t, Tensor):
+                    raise CheckpointError(f"{source}: {name} is a {type(t).__name__}, not a tensor")
+                want = tuple(dims[d] for d in dim_names)
+                got = tuple(t.shape)
+                if got != want:
+                    if len(want) == 2 and got == want[::-1]:
+                        if not allow_transposed:
+                            raise CheckpointError(
+                                f"{source}: {name} has shape {list(got)} but a "
+                                f"[{', '.join(dim_names)}] = {list(want)} matrix was expected; it "
+                                "looks stored in the [out, in] (nn.Linear) layout. Pass "
+                                "allow_transposed=True to transpose it on load."
+                            )
+                        logger.info("%s: transposing %s from %s to %s", source, name, got, want)
+                        t = t.T
+                    else:
+                        raise CheckpointError(
+                            f"{source}: {name} has shape {list(got)}, expected "
+                            f"[{', '.join(dim_names)}] = {list(want)} for d_in={config.d_in}, "
+                            f"d_sae={config.d_sae}"
+                        )
+                target = getattr(sae, name)
+                target.data = t.detach().to(dtype=target.dtype).clone().contiguous()
+        if device is not None:
+            sae.to(device)
+        return sae.eval()
+
+    def save(self, directory: str | Path, *, layout: Literal["mmie", "saelens"] = "mmie") -> Path:
+        """Write the SAE to ``directory`` (created if needed) in safetensors + JSON.
+
+        Args:
+            directory: target directory.
+            layout: ``"mmie"`` writes ``sae_config.json`` + ``sae.safetensors``;
+                ``"saelens"`` writes a SAELens 6.x directory (``cfg.json`` +
+                ``sae_weights.safetensors``) that SAELens and :meth:`load` both read.
+
+        Returns:
+            The directory.
+        """
+        tensors = self.tensors()
+        if layout == "mmie":
+            payload = {
+                "format": _FORMAT,
+                "format_version": _FORMAT_VERSION,
+                "config": self.config.to_dict(),
+            }
+            return write_checkpoint(
+                directory,
+                tensors=tensors,
+                weights_name=MMIE_WEIGHTS_FILE,
+                config=payload,
+                config_name=MMIE_CONFIG_FILE,
+                metadata={"format": _FORMAT},
+            )
+        if layout == "saelens":
+            from mmie.sae.saelens import config_to_saelens
+
+            return write_checkpoint(
+                directory,
+                tensors=tensors,
+                weights_name=SAELENS_WEIGHTS_FILE,
+                config=config_to_saelens(self.config),
+                config_name=SAELENS_CONFIG_FILE,
+            )
+        raise ValueError(f"layout must be 'mmie' or 'saelens', got {layout!r}")
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        allow_transposed: bool = False,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> SparseAutoencoder:
+        """Load an SAE saved by :meth:`save` or a SAELens directory.
+
+        The layout is detected from the files present: ``sae_config.json`` (mmie) or
+        ``cfg.json`` + ``sae_weights.safetensors`` (SAELens). SAELens 6.x configs
+        (``architecture``, ``k``, ``metadata.hook_name``) and older ones (``hook_point``,
+        ``activation_fn_str``, ``activation_fn_kwargs.k``) are both understood; SAELens'
+        ``"standard"`` architecture is ``"relu"``. A ``blocks.L.hook_resid_post`` hook name
+        gives ``hook_layer = L``, ``blocks.L.hook_resid_pre`` gives ``L - 1``.
+
+        Args:
+            directory: the SAE directory.
+            allow_transposed: accept ``[out, in]`` weight matrices (see :meth:`from_tensors`).
+            dtype: parameter dtype (default: the config's).
+            device: where to put the parameters.
+
+        Returns:
+            The SAE in eval mode.
+
+        Raises:
+            CheckpointError: no recognised layout, an unsupported SAELens setting, or tensors
+                that do not match the config. Pickle files are never read.
+        """
+        path = Path(directory)
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is not a directory")
+        if (path / MMIE_CONFIG_FILE).is_file():
+            config, weights = _read_mmie_config(path), path / MMIE_WEIGHTS_FILE
+        elif (path / SAELENS_CONFIG_FILE).is_file():
+            from mmie.sae.saelens import config_from_saelens
+
+            raw = _read_json(path / SAELENS_CONFIG_FILE)
+            config, weights = (
+                config_from_saelens(raw, source=str(path)),
+                path / SAELENS_WEIGHTS_FILE,
+            )
+        else:
+            found = sorted(p.name for p in path.iterdir())
+            raise CheckpointError(
+                f"{path} holds neither an mmie SAE ({MMIE_CONFIG_FILE}) nor a SAELens SAE "
+                f"({SAELENS_CONFIG_FILE} + {SAELENS_WEIGHTS_FILE}); found {found}"
+            )
+        if not weights.is_file():
+            pickles = sorted(p.name for p in [*path.glob("*.pt"), *path.glob("*.bin")])
+            hint = (
+                " (pickle files are never loaded; convert them to safetensors)" if pickles else ""
+            )
+            raise CheckpointError(f"missing weights file {weights}{hint}")
+        if dtype is not None:
+            config = _replace_config(config, dtype=_dtype_name(dtype))
+        tensors = load_file(str(weights))
+        if "scaling_factor" in tensors:
+            scaling = tensors.pop("scaling_factor")
+            if not torch.allclose(scaling, torch.ones_like(scaling)):
+                raise CheckpointError(
+                    f"{weights}: a fine-tuning scaling_factor other than 1 is not supported; "
+                    "fold it into W_dec (W_dec *= scaling_factor[:, None]) first"
+                )
+        sae = cls.from_tensors(
+            config, tensors, allow_transposed=allow_transposed, device=device, source=str(weights)
+        )
+        logger.info("loaded %r from %s", sae, path)
+        return sae
+
+
+def _replace_config(config: SAEConfig, **changes: Any) -> SAEConfig:
+    return SAEConfig.from_dict({**config.to_dict(), **changes})
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return read_checkpoint_config(path)
+
+
+def _read_mmie_config(path: Path) -> SAEConfig:
+    data = _read_json(path / MMIE_CONFIG_FILE)
+    if data.get("format") != _FORMAT or "config" not in data:
+        raise CheckpointError(f"{path / MMIE_CONFIG_FILE} is not an mmie SAE config")
+    version = data.get("format_version")
+    if version != _FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path / MMIE_CONFIG_FILE}: format_version {version!r} is not supported "
+            f"(this mmie reads {_FORMAT_VERSION})"
+        )
+    try:
+        return SAEConfig.from_dict(data["config"])
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{path / MMIE_CONFIG_FILE}: {err}") from err

@@ -1,0 +1,705 @@
+"""Experiment configuration: frozen, validated, TOML/JSON round-trippable dataclasses.
+
+An :class:`ExperimentConfig` describes a whole study: the model, the text sets, layer
+selection, the SAE, the unlearning *arms* to compare, the seeds, the metrics, the gate
+thresholds and where results go. Every field has a default (documented next to it), so a
+config file only needs what differs from :func:`demo_config`'s embedded default study.
+
+Validation happens when an object is built; a bad value raises
+:class:`~mmie.errors.ConfigError` with the *path* of the field (``arms[1].alpha``), what was
+expected and what was received. Unknown keys in a file are rejected with the closest known
+key as a suggestion, so a typo never silently falls back to a default.
+
+Example:
+    >>> cfg = demo_config(seeds=(0, 1))
+    >>> cfg.seeds, [a.name for a in cfg.arms][:3]
+    ((0, 1), ['lora', 'reft', 'sae_gate@0.5'])
+    >>> ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    True
+
+A TOML file (``mmie run study.toml``)::
+
+    model = "Qwen/Qwen2-0.5B"
+    dtype = "bfloat16"
+    seeds = [0, 1, 2, 3, 4]
+
+    [data]
+    n_forget = 200
+
+    [[arms]]
+    kind = "lora"
+    objective = "npo"
+
+    [[arms]]
+    kind = "lora+sae_gate"
+    alpha = 0.8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from mmie.errors import ConfigError
+
+__all__ = [
+    "ARM_PARTS",
+    "DEMO_OVERRIDES",
+    "METRICS",
+    "QUICK_OVERRIDES",
+    "ArmConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "GateConfig",
+    "GenerationConfig",
+    "SAETrainingConfig",
+    "SelectionConfig",
+    "demo_config",
+    "load_config",
+]
+
+#: The building blocks of an arm's ``kind``; combine them with ``+`` (``"lora+sae_gate"``).
+ARM_PARTS: tuple[str, ...] = ("lora", "reft", "scrub", "sae_gate", "dynamic_gate")
+_TRAINED_PARTS = ("lora", "reft")  # change weights or add trained adapters
+_GATE_PARTS = ("sae_gate", "dynamic_gate")  # SAE feature gates
+
+#: Metric groups a study can compute (``ExperimentConfig.metrics``); see docs/methods.md.
+METRICS: tuple[str, ...] = (
+    "forget_es",
+    "mixed_es",
+    "retain_ppl",
+    "forget_ppl",
+    "leakage",
+    "redistribution",
+    "mia",
+    "script_mass",
+    "probe",
+)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+CIMethodName = Literal["auto", "t", "percentile", "basic", "bca"]
+
+
+class _FieldError(ConfigError):
+    """A :class:`ConfigError` that remembers which field it is about (for path prefixes)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+    def under(self, prefix: str) -> _FieldError:
+        """The same error with ``prefix`` prepended to the field path."""
+        sep = "" if self.path.startswith("[") else "."
+        return _FieldError(f"{prefix}{sep}{self.path}", self.problem)
+
+
+# ----------------------------------------------------------------------------- coercion
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it normalised (lists → tuples).
+
+    Raises:
+        _FieldError: naming ``path`` when the value does not fit.
+    """
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise _FieldError(path, f"must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except _FieldError as exc:
+                errors.append(exc)
+        raise _FieldError(path, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+            raise _FieldError(path, f"expected a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return _from_mapping(tp, value, path)
+        raise _FieldError(path, f"expected a table/object of {tp.__name__} fields, got {value!r}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _FieldError(path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _FieldError(path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _FieldError(path, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise _FieldError(path, f"must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _FieldError(path, f"expected a string, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported annotation {tp!r} at {path}")  # pragma: no cover
+
+
+def _from_mapping(cls: type[Any], data: Mapping[str, Any], path: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys with a suggestion."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {names}"
+            raise _FieldError(where, f"unknown key{hint}")
+    try:
+        return cls(**dict(data))
+    except _FieldError as exc:
+        raise (exc.under(path) if path else exc) from None
+
+
+def _validate_fields(obj: Any) -> None:
+    """Type-check and normalise every field of a frozen dataclass in ``__post_init__``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = _coerce(getattr(obj, f.name), hints[f.name], f.name)
+        object.__setattr__(obj, f.name, value)
+
+
+def _require(ok: bool, path: str, problem: str) -> None:
+    if not ok:
+        raise _FieldError(path, problem)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+class _ConfigBase:
+    """``to_dict``/``from_dict`` shared by every config dataclass."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON/TOML-ready data (tuples become lists)."""
+        out = _to_plain(self)
+        assert isinstance(out, dict)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Build the config from a mapping such as :meth:`to_dict`'s output.
+
+        Missing keys take their defaults; unknown keys are rejected.
+
+        Raises:
+            ConfigError: an unknown key (with the closest known key suggested) or a bad
+                value; the message names the field path.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"expected a mapping of config fields, got {type(data).__name__}")
+        return _from_mapping(cls, data, "")
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(_ConfigBase):
+    """Which text sets a study uses and how many texts of each.
+
+    Each set is a bundled set name (see :data:`mmie.study.datasets.BUNDLED_SETS`) or a path to a
+    JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
+    ``n_retain`` texts (fixed across seeds, so per-item results pair up); evaluation sets are
+    the first ``n_eval`` texts of each evaluation set.
+    """
+
+    forget: str = "hindi_train"  # texts to unlearn (Hindi, Devanagari); also MIA members
+    retain: str = "english_train"  # texts whose behaviour must be kept (English)
+    forget_eval: str = "hindi_eval"  # held-out Hindi: forget prompts, MIA non-members
+    retain_eval: str = "english_eval"  # held-out English: retain perplexity
+    mixed: tuple[str, ...] = ("hinglish", "adversarial")  # mixed-language/adversarial prompts
+    romanized: tuple[str, ...] = ("hindi_romanized",)  # prompts where romanised Hindi may appear
+    related: tuple[str, ...] = ("urdu", "punjabi", "bengali")  # related languages (leakage)
+    n_forget: int = 64  # forget texts used for training (and as MIA members)
+    n_retain: int = 64  # retain texts used for training
+    n_eval: int = 32  # texts taken from each evaluation set
+    max_length: int = 128  # tokens per text when scoring or training (longer ones truncated)
+    batch_size: int = 16  # texts per forward pass when scoring
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        for name in ("forget", "retain", "forget_eval", "retain_eval"):
+            _require(bool(getattr(self, name).strip()), name, "must not be empty")
+        for name in ("n_forget", "n_retain", "max_length", "batch_size"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
+        _require(self.forget != self.forget_eval, "forget_eval", "must differ from forget")
+        _require(self.retain != self.retain_eval, "retain_eval", "must differ from retain")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionConfig(_ConfigBase):
+    """How the layers that SAE gates, scrubbers and ReFT adapters act on are chosen."""
+
+    mode: Literal["contrast", "similarity", "semantic", "fixed"] = "contrast"  # see select_layers
+    n_layers: int = 1  # layers to select
+    stability_seeds: int = 3  # stability-selection resamples (reuse one activation cache)
+    layers: tuple[int, ...] = ()  # the layers when mode = "fixed" (ignored otherwise)
+    n_texts: int = 32  # texts per language fed to selection
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        _require(self.n_layers >= 1, "n_layers", f"must be >= 1, got {self.n_layers}")
+        _require(
+            self.stability_seeds >= 1,
+            "stability_seeds",
+            f"must be >= 1, got {self.stability_seeds}",
+        )
+        _require(self.n_texts >= 2, "n_texts", f"must be >= 2, got {self.n_texts}")
+        if self.mode == "fixed":
+            _require(bool(self.layers), "layers", 'must list the layers when mode = "fixed"')
+        for i, layer in enumerate(self.layers):
+            _require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
+        _require(len(set(self.layers)) == len(self.layers), "layers", "has duplicates")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SAETrainingConfig(_ConfigBase):
+    """The sparse autoencoders trained (one per selected layer and seed) for SAE gates."""
+
+    architecture: Literal["topk", "relu"] = "topk"  # SAE activation (see SparseAutoencoder)
+    d_sae_multiple: int = 4  # d_sae = d_sae_multiple * d_model
+    k: int = 16  # active latents per token (topk only)
+    steps: int = 300  # optimizer steps
+    lr: float = 1e-3  # Adam learning rate
+    batch_size: int = 256  # tokens per step
+    l1_coefficient: float = 0.1  # sparsity penalty (relu only)
+    n_features: int = 64  # features gated per layer (at most)
+    picker: Literal["contrast", "script_invariant", "threshold"] = "contrast"  # feature picker
+    max_retain_frequency: float = 0.05  # skip latents firing on more retain tokens than this
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        for name in ("d_sae_multiple", "k", "steps", "batch_size", "n_features"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(
+            self.l1_coefficient >= 0, "l1_coefficient", f"must be >= 0, got {self.l1_coefficient}"
+        )
+        _require(
+            0 <= self.max_retain_frequency <= 1,
+            "max_retain_frequency",
+            f"must be in [0, 1], got {self.max_retain_frequency}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmConfig(_ConfigBase):
+    """One unlearning arm: a method (or a combination) and its options.
+
+    ``kind`` combines :data:`ARM_PARTS` with ``+``: at most one trained part (``lora`` or
+    ``reft``), at most one gate (``sae_gate`` or ``dynamic_gate``) and optionally ``scrub``,
+    e.g. ``"lora+sae_gate"`` or ``"reft+scrub"``. At inference the parts apply in the order
+    trained part, scrubber, gate. Options that a part does not use are ignored.
+    """
+
+    kind: str  # the method, e.g. "lora", "sae_gate", "lora+sae_gate"
+    name: str = ""  # label in shards and reports (default: kind); must be unique
+    alpha: float = 1.0  # gate attenuation in [0, 1] (sae_gate; dynamic_gate's high alpha)
+    base_alpha: float = 0.0  # dynamic_gate: alpha before the continuation drifts into the target
+    penalty: float = 0.0  # dynamic_gate: logit penalty on target-script tokens (0 = script-blind)
+    objective: Literal["npo", "ga", "graddiff"] = "npo"  # lora/reft unlearning objective
+    steps: int = 100  # lora/reft optimizer steps
+    lr: float = 1e-4  # lora/reft learning rate (the tiny demo model uses 5e-3)
+    rank: int = 8  # LoRA rank / LoReFT rank
+    batch_size: int = 8  # lora/reft texts per step (forget and retain each)
+    retain_weight: float = 1.0  # weight of the KL-to-reference retain term
+    beta: float = 0.1  # NPO temperature
+    scrub_method: Literal["leace", "orth"] = "leace"  # scrub eraser
+    scrub_center: Literal["retain", "mean"] = "retain"  # erase toward the retain tokens' mean
+    layers: tuple[int, ...] = ()  # layers to act on (default: the selected layers)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        object.__setattr__(self, "kind", "+".join(self.parts))
+        parts = self.parts
+        for part in parts:
+            _require(
+                part in ARM_PARTS,
+                "kind",
+                f"unknown part {part!r} in {self.kind!r}; parts are {list(ARM_PARTS)} joined "
+                "with '+'",
+            )
+        _require(len(set(parts)) == len(parts), "kind", f"repeats a part: {self.kind!r}")
+        _require(
+            sum(p in _TRAINED_PARTS for p in parts) <= 1,
+            "kind",
+            f"combines lora and reft: {self.kind!r}; use one trained part per arm",
+        )
+        _require(
+            sum(p in _GATE_PARTS for p in parts) <= 1,
+            "kind",
+            f"combines sae_gate and dynamic_gate: {self.kind!r}; dynamic_gate already gates",
+        )
+        if not self.name:
+            object.__setattr__(self, "name", self.kind)
+        _require(
+            bool(_NAME_RE.match(self.name)),
+            "name",
+            f"must be letters, digits and _.+@- (it names shard files), got {self.name!r}",
+        )
+        _require(0.0 <= self.alpha <= 1.0, "alpha", f"must be in [0, 1], got {self.alpha}")
+        _require(
+            0.0 <= self.base_alpha <= self.alpha,
+            "base_alpha",
+            f"must be in [0, alpha={self.alpha}], got {self.base_alpha}",
+        )
+        _require(self.penalty >= 0, "penalty", f"must be >= 0, got {self.penalty}")
+        for name in ("steps", "rank", "batch_size"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
+        _require(
+            self.retain_weight >= 0, "retain_weight", f"must be >= 0, got {self.retain_weight}"
+        )
+        for i, layer in enumerate(self.layers):
+            _require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts of ``kind`` (``"lora+sae_gate"`` → ``("lora", "sae_gate")``)."""
+        return tuple(p.strip() for p in self.kind.split("+"))
+
+    @property
+    def trained_part(self) -> str | None:
+        """``"lora"``, ``"reft"`` or ``None``."""
+        return next((p for p in self.parts if p in _TRAINED_PARTS), None)
+
+    @property
+    def gate_part(self) -> str | None:
+        """``"sae_gate"``, ``"dynamic_gate"`` or ``None``."""
+        return next((p for p in self.parts if p in _GATE_PARTS), None)
+
+    @property
+    def uses_sae(self) -> bool:
+        """Whether the arm needs the per-seed SAEs."""
+        return self.gate_part is not None
+
+    @property
+    def scrubs(self) -> bool:
+        """Whether the arm applies a LEACE scrubber."""
+        return "scrub" in self.parts
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateConfig(_ConfigBase):
+    """Thresholds of the decision gates (see docs/methods.md, "Gates")."""
+
+    alpha: float = 0.05  # significance level of every gate's test
+    n_permutations: int = 10_000  # sign flips per paired permutation test (exact if 2**n below)
+    correction: Literal["holm", "none"] = "holm"  # multiple-comparison correction across arms
+    min_forget_reduction: float = 0.25  # forget ES must drop by this fraction of the base value
+    es_floor: float = 0.05  # base ES at or below this: nothing to remove ("not evaluated")
+    retain_ppl_ratio: float = 1.25  # retain perplexity may grow at most by this factor
+    related_ppl_ratio: float = 1.5  # related-language perplexity may grow at most by this factor
+    leakage_es_margin: float = 0.05  # Hindi ES on related-language prompts may rise by this
+    redistribution_margin: float = 0.05  # romanised-Hindi ES may rise by at most this much
+    mia_margin: float = 0.15  # |MIA AUC - 0.5| must be below this (interval inside the band)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        _require(0 < self.alpha < 0.5, "alpha", f"must be in (0, 0.5), got {self.alpha}")
+        _require(
+            self.n_permutations >= 1, "n_permutations", f"must be >= 1, got {self.n_permutations}"
+        )
+        _require(
+            0 < self.min_forget_reduction <= 1,
+            "min_forget_reduction",
+            f"must be in (0, 1], got {self.min_forget_reduction}",
+        )
+        _require(0 <= self.es_floor < 1, "es_floor", f"must be in [0, 1), got {self.es_floor}")
+        for name in ("retain_ppl_ratio", "related_ppl_ratio"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("leakage_es_margin", "redistribution_margin"):
+            value = getattr(self, name)
+            _require(0 <= value < 1, name, f"must be in [0, 1), got {value}")
+        _require(
+            0 < self.mia_margin < 0.5, "mia_margin", f"must be in (0, 0.5), got {self.mia_margin}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationConfig(_ConfigBase):
+    """Greedy continuation of prompts, for extraction-strength metrics."""
+
+    max_new_tokens: int = 32  # tokens generated per prompt
+    prompt_words: int = 4  # a prompt is the first words of an evaluation text
+    batch_size: int = 16  # prompts per generate() call
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        for name in ("max_new_tokens", "prompt_words", "batch_size"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+
+
+def _default_arms() -> tuple[ArmConfig, ...]:
+    return (
+        ArmConfig(kind="lora"),
+        ArmConfig(kind="reft"),
+        ArmConfig(kind="sae_gate"),
+        ArmConfig(kind="scrub"),
+        ArmConfig(kind="dynamic_gate", base_alpha=0.0, alpha=1.0),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig(_ConfigBase):
+    """A whole study: model, data, arms, seeds, metrics, gates and outputs.
+
+    Nested sections are :class:`DataConfig`, :class:`SelectionConfig`,
+    :class:`SAETrainingConfig`, a tuple of :class:`ArmConfig`, :class:`GateConfig` and
+    :class:`GenerationConfig`. Build one in Python (mappings and lists are accepted for the
+    sections and converted), with :meth:`from_dict`, or from a file with :func:`load_config`.
+
+    Raises:
+        ConfigError: a bad value; the message names the field path (``arms[1].alpha``).
+    """
+
+    name: str = "mmie-study"  # label shown in reports
+    model: str = "demo"  # local path or hub id of a causal LM, or "demo" (bundled tiny model)
+    dtype: Dtype = "float32"  # parameter dtype of the model
+    device: str = "auto"  # "auto" (CUDA or CPU), "cpu", "cuda:N", "sharded" (device_map="auto")
+    target: str = "hi"  # language label of the forget language (detector label)
+    data: DataConfig = field(default_factory=DataConfig)  # text sets and sizes
+    selection: SelectionConfig = field(default_factory=SelectionConfig)  # layer selection
+    sae: SAETrainingConfig = field(default_factory=SAETrainingConfig)  # SAEs for the gates
+    arms: tuple[ArmConfig, ...] = field(default_factory=_default_arms)  # arms to compare
+    seeds: tuple[int, ...] = (0, 1, 2)  # one training run per seed and arm
+    metrics: tuple[str, ...] = METRICS  # metric groups to compute (see METRICS)
+    gates: GateConfig = field(default_factory=GateConfig)  # decision thresholds
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # prompt settings
+    ci_method: CIMethodName = "auto"  # interval method; auto = "t" below 10 values, else "bca"
+    ci_alpha: float = 0.05  # 1 - confidence level of the reported intervals
+    n_boot: int = 10_000  # bootstrap resamples (unused by "t")
+    output_dir: str = "mmie-results"  # shards, artifacts and reports go here
+    plots: bool | None = None  # None: plot if matplotlib is installed; True: required
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        _require(bool(self.model.strip()), "model", "must not be empty")
+        _require(
+            self.device in ("auto", "sharded")
+            or bool(re.match(r"^(cpu|cuda|mps)(:\d+)?$", self.device)),
+            "device",
+            f'must be "auto", "sharded", "cpu", "cuda", "cuda:N" or "mps", got {self.device!r}',
+        )
+        _require(bool(self.target.strip()), "target", "must not be empty")
+        _require(bool(self.arms), "arms", "must list at least one arm")
+        seen: dict[str, int] = {}
+        for i, arm in enumerate(self.arms):
+            if arm.name in seen:
+                raise _FieldError(
+                    f"arms[{i}].name",
+                    f"duplicate arm name {arm.name!r} (also arms[{seen[arm.name]}]); give one "
+                    "of them a distinct name",
+                )
+            seen[arm.name] = i
+            _require(arm.name != "base", f"arms[{i}].name", '"base" is reserved')
+        _require(bool(self.seeds), "seeds", "must list at least one seed")
+        for i, seed in enumerate(self.seeds):
+            _require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+        _require(len(set(self.seeds)) == len(self.seeds), "seeds", "has duplicates")
+        _require(bool(self.metrics), "metrics", "must list at least one metric")
+        for i, metric in enumerate(self.metrics):
+            if metric not in METRICS:
+                close = difflib.get_close_matches(metric, METRICS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {list(METRICS)}"
+                raise _FieldError(f"metrics[{i}]", f"unknown metric {metric!r}{hint}")
+        _require(len(set(self.metrics)) == len(self.metrics), "metrics", "has duplicates")
+        _require(0 < self.ci_alpha < 1, "ci_alpha", f"must be in (0, 1), got {self.ci_alpha}")
+        _require(self.n_boot >= 1, "n_boot", f"must be >= 1, got {self.n_boot}")
+        _require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
+
+    def arm(self, name: str) -> ArmConfig:
+        """The arm called ``name``.
+
+        Raises:
+            KeyError: no such arm (the message lists the arms).
+        """
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(f"no arm named {name!r}; arms are {[a.name for a in self.arms]}")
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """A copy with ``changes`` applied (sections may be given as mappings to merge).
+
+        Example:
+            >>> demo_config().replace(data={"n_eval": 8}).data.n_eval
+            8
+        """
+        data = self.to_dict()
+        _deep_merge(data, changes, "")
+        result: ExperimentConfig = ExperimentConfig.from_dict(data)
+        return result
+
+
+def _deep_merge(base: dict[str, Any], changes: Mapping[str, Any], path: str) -> None:
+    for key, value in changes.items():
+        is_config = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        if is_config or (isinstance(value, tuple) and any(map(dataclasses.is_dataclass, value))):
+            value = _to_plain(value)
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value, f"{path}{key}.")
+        else:
+            base[key] = value
+
+
+# ----------------------------------------------------------------------------- files
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an :class:`ExperimentConfig` from a ``.toml`` or ``.json`` file.
+
+    Keys are the field names of :class:`ExperimentConfig`; sections are tables
+    (``[data]``, ``[gates]``), arms an array of tables (``[[arms]]``). Missing keys keep their
+    defaults (those of :func:`demo_config` for the embedded study are the same).
+
+    Args:
+        path: the file; the suffix decides the format.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: the file is missing, not TOML/JSON, malformed (the message gives the
+            parser's line), or a value is invalid (the message names the field path).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    suffix = p.suffix.lower()
+    if suffix == ".toml":
+        data = _read_toml(p)
+    elif suffix == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{p}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from exc
+    else:
+        raise ConfigError(f"{p}: unknown config format {suffix!r}; use .toml or .json")
+    try:
+        config: ExperimentConfig = ExperimentConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    return config
+
+
+def _demo_arms() -> tuple[ArmConfig, ...]:
+    # Tuned on the bundled demo model (d_model 64, 4 blocks): a high learning rate and a
+    # strong KL retain term, and an alpha dose-response pair for the SAE gate.
+    def trained(kind: str, rank: int) -> ArmConfig:
+        return ArmConfig(kind=kind, rank=rank, steps=100, lr=5e-3, retain_weight=3.0)
+
+    return (
+        trained("lora", 8),
+        trained("reft", 4),
+        ArmConfig(kind="sae_gate", name="sae_gate@0.5", alpha=0.5),
+        ArmConfig(kind="sae_gate", alpha=1.0),
+        ArmConfig(kind="scrub"),
+        ArmConfig(kind="dynamic_gate", base_alpha=0.0, alpha=1.0, penalty=5.0),
+        trained("lora+sae_gate", 8),
+    )
+
+
+#: What :func:`demo_config` changes in the :class:`ExperimentConfig` defaults.
+DEMO_OVERRIDES: dict[str, Any] = {
+    "name": "mmie demo",
+    "model": "demo",
+    "arms": _demo_arms(),
+    "selection": {"n_layers": 3},
+    "output_dir": "mmie-demo",
+}
+
+#: Overrides applied on top by ``mmie demo --quick`` and :func:`demo_config` ``(quick=True)``.
+QUICK_OVERRIDES: dict[str, Any] = {
+    "seeds": (0, 1),
+    "data": {"n_forget": 32, "n_retain": 32, "n_eval": 16},
+    "selection": {"stability_seeds": 2, "n_texts": 16},
+    "sae": {"steps": 150},
+    "generation": {"max_new_tokens": 24},
+}
+
+
+def demo_config(*, quick: bool = False, **overrides: Any) -> ExperimentConfig:
+    """The embedded default study: bundled demo model and data, every arm, three seeds.
+
+    It is :class:`ExperimentConfig` with :data:`DEMO_OVERRIDES`: the demo model, three
+    selected layers, and arms tuned for the tiny demo model (LoRA, ReFT, the SAE gate at
+    alpha 0.5 and 1, the LEACE scrubber, the dynamic gate with a token penalty, and LoRA
+    combined with the SAE gate). ``mmie demo`` runs it.
+
+    Args:
+        quick: also apply :data:`QUICK_OVERRIDES` (fewer texts, two seeds).
+        **overrides: field values to change; sections may be given as mappings, which are
+            merged into the defaults (``data={"n_eval": 8}`` keeps the other data fields).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an override is invalid.
+    """
+    config = ExperimentConfig().replace(**DEMO_OVERRIDES)
+    if quick:
+        config = config.replace(**QUICK_OVERRIDES)
+    if overrides:
+        config = config.replace(**overrides)
+    return config

@@ -1,0 +1,505 @@
+"""Run a whole study from its config, resumably, and aggregate results into reports.
+
+:func:`run_experiment` does, in order:
+
+1. load the model once (``config.model``, or the bundled demo model for ``"demo"``) and the
+   text sets;
+2. the **base shard** (once per output directory): layer selection and the base model's
+   metrics, with per-item values;
+3. for each seed and each arm: build the arm on the single base model, train, evaluate,
+   release (:meth:`mmie.study.arms.Study.arm`), and write the (seed, arm) result to its own shard,
+   atomically, before the next starts. Each unit runs inside :func:`mmie.seed_context`
+   ``(seed)``, so its result does not depend on which units ran before it in the process;
+4. the report, computed from the shards alone: ``report.json`` (validated against the
+   schema), ``report.md`` and, with matplotlib, plots.
+
+Rerunning the same command skips every unit whose shard exists with status ``"ok"`` and the
+same config, so a killed run resumes where it stopped and yields the same report. A unit
+that raises is logged with its traceback (``logger.exception``) and recorded as
+``"failed"`` with the error; it is retried on the next run. ``seeds=``/``arms=`` run a
+subset (separate jobs writing into separate directories, or the same shared one), and
+:func:`aggregate` merges the shards of several directories into one report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from mmie.errors import ConfigError, DataError
+from mmie.study.config import ExperimentConfig
+from mmie.study.report import (
+    Report,
+    build_report,
+    environment_manifest,
+    plot_report,
+    validate_report,
+)
+from mmie.study.shards import (
+    SHARD_FORMAT_VERSION,
+    arm_fingerprint,
+    atomic_write_json,
+    base_shard_path,
+    config_fingerprint,
+    load_shards,
+    read_json,
+    unit_shard_path,
+)
+
+__all__ = ["ExperimentResult", "UnitFailure", "aggregate", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    """A (seed, arm) that raised.
+
+    Attributes:
+        seed: the seed.
+        arm: the arm name.
+        error: ``"ExceptionType: message"``.
+    """
+
+    seed: int
+    arm: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """What :func:`run_experiment` did.
+
+    Attributes:
+        report: the report over every shard in the output directory.
+        output_dir: the output directory.
+        paths: files written (``"json"``, ``"markdown"``, and ``"plot:<name>"`` entries).
+        computed: (seed, arm) units computed by this call.
+        resumed: (seed, arm) units taken from existing shards.
+        failures: units that raised in this call.
+    """
+
+    report: Report
+    output_dir: Path
+    paths: dict[str, Path]
+    computed: tuple[tuple[int, str], ...] = ()
+    resumed: tuple[tuple[int, str], ...] = ()
+    failures: tuple[UnitFailure, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no unit failed in this call."""
+        return not self.failures
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def _load_model(
+    config: ExperimentConfig, device: str
+) -> Iterator[tuple[nn.Module, PreTrainedTokenizerBase]]:
+    import torch
+
+    from mmie.models.blocks import free_memory, load_causal_lm
+
+    dtype = getattr(torch, config.dtype)
+    if device == "sharded":  # every intervention places its tensors per block
+        from mmie.study.demo import demo_model_path
+
+        path = demo_model_path() if config.model == "demo" else config.model
+        model, tokenizer = load_causal_lm(path, dtype=dtype, device_map="auto")
+    elif config.model == "demo":
+        from mmie.study.demo import load_demo_model
+
+        model, tokenizer = load_demo_model(dtype=dtype, device=device)
+    else:
+        model, tokenizer = load_causal_lm(config.model, dtype=dtype, device=device)
+    try:
+        yield model, tokenizer
+    finally:
+        del model
+        free_memory()
+
+
+def _select_layers(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: ExperimentConfig, sets: Any
+) -> tuple[tuple[int, ...], dict[str, Any]]:
+    from mmie.models.blocks import num_layers
+
+    sel = config.selection
+    n_blocks = num_layers(model)
+    if sel.mode == "fixed":
+        bad = [layer for layer in sel.layers if layer >= n_blocks]
+        if bad:
+            raise ConfigError(
+                f"selection.layers: {bad} out of range for this {n_blocks}-block model "
+                f"(layers 0..{n_blocks - 1})"
+            )
+        return tuple(sel.layers), {"mode": "fixed"}
+    if sel.n_layers > n_blocks:
+        raise ConfigError(
+            f"selection.n_layers: {sel.n_layers} exceeds the model's {n_blocks} blocks"
+        )
+    from mmie.evaluation.layer_selection import ActivationCache, select_layers
+
+    n = min(sel.n_texts, len(sets.forget_train), len(sets.retain_train))
+    cache = ActivationCache(
+        model,
+        tokenizer,
+        batch_size=config.data.batch_size,
+        max_length=config.data.max_length,
+        keep_tokens=False,
+    )
+    result = select_layers(
+        cache,
+        sets.forget_train[:n],
+        sets.retain_train[:n],
+        mode=sel.mode,
+        top_k=sel.n_layers,
+        stability_seeds=sel.stability_seeds,
+        seed=0,
+    )
+    info = result.to_dict()
+    info.pop("n_forward", None)
+    return tuple(result.layers), info
+
+
+def _check_subset(
+    requested: Sequence[Any] | None, available: Sequence[Any], what: str
+) -> list[Any]:
+    if requested is None:
+        return list(available)
+    if isinstance(requested, (str, int)):
+        raise TypeError(f"{what} must be a sequence, got {requested!r}")
+    chosen = list(dict.fromkeys(requested))
+    unknown = [x for x in chosen if x not in available]
+    if unknown:
+        raise ConfigError(
+            f"{what}: {unknown} not in the config's {what} {list(available)}; add them to the "
+            "config first"
+        )
+    return [x for x in available if x in chosen]  # config order
+
+
+def _reusable(path: Path, fingerprint: str, arm_fp: str | None) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        shard = read_json(path)
+    except DataError:
+        logger.warning("ignoring unreadable shard %s (it will be recomputed)", path, exc_info=True)
+        return False
+    if (
+        shard.get("format_version") != SHARD_FORMAT_VERSION
+        or shard.get("fingerprint") != fingerprint
+    ):
+        return False
+    if arm_fp is not None and shard.get("arm_fingerprint") != arm_fp:
+        logger.info("%s was written with other arm options; recomputing it", path.name)
+        return False
+    return bool(shard.get("status", "ok") == "ok")
+
+
+def _prepare_output(out: Path, fingerprint: str, resume: bool) -> None:
+    base = base_shard_path(out)
+    if not base.is_file():
+        return
+    try:
+        old = read_json(base).get("fingerprint")
+    except DataError:
+        logger.warning("unreadable base shard %s; recomputing it", base, exc_info=True)
+        return
+    if old == fingerprint:
+        return
+    if resume:
+        raise ConfigError(
+            f"output_dir {out} holds results of a different config (fingerprint {old}, this "
+            f"config {fingerprint}); choose another output directory, or rerun without resume "
+            "(--no-resume) to discard them"
+        )
+    stale = sorted(base.parent.glob("*.json"))
+    logger.warning("discarding %d shard(s) of another config in %s", len(stale), base.parent)
+    for path in stale:
+        path.unlink()
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    seeds: Sequence[int] | None = None,
+    arms: Sequence[str] | None = None,
+    resume: bool = True,
+    show_progress: bool = True,
+    model: nn.Module | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> ExperimentResult:
+    """Run (or resume) a study and write its shards and reports to ``config.output_dir``.
+
+    Args:
+        config: the study.
+        seeds: run only these seeds (a subset of ``config.seeds``), e.g. one job per seed.
+        arms: run only these arms (names from ``config.arms``).
+        resume: reuse existing shards of the same config (``False`` recomputes every unit of
+            this call and discards shards of another config in the directory).
+        show_progress: show a progress bar over the (seed, arm) units.
+        model: an already loaded base model to use instead of loading ``config.model`` (the
+            caller keeps it; ``config.model`` is still what the report names).
+        tokenizer: its tokenizer (required with ``model``).
+
+    Returns:
+        An :class:`ExperimentResult`; its report covers every shard in the directory
+        (missing units are listed as such).
+
+    Raises:
+        ConfigError: a requested seed/arm is not in the config, or the directory holds
+            results of another config while ``resume`` is on.
+        DataError: a bad line in a data file (the message names the file and line).
+        InterventionError: an arm could not be released cleanly (the study stops rather
+            than contaminate later arms).
+
+    Errors inside a (seed, arm) unit do not stop the study: they are logged with their
+    traceback and recorded in the shard and the report as ``"failed"``.
+    """
+    from mmie.seeding import seed_context
+    from mmie.study.arms import Study
+    from mmie.study.suite import evaluate_model, load_eval_sets
+
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    if (model is None) != (tokenizer is None):
+        raise TypeError("pass model and tokenizer together, or neither")
+    run_seeds = _check_subset(seeds, config.seeds, "seeds")
+    arm_names = [a.name for a in config.arms]
+    run_arms = _check_subset(arms, arm_names, "arms")
+    out = Path(config.output_dir)
+    fingerprint = config_fingerprint(config)
+    _prepare_output(out, fingerprint, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", config.to_dict())
+    sets = load_eval_sets(config)  # data errors surface before any model is loaded
+    device = _resolve_device(config.device)
+    env = environment_manifest(device)
+
+    computed: list[tuple[int, str]] = []
+    resumed: list[tuple[int, str]] = []
+    failures: list[UnitFailure] = []
+    todo = [
+        (seed, name)
+        for seed in run_seeds
+        for name in run_arms
+        if not (
+            resume
+            and _reusable(
+                unit_shard_path(out, seed, name),
+                fingerprint,
+                arm_fingerprint(config.arm(name)),
+            )
+        )
+    ]
+    resumed = [(s, a) for s in run_seeds for a in run_arms if (s, a) not in todo]
+    if resumed:
+        logger.info(
+            "resuming: %d of %d unit(s) already have shards", len(resumed), len(resumed) + len(todo)
+        )
+    base_path = base_shard_path(out)
+    need_base = not (resume and _reusable(base_path, fingerprint, None))
+
+    if todo or need_base:
+        loader = (
+            contextlib.nullcontext((model, tokenizer))
+            if model is not None
+            else _load_model(config, device)
+        )
+        with loader as (base_model, tok):
+            assert base_model is not None
+            assert tok is not None
+            base_model.eval()
+            if need_base:
+                t0 = time.perf_counter()
+                with seed_context(0):
+                    layers, selection = _select_layers(base_model, tok, config, sets)
+                    t1 = time.perf_counter()
+                    records, generations = evaluate_model(
+                        base_model, tok, sets, config, probe_layers=layers
+                    )
+                atomic_write_json(
+                    base_path,
+                    {
+                        "format_version": SHARD_FORMAT_VERSION,
+                        "kind": "base",
+                        "fingerprint": fingerprint,
+                        "config": config.to_dict(),
+                        "layers": list(layers),
+                        "selection": selection,
+                        "items": sets.items(),
+                        "metrics": records,
+                        "generations": generations,
+                        "environment": env,
+                        "timings": {
+                            "selection_s": t1 - t0,
+                            "evaluation_s": time.perf_counter() - t1,
+                        },
+                    },
+                )
+                logger.info("base model evaluated; layers %s", list(layers))
+            else:
+                layers = tuple(read_json(base_path)["layers"])
+            study = Study(
+                base_model,
+                tok,
+                config,
+                sets,
+                layers,
+                artifacts=out / "artifacts" / fingerprint,  # never mixes configs
+                show_progress=False,
+            )
+            bar = tqdm(todo, desc="mmie study", unit="run", disable=not show_progress)
+            for i, (seed, name) in enumerate(bar):
+                bar.set_postfix_str(f"seed {seed} {name}")
+                failure = _run_unit(study, config, seed, name, fingerprint, env, out)
+                computed.append((seed, name))
+                if failure is not None:
+                    failures.append(failure)
+                if i + 1 == len(todo) or todo[i + 1][0] != seed:
+                    study.release_seed(seed)  # this seed's SAEs are no longer needed
+
+    report = build_report(load_shards([out]))
+    validate_report(report.data)
+    paths = _write_report(report, out, config.plots)
+    return ExperimentResult(
+        report=report,
+        output_dir=out,
+        paths=paths,
+        computed=tuple(computed),
+        resumed=tuple(resumed),
+        failures=tuple(failures),
+    )
+
+
+def _run_unit(
+    study: Any,
+    config: ExperimentConfig,
+    seed: int,
+    name: str,
+    fingerprint: str,
+    env: dict[str, Any],
+    out: Path,
+) -> UnitFailure | None:
+    """Build, train, evaluate and release one (seed, arm); write its shard."""
+    from mmie.seeding import seed_context
+    from mmie.study.suite import evaluate_model
+
+    arm = config.arm(name)
+    shard: dict[str, Any] = {
+        "format_version": SHARD_FORMAT_VERSION,
+        "kind": "unit",
+        "fingerprint": fingerprint,
+        "arm_fingerprint": arm_fingerprint(arm),
+        "seed": seed,
+        "arm": name,
+        "arm_config": arm.to_dict(),
+        "environment": env,
+    }
+    t0 = time.perf_counter()
+    failure: UnitFailure | None = None
+    try:
+        with seed_context(seed), study.arm(arm, seed) as state:
+            t1 = time.perf_counter()
+            records, generations = evaluate_model(
+                state.model,
+                study.tokenizer,
+                study.sets,
+                config,
+                logits_processors=state.logits_processors,
+                probe_layers=study.layers,
+            )
+            info = state.info
+        shard.update(
+            status="ok",
+            error=None,
+            metrics=records,
+            info=info,
+            generations=generations,
+            timings={"build_train_s": t1 - t0, "total_s": time.perf_counter() - t0},
+        )
+        logger.info("seed %d, arm %s: done", seed, name)
+    except Exception as exc:
+        # Recorded, not swallowed: logged with its traceback and written to the shard.
+        logger.exception("seed %d, arm %s failed", seed, name)
+        error = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+        }
+        shard.update(
+            status="failed",
+            error=error,
+            metrics={},
+            info={},
+            generations={},
+            timings={"total_s": time.perf_counter() - t0},
+        )
+        failure = UnitFailure(seed=seed, arm=name, error=f"{error['type']}: {error['message']}")
+    atomic_write_json(unit_shard_path(out, seed, name), shard)
+    return failure
+
+
+def _write_report(report: Report, out: Path, plots: bool | None) -> dict[str, Path]:
+    paths = report.write(out)
+    if plots is False:
+        return dict(paths)
+    try:
+        figures = plot_report(report, out / "plots")
+    except ImportError:
+        if plots:
+            raise
+        logger.info("matplotlib is not installed: no plots (install mmie[plot])")
+        return dict(paths)
+    result = dict(paths)
+    result.update({f"plot:{p.stem}": p for p in figures})
+    return result
+
+
+def aggregate(
+    directories: Sequence[str | Path],
+    *,
+    output_dir: str | Path | None = None,
+    plots: bool | None = None,
+) -> Report:
+    """Merge the shards of one or more study directories into one report.
+
+    Args:
+        directories: output directories of runs of the same config (e.g. one per seed).
+        output_dir: write ``report.json``/``report.md`` (and plots) there; ``None`` writes
+            nothing.
+        plots: as ``ExperimentConfig.plots``.
+
+    Returns:
+        The merged :class:`~mmie.study.report.Report`.
+
+    Raises:
+        DataError: directories of different configs, or two different results for the same
+            (seed, arm); the message names the files.
+        FileNotFoundError: a directory without a base shard.
+    """
+    report = build_report(load_shards([Path(d) for d in directories]))
+    validate_report(report.data)
+    if output_dir is not None:
+        _write_report(report, Path(output_dir), plots)
+    return report
