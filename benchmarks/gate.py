@@ -41,7 +41,8 @@ from torch import Tensor, nn
 from mmie.edits.sae_gate import SAEGate
 from mmie.models.blocks import block_device, get_blocks
 from mmie.models.hooks import BlockIntervention, Edit
-from mmie.sae.model import SAEConfig, SparseAutoencoder
+from mmie.sae.config import SAEConfig
+from mmie.sae.model import SparseAutoencoder
 
 PRESETS: dict[str, dict[str, Any]] = {
     # d_model 512, 6 blocks, a Qwen2-like MLP ratio; vocabulary kept small for the CPU.

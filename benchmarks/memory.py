@@ -48,7 +48,8 @@ import torch
 
 import mmie
 from mmie.edits.reft import LoReFTConfig, ReFTAdapter
-from mmie.models.blocks import load_causal_lm, tokenize
+from mmie.models.loading import load_causal_lm
+from mmie.models.tokenization import tokenize
 from mmie.testing import byte_tokenizer
 from mmie.unlearning.objectives import kl_retain_loss, npo_loss, sequence_logprobs
 

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmie.models.activations import collect_activations
-from mmie.models.blocks import get_block, tokenize
+from mmie.models.blocks import get_block
 from mmie.models.hooks import assert_no_mmie_hooks
+from mmie.models.tokenization import tokenize
 from mmie.testing import tiny_causal_lm
 
 TEXTS = ["hello world", "नमस्ते", "a", "a much longer sentence than the others", "xyz"]

@@ -21,13 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmie
-from mmie.study import runner as experiment
 from mmie.errors import ConfigError, DataError
+from mmie.stats import placement_values
+from mmie.study import runner as experiment
 from mmie.study.config import GateConfig, demo_config
 from mmie.study.decisions import item_values, judge_arms
 from mmie.study.report import _validate, report_schema, validate_report
 from mmie.study.shards import atomic_write_json, load_shards, unit_shard_path
-from mmie.study.suite import placement_values
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 ARMS = [

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmie.sae.config import SAEConfig
 from mmie.sae.features import (
     FeatureStats,
     contrast_features,
@@ -15,7 +16,7 @@ from mmie.sae.features import (
     script_invariant_features,
     threshold_features,
 )
-from mmie.sae.model import SAEConfig, SparseAutoencoder
+from mmie.sae.model import SparseAutoencoder
 
 D = 6
 

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from mmie.edits.sae_gate import SAEGate
 from mmie.errors import IncompatibleModelError, InterventionError
 from mmie.models.hooks import assert_no_mmie_hooks, mmie_hooks
-from mmie.sae.model import SAEConfig, SparseAutoencoder
+from mmie.sae.config import SAEConfig
+from mmie.sae.model import SparseAutoencoder
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 D = 32  # tiny model d_model

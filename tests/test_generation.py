@@ -19,12 +19,14 @@ from torch import Tensor
 from transformers import LogitsProcessor, PreTrainedTokenizerFast
 
 import mmie
-from mmie.edits.dynamic_gating import DynamicGatingProcessor, generate
+from mmie.edits.dynamic_gating import DynamicGatingProcessor
 from mmie.edits.sae_gate import SAEGate
 from mmie.errors import InterventionError, TruncationWarning
 from mmie.language.detectors import Detection
+from mmie.models.generation import generate
 from mmie.models.hooks import assert_no_mmie_hooks
-from mmie.sae.model import SAEConfig, SparseAutoencoder
+from mmie.sae.config import SAEConfig
+from mmie.sae.model import SparseAutoencoder
 from mmie.testing import tiny_causal_lm
 
 D = 32
@@ -261,11 +263,11 @@ TOKEN_POOL = [*DEV_IDS[:6], *LAT_IDS[:4], 32, 33, 256, 258, DEV_IDS[-1]]
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"base_alpha": -0.1}, ValueError, "base_alpha must be in"),
-        ({"high_alpha": 1.5}, ValueError, "high_alpha must be in"),
+        ({"base_alpha": -0.1}, ValueError, r"base_alpha must be a float in \[0, 1\]"),
+        ({"high_alpha": 1.5}, ValueError, r"high_alpha must be a float in \[0, 1\]"),
         ({"base_alpha": 0.8, "high_alpha": 0.2}, ValueError, "swap the two values"),
         ({"base_alpha": True}, TypeError, "base_alpha must be a float"),
-        ({"threshold": 2.0}, ValueError, "threshold must be in"),
+        ({"threshold": 2.0}, ValueError, r"threshold must be a float in \[0, 1\]"),
         ({"min_tokens": 0}, ValueError, "min_tokens must be an int >= 1"),
         ({"min_tokens": 1.5}, TypeError, "min_tokens must be an int"),
         ({"detect_every": 0}, ValueError, "detect_every must be an int >= 1"),
@@ -810,8 +812,8 @@ def test_seeded_sampling_is_reproducible_and_restores_global_rng():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"prompts": "hello"}, TypeError, r"\[prompt\]"),
-        ({"prompts": ["a", 3]}, TypeError, "entries"),
+        ({"prompts": "hello"}, TypeError, r"wrap it: \[text\]"),
+        ({"prompts": ["a", 3]}, TypeError, r"prompts\[1\] must be a str"),
         ({"max_new_tokens": 0}, ValueError, "max_new_tokens"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"max_prompt_tokens": 0}, ValueError, "max_prompt_tokens"),

@@ -15,9 +15,11 @@ import torch
 from mmie.edits.reft import LoReFTConfig, ReFTAdapter
 from mmie.edits.sae_gate import SAEGate
 from mmie.edits.scrubber import fit_scrubber
-from mmie.models.blocks import block_device, get_block, tokenize
+from mmie.models.blocks import block_device, get_block
 from mmie.models.hooks import assert_no_mmie_hooks, interventions
-from mmie.sae.model import SAEConfig, SparseAutoencoder
+from mmie.models.tokenization import tokenize
+from mmie.sae.config import SAEConfig
+from mmie.sae.model import SparseAutoencoder
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 DEVICE = os.environ.get("MMIE_TEST_DEVICE", "cuda")

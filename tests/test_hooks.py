@@ -8,7 +8,7 @@ from torch import nn
 
 from lm_reference import hidden_after
 from mmie.errors import InterventionError
-from mmie.models.blocks import get_block, tokenize
+from mmie.models.blocks import get_block
 from mmie.models.hooks import (
     BlockIntervention,
     HookSet,
@@ -17,6 +17,7 @@ from mmie.models.hooks import (
     mmie_hooks,
     remove_mmie_hooks,
 )
+from mmie.models.tokenization import tokenize
 from mmie.testing import tiny_causal_lm
 
 

@@ -8,9 +8,9 @@ import torch
 
 from mmie.evaluation.language_metrics import extraction_strength
 from mmie.evaluation.leakage import cross_lingual_leakage
-from mmie.evaluation.scoring import detached, perplexity
+from mmie.evaluation.scoring import perplexity
 from mmie.language.detectors import ScriptDetector
-from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks
+from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks, detached
 from mmie.testing import tiny_causal_lm
 
 

@@ -11,9 +11,9 @@ import torch
 from transformers import PreTrainedModel
 
 from mmie.edits.reft import LoReFTConfig
-from mmie.models.blocks import count_live_models, tokenize
 from mmie.models.hooks import mmie_hooks
-from mmie.testing import tiny_causal_lm
+from mmie.models.tokenization import tokenize
+from mmie.testing import count_live_models, tiny_causal_lm
 from mmie.unlearning.config import UnlearnConfig
 from mmie.unlearning.lifecycle import lora_arm, reft_arm
 

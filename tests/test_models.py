@@ -14,19 +14,16 @@ from mmie.errors import IncompatibleModelError, TruncationWarning
 from mmie.models.blocks import (
     block_device,
     block_dtype,
-    count_live_models,
     get_block,
     get_blocks,
     hidden_size,
     input_device,
-    load_causal_lm,
-    loaded_model,
     num_layers,
-    prepare_tokenizer,
-    tokenize,
     unwrap_model,
 )
-from mmie.testing import ARCHITECTURES, byte_tokenizer, tiny_causal_lm
+from mmie.models.loading import load_causal_lm, loaded_model, prepare_tokenizer
+from mmie.models.tokenization import tokenize
+from mmie.testing import ARCHITECTURES, byte_tokenizer, count_live_models, tiny_causal_lm
 
 EXPECTED_PATH = {
     "llama": "model.layers",

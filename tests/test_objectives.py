@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmie.models.blocks import tokenize
+from mmie.models.tokenization import tokenize
 from mmie.testing import tiny_causal_lm
 from mmie.unlearning.objectives import (
     ga_loss,

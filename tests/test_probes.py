@@ -58,7 +58,7 @@ def test_probe_auc_validation():
 
 def test_probe_scores_give_the_reported_auc():
     from mmie.evaluation.probes import _probe
-    from mmie.study.suite import placement_values
+    from mmie.stats import placement_values
 
     g = torch.Generator().manual_seed(3)
     pos = torch.randn(20, 4, generator=g) + 0.7

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from lm_reference import hidden_after
 from mmie.edits.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, InterventionError
-from mmie.models.blocks import tokenize
 from mmie.models.hooks import assert_no_mmie_hooks, mmie_hooks
+from mmie.models.tokenization import tokenize
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 TEXTS = ["the river runs", "नदी के पास", "hi"]

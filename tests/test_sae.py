@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -18,7 +19,8 @@ from torch import Tensor
 
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, ReconstructionError
 from mmie.models.activations import collect_activations
-from mmie.sae.model import SAEConfig, SparseAutoencoder
+from mmie.sae.config import SAEConfig
+from mmie.sae.model import SparseAutoencoder
 from mmie.sae.quality import check_reconstruction, sae_quality
 from mmie.sae.training import train_sae, train_sae_on_model
 from mmie.testing import byte_tokenizer, tiny_causal_lm
@@ -91,23 +93,36 @@ def expected_encode(arch: str, t: dict[str, Tensor], x: Tensor, k: int = 5) -> T
 
 
 def test_config_validation_messages() -> None:
-    with pytest.raises(ConfigError, match=r"k must be an int in \[1, d_sae=4\]"):
+    with pytest.raises(ConfigError, match=r"k: must be an int in \[1, d_sae=4\]"):
         SAEConfig(architecture="topk", d_in=2, d_sae=4)
-    with pytest.raises(ConfigError, match="k is only used by topk"):
+    with pytest.raises(ConfigError, match="k: is only used by topk"):
         SAEConfig(architecture="relu", d_in=2, d_sae=4, k=2)
-    with pytest.raises(ConfigError, match="architecture must be one of"):
+    with pytest.raises(ConfigError, match="architecture: must be one of"):
         SAEConfig(architecture="standard", d_in=2, d_sae=4)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="d_sae must be a positive int"):
+    with pytest.raises(ConfigError, match="d_sae: must be >= 1"):
         SAEConfig(architecture="relu", d_in=2, d_sae=0)
-    with pytest.raises(ConfigError, match="fold the activation scaling factor"):
-        SAEConfig(architecture="relu", d_in=2, d_sae=4, normalize_activations="layer_norm")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="dtype must be one of"):
+    with pytest.raises(ConfigError, match="d_in: expected an integer"):
+        SAEConfig(architecture="relu", d_in=2.0, d_sae=4)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"per-token LayerNorm .* cannot be folded"):
+        SAEConfig(architecture="relu", d_in=2, d_sae=4, normalize_activations="layer_norm")
+    with pytest.raises(ConfigError, match="fold a dataset-wide activation scaling factor"):
+        SAEConfig(architecture="relu", d_in=2, d_sae=4, normalize_activations="expected_average")
+    with pytest.raises(ConfigError, match="dtype: must be one of"):
         SAEConfig(architecture="relu", d_in=2, d_sae=4, dtype="int8")
-    with pytest.raises(ConfigError, match="unknown SAEConfig keys"):
+    with pytest.raises(ConfigError, match="bogus: unknown key"):
         SAEConfig.from_dict({"architecture": "relu", "d_in": 2, "d_sae": 4, "bogus": 1})
+    with pytest.raises(ConfigError, match="d_sae: is required"):
+        SAEConfig.from_dict({"architecture": "relu", "d_in": 2})
     assert (
         SAEConfig(architecture="relu", d_in=2, d_sae=4, dtype="torch.bfloat16").dtype == "bfloat16"
     )
+    assert SAEConfig(architecture="relu", d_in=2, d_sae=4, dtype=torch.float16).dtype == "float16"
+
+
+def test_config_accepts_numpy_integers_like_every_config() -> None:
+    config = SAEConfig(architecture="topk", d_in=np.int64(8), d_sae=np.int32(16), k=np.int64(2))
+    assert (config.d_in, config.d_sae, config.k) == (8, 16, 2)
+    assert type(config.d_in) is int
 
 
 @settings(max_examples=25, deadline=None)
@@ -459,10 +474,14 @@ def test_train_sae_validation() -> None:
     x = torch.randn(10, 4)
     with pytest.raises(ValueError, match="architecture must be 'relu' or 'topk'"):
         train_sae(x, architecture="gated", d_sae=8)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="k must be an int"):
+    with pytest.raises(ConfigError, match="k: must be an int"):
         train_sae(x, architecture="topk", d_sae=8)
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         train_sae(x, architecture="relu", d_sae=8, batch_size=0)
+    with pytest.raises(TypeError, match="batch_size must be an int >= 1, got str"):
+        train_sae(x, architecture="relu", d_sae=8, batch_size="8")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="steps must be an int >= 1, got float"):
+        train_sae(x, architecture="relu", d_sae=8, steps=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="NaN"):
         train_sae(torch.full((10, 4), float("nan")), architecture="relu", d_sae=8)
 

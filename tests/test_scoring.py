@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_reference import TEXTS, token_logprobs
-from mmie.evaluation.scoring import detached, perplexity, token_kl
-from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks
+from mmie.evaluation.scoring import perplexity, token_kl
+from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks, detached
 from mmie.testing import tiny_causal_lm
 
 

@@ -15,8 +15,8 @@ from mmie.edits.leace import LeaceEraser, LeaceFitter
 from mmie.edits.scrubber import Scrubber, fit_scrubber
 from mmie.errors import CheckpointError, IncompatibleModelError
 from mmie.models.activations import collect_activations
-from mmie.models.blocks import tokenize
 from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks, interventions, mmie_hooks
+from mmie.models.tokenization import tokenize
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 EN_WORDS = [

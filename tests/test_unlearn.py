@@ -21,8 +21,9 @@ from mmie.errors import (
     TrainingError,
     TruncationWarning,
 )
-from mmie.models.blocks import count_live_models, get_block, tokenize
-from mmie.testing import ARCHITECTURES, tiny_causal_lm
+from mmie.models.blocks import get_block
+from mmie.models.tokenization import tokenize
+from mmie.testing import ARCHITECTURES, count_live_models, tiny_causal_lm
 from mmie.unlearning.config import UnlearnConfig
 from mmie.unlearning.lora_checkpoint import default_lora_targets, load_lora, save_lora
 from mmie.unlearning.objectives import kl_retain_loss, token_nll

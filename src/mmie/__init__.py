@@ -44,17 +44,17 @@ _EXPORTS: dict[str, str] = {
     # model plumbing: models, hooks, activations
     "block_device": "mmie.models.blocks",
     "block_dtype": "mmie.models.blocks",
-    "count_live_models": "mmie.models.blocks",
-    "free_memory": "mmie.models.blocks",
+    "count_live_models": "mmie.testing",
+    "free_memory": "mmie.models.loading",
     "get_block": "mmie.models.blocks",
     "get_blocks": "mmie.models.blocks",
     "hidden_size": "mmie.models.blocks",
     "input_device": "mmie.models.blocks",
-    "load_causal_lm": "mmie.models.blocks",
-    "loaded_model": "mmie.models.blocks",
+    "load_causal_lm": "mmie.models.loading",
+    "loaded_model": "mmie.models.loading",
     "num_layers": "mmie.models.blocks",
-    "prepare_tokenizer": "mmie.models.blocks",
-    "tokenize": "mmie.models.blocks",
+    "prepare_tokenizer": "mmie.models.loading",
+    "tokenize": "mmie.models.tokenization",
     "unwrap_model": "mmie.models.blocks",
     "BlockIntervention": "mmie.models.hooks",
     "HookSet": "mmie.models.hooks",
@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "Activations": "mmie.models.activations",
     "collect_activations": "mmie.models.activations",
     # interventions: sae, gate, scrub, reft, generation
-    "SAEConfig": "mmie.sae.model",
+    "SAEConfig": "mmie.sae.config",
     "SparseAutoencoder": "mmie.sae.model",
     "ReconstructionReport": "mmie.sae.quality",
     "SAEQuality": "mmie.sae.quality",
@@ -84,7 +84,7 @@ _EXPORTS: dict[str, str] = {
     "ReFTAdapter": "mmie.edits.reft",
     "DynamicGatingProcessor": "mmie.edits.dynamic_gating",
     "SequenceGate": "mmie.edits.dynamic_gating",
-    "generate": "mmie.edits.dynamic_gating",
+    "generate": "mmie.models.generation",
     # evaluation: lid, metrics, scoring, mia, probes, leakage, selection
     "Cld3Detector": "mmie.language.detectors",
     "Detection": "mmie.language.detectors",
@@ -103,7 +103,7 @@ _EXPORTS: dict[str, str] = {
     "script_mass": "mmie.evaluation.language_metrics",
     "KLResult": "mmie.evaluation.scoring",
     "PerplexityResult": "mmie.evaluation.scoring",
-    "detached": "mmie.evaluation.scoring",
+    "detached": "mmie.models.hooks",
     "perplexity": "mmie.evaluation.scoring",
     "token_kl": "mmie.evaluation.scoring",
     "MIAResult": "mmie.evaluation.mia",
@@ -190,7 +190,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from mmie.edits.dynamic_gating import DynamicGatingProcessor, SequenceGate, generate
+    from mmie.edits.dynamic_gating import DynamicGatingProcessor, SequenceGate
     from mmie.edits.leace import LeaceEraser, LeaceFitter
     from mmie.edits.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
     from mmie.edits.sae_gate import SAEGate
@@ -225,7 +225,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.evaluation.leakage import LanguageLeakage, cross_lingual_leakage
     from mmie.evaluation.mia import MIAResult, membership_inference, mia_auc, mia_scores
     from mmie.evaluation.probes import ProbeResult, probe_auc
-    from mmie.evaluation.scoring import KLResult, PerplexityResult, detached, perplexity, token_kl
+    from mmie.evaluation.scoring import KLResult, PerplexityResult, perplexity, token_kl
     from mmie.language.detectors import (
         Cld3Detector,
         Detection,
@@ -240,27 +240,26 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.models.blocks import (
         block_device,
         block_dtype,
-        count_live_models,
-        free_memory,
         get_block,
         get_blocks,
         hidden_size,
         input_device,
-        load_causal_lm,
-        loaded_model,
         num_layers,
-        prepare_tokenizer,
-        tokenize,
         unwrap_model,
     )
+    from mmie.models.generation import generate
     from mmie.models.hooks import (
         BlockIntervention,
         HookSet,
         assert_no_mmie_hooks,
+        detached,
         interventions,
         mmie_hooks,
         remove_mmie_hooks,
     )
+    from mmie.models.loading import free_memory, load_causal_lm, loaded_model, prepare_tokenizer
+    from mmie.models.tokenization import tokenize
+    from mmie.sae.config import SAEConfig
     from mmie.sae.features import (
         FeatureSelection,
         FeatureStats,
@@ -269,7 +268,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         script_invariant_features,
         threshold_features,
     )
-    from mmie.sae.model import SAEConfig, SparseAutoencoder
+    from mmie.sae.model import SparseAutoencoder
     from mmie.sae.quality import ReconstructionReport, SAEQuality, check_reconstruction, sae_quality
     from mmie.sae.training import SAETrainingStats, train_sae, train_sae_on_model
     from mmie.seeding import seed_context, set_seed
@@ -297,6 +296,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.study.demo import demo_model_path, load_demo_model
     from mmie.study.report import Report, plot_report, report_schema, validate_report
     from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
+    from mmie.testing import count_live_models
     from mmie.unlearning.config import (
         ReFTUnlearnResult,
         StepRecord,

@@ -35,6 +35,7 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtr, ndtri, stdtrit
+from scipy.stats import rankdata
 
 from mmie.errors import SmallSampleWarning
 
@@ -45,6 +46,8 @@ __all__ = [
     "holm_bonferroni",
     "paired_permutation_test",
     "permutation_test",
+    "placement_values",
+    "rank_auc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -639,3 +642,48 @@ def holm_bonferroni(p_values: npt.ArrayLike) -> np.ndarray:
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted
+
+
+# ------------------------------------------------------------------------------ AUC
+
+
+def rank_auc(pos: npt.NDArray[np.float64], neg: npt.NDArray[np.float64]) -> float:
+    """Mann-Whitney AUC ``P(pos > neg) + ½ P(pos = neg)`` from average ranks.
+
+    Args:
+        pos: ``[n_pos]`` scores of the positive class (higher = more positive).
+        neg: ``[n_neg]`` scores of the negative class.
+
+    Returns:
+        ``U / (n_pos n_neg)``, ties counted half.
+
+    Example:
+        >>> rank_auc(np.array([0.9, 0.2]), np.array([0.1, 0.5]))
+        0.75
+    """
+    ranks = rankdata(np.concatenate([pos, neg]))  # average ranks, ties counted half
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))
+
+
+def placement_values(members: npt.ArrayLike, nonmembers: npt.ArrayLike) -> np.ndarray:
+    """Per member, the share of non-members it out-scores (ties count ½).
+
+    Their mean is the Mann-Whitney AUC ``P(score(member) > score(non-member))``, so they are
+    the per-item values of the membership-inference AUC.
+
+    Args:
+        members: ``[n_members]`` member scores (higher = more member-like).
+        nonmembers: ``[n_nonmembers]`` non-member scores.
+
+    Returns:
+        ``[n_members]`` float64 values in ``[0, 1]``.
+
+    Example:
+        >>> placement_values([0.9, 0.2], [0.1, 0.5]).tolist()
+        [1.0, 0.5]
+    """
+    m = np.asarray(members, dtype=np.float64)[:, None]  # (n_members, 1)
+    n = np.asarray(nonmembers, dtype=np.float64)[None, :]  # (1, n_nonmembers)
+    result: np.ndarray = ((m > n) + 0.5 * (m == n)).mean(axis=1)
+    return result

@@ -14,12 +14,13 @@ Example:
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Literal
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-__all__ = ["ARCHITECTURES", "byte_tokenizer", "tiny_causal_lm"]
+__all__ = ["ARCHITECTURES", "byte_tokenizer", "count_live_models", "tiny_causal_lm"]
 
 Architecture = Literal["llama", "qwen2", "mistral", "gemma", "gemma2", "gpt2", "gpt_neox", "phi"]
 ARCHITECTURES: tuple[str, ...] = (
@@ -128,14 +129,6 @@ def tiny_causal_lm(
             "n_head": num_heads,
             "n_positions": 512,
         }
-    elif arch == "gpt_neox":
-        fields = {
-            "hidden_size": hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": num_heads,
-            "intermediate_size": 2 * hidden_size,
-            "max_position_embeddings": 512,
-        }
     else:
         fields = {
             "hidden_size": hidden_size,
@@ -159,3 +152,20 @@ def tiny_causal_lm(
         torch.random.set_rng_state(state)
     model.eval()
     return model
+
+
+def count_live_models() -> int:
+    """Number of top-level ``PreTrainedModel`` instances alive in this process.
+
+    A model nested in another (``LlamaModel`` inside ``LlamaForCausalLM``) is not counted
+    separately. Used by lifecycle tests and the memory benchmark to prove that no second copy
+    of the base model is ever created. Runs the garbage collector first.
+    """
+    gc.collect()
+    models = [obj for obj in gc.get_objects() if issubclass(type(obj), PreTrainedModel)]
+    nested: set[int] = set()
+    for model in models:
+        for sub in model.modules():
+            if sub is not model and issubclass(type(sub), PreTrainedModel):
+                nested.add(id(sub))
+    return sum(1 for model in models if id(model) not in nested)

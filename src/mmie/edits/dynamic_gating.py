@@ -1,7 +1,4 @@
-"""Batched generation and generation-time gating.
-
-:func:`generate` continues a list of prompts in batches (left padding, prompts truncated on
-the left with a warning, greedy by default, seeded sampling) and returns only the new text.
+"""Generation-time gating: raise an SAE gate's alpha per sequence once it drifts.
 
 :class:`DynamicGatingProcessor` is a :class:`transformers.LogitsProcessor` that schedules an
 :class:`~mmie.SAEGate` per generated sequence: a sequence starts at ``base_alpha`` and is
@@ -31,53 +28,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
-from mmie.errors import InterventionError, TruncationWarning
-from mmie.models.blocks import input_device
-from mmie.seeding import seed_context
+from mmie._validation import positive_int, unit_interval
+from mmie.errors import InterventionError
+from mmie.language.unicode import SCRIPT_LANGUAGE, script_code, script_token_mask
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from mmie.language.detectors import Detector
 
-__all__ = ["DynamicGatingProcessor", "SequenceGate", "generate"]
+__all__ = ["DynamicGatingProcessor", "SequenceGate"]
 
 logger = logging.getLogger(__name__)
-
-# Lower-case script names accepted besides ISO 15924 codes and language labels.
-_SCRIPT_NAMES: dict[str, str] = {
-    "devanagari": "Deva",
-    "arabic": "Arab",
-    "gurmukhi": "Guru",
-    "bengali": "Beng",
-    "latin": "Latn",
-}
-
-
-def _script_code(script: object) -> str:
-    """ISO 15924 code of ``script`` (a name, a code such as ``"Deva"`` or a label ``"hi"``)."""
-    from mmie.language.unicode import LANGUAGE_SCRIPT, SCRIPTS
-
-    if not isinstance(script, str):
-        raise TypeError(f"target_script must be a string, got {type(script).__name__}")
-    code = _SCRIPT_NAMES.get(script.lower(), LANGUAGE_SCRIPT.get(script, script))
-    if code not in SCRIPTS:
-        raise ValueError(
-            f"target_script must be one of {tuple(_SCRIPT_NAMES)}, an ISO 15924 code in "
-            f"{SCRIPTS} or a language label in {tuple(LANGUAGE_SCRIPT)}; got {script!r}"
-        )
-    return code
 
 
 @runtime_checkable
@@ -114,23 +83,6 @@ class SequenceGate(Protocol):
 
 
 # ---------------------------------------------------------------------------- validation
-
-
-def _check_unit(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
-    out = float(value)
-    if not (math.isfinite(out) and 0.0 <= out <= 1.0):
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return out
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------------------- the processor
@@ -262,19 +214,19 @@ class DynamicGatingProcessor(LogitsProcessor):
             raise TypeError(
                 f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}"
             )
-        script_code = _script_code(target_script)
-        self.base_alpha = _check_unit(base_alpha, "base_alpha")
-        self.high_alpha = _check_unit(high_alpha, "high_alpha")
+        code = script_code(target_script, "target_script")
+        self.base_alpha = unit_interval(base_alpha, "base_alpha")
+        self.high_alpha = unit_interval(high_alpha, "high_alpha")
         if self.base_alpha > self.high_alpha:
             raise ValueError(
                 f"base_alpha ({base_alpha}) must be <= high_alpha ({high_alpha}): the gate is "
                 "raised when the continuation drifts; swap the two values"
             )
-        self.threshold = _check_unit(threshold, "threshold")
+        self.threshold = unit_interval(threshold, "threshold")
         frac = Fraction(self.threshold).limit_denominator(10_000)  # 0.3 -> 3/10, exactly
         self._threshold_fraction = (frac.numerator, frac.denominator)
-        self.min_tokens = _check_int(min_tokens, "min_tokens", 1)
-        self.detect_every = _check_int(detect_every, "detect_every", 1)
+        self.min_tokens = positive_int(min_tokens, "min_tokens")
+        self.detect_every = positive_int(detect_every, "detect_every")
         if penalty is not None:
             if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
                 raise TypeError(f"penalty must be a float >= 0 or None, got {penalty!r}")
@@ -294,9 +246,7 @@ class DynamicGatingProcessor(LogitsProcessor):
                 f"detector must have a detect(text) method, got {type(detector).__name__}"
             )
         if target_language is None:
-            from mmie.language.unicode import SCRIPT_LANGUAGE
-
-            target_language = SCRIPT_LANGUAGE[script_code]
+            target_language = SCRIPT_LANGUAGE[code]
         elif not isinstance(target_language, str) or not target_language:
             raise TypeError(f"target_language must be a detector label, got {target_language!r}")
         if target_mask is not None:
@@ -308,7 +258,7 @@ class DynamicGatingProcessor(LogitsProcessor):
                 )
         self.gate = gate
         self.tokenizer = tokenizer
-        self.target_script = script_code
+        self.target_script = code
         self.penalty = penalty
         self.detector = detector
         self.target_language = target_language
@@ -348,7 +298,7 @@ class DynamicGatingProcessor(LogitsProcessor):
         Raises:
             InterventionError: a session of this processor is already open.
         """
-        rows_per_prompt = _check_int(rows_per_prompt, "rows_per_prompt", 1)
+        rows_per_prompt = positive_int(rows_per_prompt, "rows_per_prompt")
         if self._in_session:
             raise InterventionError("this DynamicGatingProcessor already has an open session")
         gate = self.gate
@@ -407,8 +357,6 @@ class DynamicGatingProcessor(LogitsProcessor):
         if self._target_mask is not None:
             mask = self._target_mask
         else:
-            from mmie.language.unicode import script_token_mask
-
             mask = script_token_mask(self.tokenizer, self.target_script)
         target = torch.zeros(vocab, dtype=torch.bool)
         n = min(vocab, mask.numel())
@@ -532,182 +480,3 @@ class DynamicGatingProcessor(LogitsProcessor):
 
 
 # ---------------------------------------------------------------------------- generate
-
-
-def _check_prompts(prompts: object) -> list[str]:
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a sequence of strings; wrap a single prompt: [prompt]")
-    if not isinstance(prompts, Sequence):
-        raise TypeError(f"prompts must be a sequence of strings, got {type(prompts).__name__}")
-    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-    if bad:
-        raise TypeError(f"prompts must be strings; entries {bad[:5]} are not")
-    return list(prompts)
-
-
-def _encode(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_prompt_tokens: int | None
-) -> Any:
-    """Left-padded batch; prompts longer than ``max_prompt_tokens`` lose their beginning."""
-    if max_prompt_tokens is None:
-        return tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
-    lengths = tokenizer(texts, add_special_tokens=True, return_length=True)["length"]
-    cut = [i for i, n in enumerate(lengths) if n > max_prompt_tokens]
-    if cut:
-        warnings.warn(
-            f"{len(cut)} prompt(s) longer than max_prompt_tokens={max_prompt_tokens} (up to "
-            f"{max(lengths)} tokens) were truncated on the left, keeping their end; raise "
-            "max_prompt_tokens to keep them whole",
-            TruncationWarning,
-            stacklevel=3,
-        )
-    side = tokenizer.truncation_side
-    tokenizer.truncation_side = "left"  # keep the end: a trailing instruction survives
-    try:
-        return tokenizer(
-            texts,
-            padding=True,
-            padding_side="left",
-            truncation=True,
-            max_length=max_prompt_tokens,
-            return_tensors="pt",
-        )
-    finally:
-        tokenizer.truncation_side = side
-
-
-def generate(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 64,
-    batch_size: int = 8,
-    max_prompt_tokens: int | None = None,
-    do_sample: bool = False,
-    seed: int | None = None,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    num_beams: int = 1,
-    num_return_sequences: int = 1,
-    logits_processors: Sequence[LogitsProcessor] = (),
-    show_progress: bool = False,
-) -> list[str] | list[list[str]]:
-    """Continue ``prompts`` in batches and return only the generated text.
-
-    Prompts are processed in order, ``batch_size`` at a time, left padded (so every row's
-    prompt ends at the same position). Greedy decoding by default; ``do_sample=True`` samples
-    with ``temperature`` and nucleus ``top_p`` (top-k is disabled) inside
-    :func:`mmie.seed_context`, so results are reproducible for a given ``seed`` and
-    ``batch_size`` and the caller's global RNG state is restored afterwards. Every
-    :class:`DynamicGatingProcessor` in ``logits_processors`` runs inside its
-    :meth:`~DynamicGatingProcessor.session` for each batch, so the gate's per-sequence alpha
-    is cleared when a batch finishes or raises; its :attr:`~DynamicGatingProcessor.alpha_history`
-    then describes the last batch.
-
-    Args:
-        model: a causal LM (inputs go to :func:`mmie.models.blocks.input_device`).
-        tokenizer: its tokenizer, with a pad token (see :func:`mmie.prepare_tokenizer`).
-        prompts: the prompts.
-        max_new_tokens: tokens generated per sequence (fewer if it ends with EOS).
-        batch_size: prompts per ``model.generate`` call.
-        max_prompt_tokens: longer prompts are truncated on the *left* (their end, where an
-            instruction usually sits, is kept) with a :class:`~mmie.TruncationWarning`;
-            ``None`` keeps prompts whole.
-        do_sample: sample instead of greedy/beam decoding.
-        seed: seed of the sampling; required when ``do_sample=True``.
-        temperature: sampling temperature (``do_sample`` only).
-        top_p: nucleus sampling mass in ``(0, 1]`` (``do_sample`` only).
-        num_beams: beam width; ``1`` is greedy/sampling.
-        num_return_sequences: continuations per prompt (``<= num_beams`` with beam search;
-            needs ``do_sample`` or beams otherwise).
-        logits_processors: extra logits processors, applied in order.
-        show_progress: show a tqdm progress bar over batches.
-
-    Returns:
-        One string per prompt, or, when ``num_return_sequences > 1``, one list of
-        ``num_return_sequences`` strings per prompt. Special tokens are skipped.
-
-    Raises:
-        TypeError: ``prompts`` is a single string or contains non-strings.
-        ValueError: invalid numbers, sampling options without ``do_sample``, ``do_sample``
-            without ``seed``, or a tokenizer without pad token.
-
-    Example:
-        >>> texts = mmie.generate(model, tok, ["नमस्ते", "Hello"], max_new_tokens=16)  # doctest: +SKIP
-    """
-    texts = _check_prompts(prompts)
-    max_new_tokens = _check_int(max_new_tokens, "max_new_tokens", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    num_beams = _check_int(num_beams, "num_beams", 1)
-    num_return_sequences = _check_int(num_return_sequences, "num_return_sequences", 1)
-    if max_prompt_tokens is not None:
-        max_prompt_tokens = _check_int(max_prompt_tokens, "max_prompt_tokens", 1)
-    for name, value in (("temperature", temperature), ("top_p", top_p)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if do_sample:
-        if seed is None:
-            raise ValueError("do_sample=True needs a seed for reproducible samples; pass seed=0")
-    elif temperature != 1.0 or top_p != 1.0:
-        raise ValueError(
-            "temperature and top_p only apply when sampling; pass do_sample=True (and a seed) "
-            "or leave them at 1.0"
-        )
-    if num_beams > 1 and num_return_sequences > num_beams:
-        raise ValueError(
-            f"num_return_sequences ({num_return_sequences}) must be <= num_beams ({num_beams})"
-        )
-    if num_beams == 1 and not do_sample and num_return_sequences > 1:
-        raise ValueError(
-            "num_return_sequences > 1 with greedy decoding returns identical copies; pass "
-            "do_sample=True (and a seed) or num_beams >= num_return_sequences"
-        )
-    if tokenizer.pad_token_id is None:
-        raise ValueError(
-            "tokenizer has no pad token; call mmie.prepare_tokenizer(tokenizer, model) first"
-        )
-    processors = list(logits_processors)
-    for proc in processors:
-        if not callable(proc):
-            raise TypeError(f"logits_processors entries must be callable, got {proc!r}")
-    rows_per_prompt = num_beams if num_beams > 1 else num_return_sequences
-    options: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "num_beams": num_beams,
-        "num_return_sequences": num_return_sequences,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    if do_sample:
-        options.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
-    else:  # None: no sampling flags, whatever the model's generation_config says
-        options.update(temperature=None, top_p=None, top_k=None)
-    device = input_device(model)
-    outputs: list[str] = []
-    rng = seed_context(seed) if seed is not None else contextlib.nullcontext()
-    starts = range(0, len(texts), batch_size)
-    with rng:
-        for start in tqdm(starts, desc="generate", unit="batch", disable=not show_progress):
-            batch = _encode(tokenizer, texts[start : start + batch_size], max_prompt_tokens)
-            batch = batch.to(device)
-            with contextlib.ExitStack() as stack:
-                for proc in processors:
-                    if isinstance(proc, DynamicGatingProcessor):
-                        stack.enter_context(proc.session(rows_per_prompt=rows_per_prompt))
-                out = model.generate(  # type: ignore[operator]
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    logits_processor=LogitsProcessorList(processors),
-                    **options,
-                )
-            new = out[:, batch["input_ids"].shape[1] :]  # (batch × rows_per_prompt, new)
-            outputs.extend(tokenizer.batch_decode(new.tolist(), skip_special_tokens=True))
-    if num_return_sequences == 1:
-        return outputs
-    n = num_return_sequences
-    return [outputs[i : i + n] for i in range(0, len(outputs), n)]

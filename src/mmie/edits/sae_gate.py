@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from mmie.errors import IncompatibleModelError, InterventionError
 from mmie.models.blocks import block_device, hidden_size, num_layers
 from mmie.models.hooks import BlockIntervention, Edit
+from mmie.sae.architectures import activate, topk_select
 from mmie.sae.model import SparseAutoencoder
 
 __all__ = ["SAEGate"]
@@ -60,21 +61,17 @@ class _GatePlan:
         if self.b_dec_in is not None:
             x = x - self.b_dec_in
         p = x @ self.w_enc + self.b_enc  # (..., |S| or 2|S| or d_sae)
-        arch = self.architecture
-        if arch == "relu":
-            return torch.relu(p)
-        if arch == "jumprelu":
-            assert self.threshold is not None
-            return torch.relu(p) * (p > self.threshold)
-        if arch == "gated":
+        if self.architecture == "gated":
             gate, mag = p.split(self.n_features, dim=-1)
-            return torch.relu(mag) * (gate > 0)
+            return activate("gated", mag, gate_pre=gate)
+        if self.architecture != "topk":
+            return activate(self.architecture, p, threshold=self.threshold)
         assert self.k is not None  # topk from here on
         assert self.slot is not None
-        top = p.topk(self.k, dim=-1)  # (..., k)
-        slots = self.slot[top.indices]  # (..., k) in [0, |S|]; |S| is a discard slot
+        indices, values = topk_select(p, self.k)  # (..., k)
+        slots = self.slot[indices]  # (..., k) in [0, |S|]; |S| is a discard slot
         out = p.new_zeros(*p.shape[:-1], self.n_features + 1)
-        out.scatter_(-1, slots, torch.relu(top.values))
+        out.scatter_(-1, slots, values)
         return out[..., : self.n_features]
 
 

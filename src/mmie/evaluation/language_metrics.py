@@ -31,7 +31,8 @@ from mmie.language.detectors import (
     script_counts,
     script_token_mask,
 )
-from mmie.models.blocks import _collate_ids, input_device
+from mmie.models.blocks import input_device
+from mmie.models.tokenization import collate_ids
 
 __all__ = [
     "ExtractionStrength",
@@ -395,10 +396,10 @@ def _next_char_mass(
     tol: float,
 ) -> ScriptMassResult:
     """Breadth-first search over continuations until their first script character."""
-    from mmie.language.unicode import _classify_tokens, _script_code
-    from mmie.models.blocks import tokenize
+    from mmie.language.unicode import _classify_tokens, script_code
+    from mmie.models.tokenization import tokenize
 
-    code = _script_code(script)
+    code = script_code(script)
     device = input_device(model)
     prompt_ids: list[list[int]] = []
     for start in range(0, len(texts), batch_size):
@@ -423,7 +424,7 @@ def _next_char_mass(
         for start in range(0, len(frontier), batch_size):
             chunk = frontier[start : start + batch_size]
             seqs = [prompt_ids[b.item] + b.appended for b in chunk]
-            ids, attn = _collate_ids(seqs, pad, device)  # right padding, as _logits expects
+            ids, attn = collate_ids(seqs, pad, device)  # right padding, as _logits expects
             logits = _logits(model, BatchEncoding({"input_ids": ids, "attention_mask": attn}))
             last = attn.sum(1).to(logits.device) - 1
             probs = logits.float()[torch.arange(len(seqs), device=logits.device), last].softmax(-1)

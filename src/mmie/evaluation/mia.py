@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mmie.evaluation.scoring import _batches, _logits, _positive_int, _target_logprobs, _texts
 from mmie.models.blocks import input_device
+from mmie.stats import rank_auc
 
 __all__ = [
     "MIAResult",
@@ -137,15 +138,6 @@ def _scores_1d(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
     return arr
 
 
-def _rank_auc(pos: npt.NDArray[np.float64], neg: npt.NDArray[np.float64]) -> float:
-    """AUC = U / (n_pos n_neg) with average ranks for ties (Mann-Whitney)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.concatenate([pos, neg]))  # average ranks, ties counted half
-    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
-    return float(u / (pos.size * neg.size))
-
-
 def mia_auc(
     member_scores: npt.ArrayLike,
     nonmember_scores: npt.ArrayLike,
@@ -185,7 +177,7 @@ def mia_auc(
     ok = fprs <= fpr + 1e-12
     tpr = float(tprs[ok].max()) if ok.any() else 0.0
     return MIAResult(
-        auc=_rank_auc(pos, neg),
+        auc=rank_auc(pos, neg),
         tpr_at_fpr=tpr,
         fpr=float(fpr),
         n_members=int(pos.size),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmie.evaluation.mia import _rank_auc
+from mmie.stats import rank_auc
 
 __all__ = [
     "ProbeResult",
@@ -172,7 +172,7 @@ def _probe(
     is_test[test_idx] = True
     train, test = (~is_test).nonzero().flatten(), is_test.nonzero().flatten()
     s_pos, s_neg = _probe_test_scores(x, y, train, test, l2=l2, max_iter=max_iter)
-    auc = _rank_auc(s_pos, s_neg)
+    auc = rank_auc(s_pos, s_neg)
     control_auc = math.nan
     if control:
         # Shuffle labels within the training and within the test split: the labels are
@@ -180,7 +180,7 @@ def _probe(
         y_shuffled = y.clone()
         for part in (train, test):
             y_shuffled[part] = y[part][torch.from_numpy(rng.permutation(part.numel()))]
-        control_auc = _rank_auc(
+        control_auc = rank_auc(
             *_probe_test_scores(x, y_shuffled, train, test, l2=l2, max_iter=max_iter)
         )
     result = ProbeResult(

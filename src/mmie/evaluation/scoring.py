@@ -30,13 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from mmie.models.blocks import input_device, tokenize
-from mmie.models.hooks import BlockIntervention
+from mmie.models.blocks import input_device
+from mmie.models.tokenization import tokenize
 
 __all__ = [
     "KLResult",
     "PerplexityResult",
-    "detached",
     "perplexity",
     "token_kl",
 ]
@@ -141,33 +140,6 @@ def _reference_model(reference: Reference, model: nn.Module) -> Iterator[nn.Modu
         )
     with ctx:
         yield model
-
-
-@contextlib.contextmanager
-def detached(*items: BlockIntervention) -> Iterator[None]:
-    """Temporarily remove attached interventions; re-attach them on exit (also on errors).
-
-    Makes a hook-based arm its own reference without a second copy of the weights::
-
-        kl = token_kl(model, lambda: detached(gate), tokenizer, texts)
-
-    Interventions that were not attached are left alone. Re-attached interventions run after
-    any other hook registered on the same block in the meantime.
-
-    Args:
-        *items: interventions (:class:`~mmie.BlockIntervention` subclasses).
-
-    Yields:
-        Nothing; inside the block the model runs without ``items``.
-    """
-    active = [item for item in items if item.attached]
-    for item in active:
-        item.remove()
-    try:
-        yield
-    finally:
-        for item in active:
-            item.attach()
 
 
 # ---------------------------------------------------------------------- perplexity

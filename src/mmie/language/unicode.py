@@ -206,12 +206,33 @@ def _build_script_bits(tokenizer: Any) -> torch.Tensor:
     )
 
 
-def _script_code(script: str) -> str:
-    """The ISO 15924 code of ``script`` (a code or a language label such as ``"hi"``)."""
-    code = LANGUAGE_SCRIPT.get(script, script)
+# Lower-case script names accepted besides ISO 15924 codes and language labels.
+SCRIPT_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "devanagari": "Deva",
+        "arabic": "Arab",
+        "gurmukhi": "Guru",
+        "bengali": "Beng",
+        "latin": "Latn",
+    }
+)
+
+
+def script_code(script: object, name: str = "script") -> str:
+    """The ISO 15924 code of ``script``: a code (``"Deva"``), a lower-case script name
+    (``"devanagari"``) or a language label (``"hi"``).
+
+    Raises:
+        TypeError: ``script`` is not a string.
+        ValueError: it names no script mmie knows (the message lists what it accepts).
+    """
+    if not isinstance(script, str):
+        raise TypeError(f"{name} must be a string, got {type(script).__name__}")
+    code = SCRIPT_NAMES.get(script.lower(), LANGUAGE_SCRIPT.get(script, script))
     if code not in SCRIPTS:
         raise ValueError(
-            f"script must be one of {SCRIPTS} or a label in {tuple(LANGUAGE_SCRIPT)}, got {script!r}"
+            f"{name} must be one of {tuple(SCRIPT_NAMES)}, an ISO 15924 code in {SCRIPTS} or "
+            f"a language label in {tuple(LANGUAGE_SCRIPT)}; got {script!r}"
         )
     return code
 
@@ -254,7 +275,7 @@ def script_token_mask(
         52
     """
     bits = _token_script_bits(tokenizer)
-    mask = (bits & _SCRIPT_BIT[_script_code(script)]) != 0  # [len(tokenizer)]
+    mask = (bits & _SCRIPT_BIT[script_code(script)]) != 0  # [len(tokenizer)]
     if vocab_size is not None:
         if vocab_size < mask.numel():
             raise ValueError(

@@ -18,8 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from mmie.models.blocks import get_block, input_device, num_layers, tokenize
+from mmie.models.blocks import get_block, input_device, num_layers
 from mmie.models.hooks import HookSet
+from mmie.models.tokenization import tokenize
 
 __all__ = ["Activations", "collect_activations"]
 

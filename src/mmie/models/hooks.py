@@ -36,6 +36,7 @@ __all__ = [
     "Edit",
     "HookSet",
     "assert_no_mmie_hooks",
+    "detached",
     "interventions",
     "mmie_hooks",
     "remove_mmie_hooks",
@@ -260,3 +261,30 @@ def interventions(*items: BlockIntervention) -> Iterator[tuple[BlockIntervention
     finally:
         for item in reversed(newly):
             item.remove()
+
+
+@contextlib.contextmanager
+def detached(*items: BlockIntervention) -> Iterator[None]:
+    """Temporarily remove attached interventions; re-attach them on exit (also on errors).
+
+    Makes a hook-based arm its own reference without a second copy of the weights::
+
+        kl = token_kl(model, lambda: detached(gate), tokenizer, texts)
+
+    Interventions that were not attached are left alone. Re-attached interventions run after
+    any other hook registered on the same block in the meantime.
+
+    Args:
+        *items: interventions (:class:`~mmie.BlockIntervention` subclasses).
+
+    Yields:
+        Nothing; inside the block the model runs without ``items``.
+    """
+    active = [item for item in items if item.attached]
+    for item in active:
+        item.remove()
+    try:
+        yield
+    finally:
+        for item in active:
+            item.attach()

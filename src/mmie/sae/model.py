@@ -1,4 +1,4 @@
-"""Sparse autoencoders (SAEs) on the residual stream: configuration, model and checkpoints.
+"""Sparse autoencoders (SAEs) on the residual stream: the model and its checkpoints.
 
 :class:`SparseAutoencoder` implements the four inference architectures of SAELens with the
 same parameter names and layouts (``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``):
@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file
@@ -45,51 +44,13 @@ from torch import Tensor, nn
 
 from mmie._io import read_checkpoint_config, write_checkpoint
 from mmie.errors import CheckpointError, ConfigError
+from mmie.sae.architectures import TENSOR_SHAPES, activate, topk_select
+from mmie.sae.config import SAEConfig, dtype_name
 
-__all__ = ["SAEConfig", "SparseAutoencoder"]
+__all__ = ["SparseAutoencoder"]
 
 logger = logging.getLogger(__name__)
 
-Architecture = Literal["topk", "relu", "jumprelu", "gated"]
-ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
-
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
-
-# Tensor names per architecture and the dimensions of their shapes.
-_TENSOR_SHAPES: dict[str, dict[str, tuple[str, ...]]] = {
-    "relu": {
-        "W_enc": ("d_in", "d_sae"),
-        "b_enc": ("d_sae",),
-        "W_dec": ("d_sae", "d_in"),
-        "b_dec": ("d_in",),
-    },
-    "topk": {
-        "W_enc": ("d_in", "d_sae"),
-        "b_enc": ("d_sae",),
-        "W_dec": ("d_sae", "d_in"),
-        "b_dec": ("d_in",),
-    },
-    "jumprelu": {
-        "W_enc": ("d_in", "d_sae"),
-        "b_enc": ("d_sae",),
-        "W_dec": ("d_sae", "d_in"),
-        "b_dec": ("d_in",),
-        "threshold": ("d_sae",),
-    },
-    "gated": {
-        "W_enc": ("d_in", "d_sae"),
-        "b_gate": ("d_sae",),
-        "r_mag": ("d_sae",),
-        "b_mag": ("d_sae",),
-        "W_dec": ("d_sae", "d_in"),
-        "b_dec": ("d_in",),
-    },
-}
 
 MMIE_CONFIG_FILE = "sae_config.json"
 MMIE_WEIGHTS_FILE = "sae.safetensors"
@@ -97,112 +58,6 @@ SAELENS_CONFIG_FILE = "cfg.json"
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
 _FORMAT = "mmie-sae"
 _FORMAT_VERSION = 1
-
-
-def _dtype_name(dtype: str | torch.dtype) -> str:
-    name = str(dtype).removeprefix("torch.")
-    if name not in _DTYPES:
-        raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    return name
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SAEConfig:
-    """Shape, architecture and provenance of a :class:`SparseAutoencoder`.
-
-    Attributes:
-        architecture: activation family: ``"topk"``, ``"relu"``, ``"jumprelu"`` or ``"gated"``.
-        d_in: input width (the model's ``d_model``).
-        d_sae: number of latents.
-        k: active latents per token; required for ``"topk"``, must be ``None`` otherwise.
-        apply_b_dec_to_input: subtract ``b_dec`` from the input before encoding.
-        normalize_activations: only ``"none"``. SAEs trained on rescaled activations
-            (SAELens ``expected_average_only_in``) must have the scaling factor ``s`` folded
-            into their weights first (``W_enc *= s``, ``W_dec /= s``, ``b_dec /= s``).
-        hook_layer: block whose *output* the SAE reads (``model.layers[hook_layer]``,
-            TransformerLens ``blocks.{hook_layer}.hook_resid_post``); metadata only.
-        hook_name: TransformerLens hook name the SAE was trained on; metadata only.
-        model_name: model the SAE was trained on; metadata only.
-        dtype: parameter dtype name (``"float32"``, ``"bfloat16"``, ...). A jumprelu
-            threshold is kept in fp32 whatever this says.
-
-    Raises:
-        ConfigError: a field is invalid or inconsistent with another.
-    """
-
-    architecture: Architecture  # activation family, see the module docstring
-    d_in: int  # input width = model d_model
-    d_sae: int  # number of latents
-    k: int | None = None  # topk only: latents kept per token
-    apply_b_dec_to_input: bool = True  # x' = x - b_dec before encoding (SAELens default)
-    normalize_activations: Literal["none"] = "none"  # scaling must be folded into weights
-    hook_layer: int | None = None  # block index whose output the SAE reads (metadata)
-    hook_name: str | None = None  # e.g. "blocks.6.hook_resid_post" (metadata)
-    model_name: str | None = None  # model the SAE was trained on (metadata)
-    dtype: str = "float32"  # parameter dtype
-
-    def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(
-                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
-            )
-        for name in ("d_in", "d_sae"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        if self.architecture == "topk":
-            if not _is_int(self.k) or not 1 <= self.k <= self.d_sae:  # type: ignore[operator]
-                raise ConfigError(
-                    f"k must be an int in [1, d_sae={self.d_sae}] for a topk SAE, got {self.k!r}"
-                )
-        elif self.k is not None:
-            raise ConfigError(
-                f"k is only used by topk SAEs; got k={self.k!r} with "
-                f"architecture={self.architecture!r}"
-            )
-        if not isinstance(self.apply_b_dec_to_input, bool):
-            raise ConfigError(
-                f"apply_b_dec_to_input must be a bool, got {self.apply_b_dec_to_input!r}"
-            )
-        if self.normalize_activations != "none":
-            raise ConfigError(
-                "normalize_activations must be 'none': fold the activation scaling factor s "
-                "into the weights first (W_enc *= s, W_dec /= s, b_dec /= s); got "
-                f"{self.normalize_activations!r}"
-            )
-        if self.hook_layer is not None and (not _is_int(self.hook_layer) or self.hook_layer < 0):
-            raise ConfigError(
-                f"hook_layer must be a non-negative int or None, got {self.hook_layer!r}"
-            )
-        object.__setattr__(self, "dtype", _dtype_name(self.dtype))
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """The parameter dtype as a :class:`torch.dtype`."""
-        return _DTYPES[self.dtype]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict; :meth:`from_dict` inverts it."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SAEConfig:
-        """Build a config from :meth:`to_dict` output.
-
-        Raises:
-            ConfigError: unknown keys or invalid values.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown SAEConfig keys {unknown}; expected a subset of {sorted(known)}"
-            )
-        return cls(**dict(data))
 
 
 class SparseAutoencoder(nn.Module):
@@ -327,18 +182,15 @@ class SparseAutoencoder(nn.Module):
         arch = self.architecture
         if arch == "gated":
             x_in = self._sae_in(x)
-            gate = (x_in @ self.W_enc + self.b_gate) > 0  # (..., d_sae)
-            mag = torch.relu(x_in @ (self.W_enc * self.r_mag.exp()) + self.b_mag)
-            return gate.to(mag.dtype) * mag
+            gate = x_in @ self.W_enc + self.b_gate  # (..., d_sae)
+            mag = x_in @ (self.W_enc * self.r_mag.exp()) + self.b_mag
+            return activate(arch, mag, gate_pre=gate)
         p = self.pre_activations(x)  # (..., d_sae)
-        if arch == "relu":
-            return torch.relu(p)
-        if arch == "jumprelu":
-            keep = p.float() > self.threshold.float()  # fp32 comparison
-            return torch.relu(p) * keep.to(p.dtype)
-        assert self.k is not None  # topk; guaranteed by SAEConfig
-        top = p.topk(self.k, dim=-1)
-        return torch.zeros_like(p).scatter(-1, top.indices, torch.relu(top.values))
+        if arch == "topk":
+            assert self.k is not None  # guaranteed by SAEConfig
+            indices, values = topk_select(p, self.k)
+            return torch.zeros_like(p).scatter(-1, indices, values)
+        return activate(arch, p, threshold=getattr(self, "threshold", None))
 
     def decode(self, f: Tensor) -> Tensor:
         """Reconstruction ``f W_dec + b_dec``.
@@ -387,7 +239,7 @@ class SparseAutoencoder(nn.Module):
             CheckpointError: a tensor is missing, unexpected or of the wrong shape.
         """
         arch = config.architecture
-        expected = _TENSOR_SHAPES[arch]
+        expected = TENSOR_SHAPES[arch]
         data = dict(tensors)
         if arch == "jumprelu" and "threshold" not in data and "log_threshold" in data:
             data["threshold"] = data.pop("log_threshold").float().exp()
@@ -527,7 +379,7 @@ class SparseAutoencoder(nn.Module):
             )
             raise CheckpointError(f"missing weights file {weights}{hint}")
         if dtype is not None:
-            config = _replace_config(config, dtype=_dtype_name(dtype))
+            config = config.replace(dtype=dtype_name(dtype))
         tensors = load_file(str(weights))
         if "scaling_factor" in tensors:
             scaling = tensors.pop("scaling_factor")
@@ -541,10 +393,6 @@ class SparseAutoencoder(nn.Module):
         )
         logger.info("loaded %r from %s", sae, path)
         return sae
-
-
-def _replace_config(config: SAEConfig, **changes: Any) -> SAEConfig:
-    return SAEConfig.from_dict({**config.to_dict(), **changes})
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from mmie.errors import IncompatibleModelError, ReconstructionError
-from mmie.sae.model import SparseAutoencoder, _replace_config
+from mmie.models.activations import collect_activations
+from mmie.models.blocks import hidden_size
+from mmie.sae.model import SparseAutoencoder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -181,9 +183,6 @@ def check_reconstruction(
         ReconstructionError: the check failed and ``raise_on_failure`` is true; the message
             gives the numbers and the likely cause.
     """
-    from mmie.models.activations import collect_activations
-    from mmie.models.blocks import hidden_size
-
     d_model = hidden_size(model)
     if sae.d_in != d_model:
         raise IncompatibleModelError(
@@ -243,7 +242,7 @@ def _diagnose(
         plain = {n: t for n, t in tensors.items() if n != "threshold"}
         k = 1
         while k <= max(1, config.d_sae // 2):
-            alt_cfg = _replace_config(config, architecture="topk", k=k)
+            alt_cfg = config.replace(architecture="topk", k=k)
             fvu = sae_quality(SparseAutoencoder.from_tensors(alt_cfg, plain), sample).fvu
             candidates.append(
                 (

@@ -1,4 +1,4 @@
-"""SAELens ``cfg.json`` conversion for :class:`~mmie.sae.model.SAEConfig`.
+"""SAELens ``cfg.json`` conversion for :class:`~mmie.sae.config.SAEConfig`.
 
 :func:`config_from_saelens` reads SAELens 6.x configs (``architecture``, ``k``,
 ``metadata.hook_name``) and older ones (``hook_point``, ``activation_fn_str``,
@@ -12,8 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mmie._validation import is_integer
 from mmie.errors import CheckpointError, ConfigError
-from mmie.sae.model import SAEConfig, _is_int
+from mmie.sae.config import SAEConfig
 
 __all__ = ["config_from_saelens", "config_to_saelens"]
 
@@ -21,7 +22,7 @@ _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
 def config_from_saelens(cfg: Mapping[str, Any], *, source: str) -> SAEConfig:
-    """Translate a SAELens ``cfg.json`` (6.x or older) into an :class:`~mmie.sae.model.SAEConfig`.
+    """Translate a SAELens ``cfg.json`` (6.x or older) into an :class:`~mmie.sae.config.SAEConfig`.
 
     SAELens' ``"standard"`` architecture is ``"relu"`` (or ``"topk"`` when a pre-6.0
     config names it in ``activation_fn_str``); ``k`` is read from ``k`` or, for configs older
@@ -33,7 +34,7 @@ def config_from_saelens(cfg: Mapping[str, Any], *, source: str) -> SAEConfig:
         source: name used in error messages (a path).
 
     Returns:
-        The equivalent :class:`~mmie.sae.model.SAEConfig`.
+        The equivalent :class:`~mmie.sae.config.SAEConfig`.
 
     Raises:
         CheckpointError: an unsupported architecture, activation function, activation
@@ -83,7 +84,7 @@ def config_from_saelens(cfg: Mapping[str, Any], *, source: str) -> SAEConfig:
     hook_layer = _layer_from_hook(hook_name)
     if hook_layer is None:
         raw_layer = meta.get("hook_layer", cfg.get("hook_layer", cfg.get("hook_point_layer")))
-        hook_layer = raw_layer if _is_int(raw_layer) and raw_layer >= 0 else None
+        hook_layer = raw_layer if is_integer(raw_layer) and raw_layer >= 0 else None
     model_name = meta.get("model_name") or cfg.get("model_name")
     try:
         return SAEConfig(

@@ -17,7 +17,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mmie.sae.model import SAEConfig, SparseAutoencoder, _is_int
+from mmie._validation import (
+    integer,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from mmie.sae.config import SAEConfig
+from mmie.sae.model import SparseAutoencoder
 from mmie.sae.quality import sae_quality
 
 if TYPE_CHECKING:
@@ -146,20 +154,17 @@ def train_sae(
         )
     if architecture == "relu" and k is not None:
         raise ValueError("k is only used with architecture='topk'")
-    for name, value in (
-        ("batch_size", batch_size),
-        ("epochs", epochs),
-        ("dead_after_tokens", dead_after_tokens),
-        ("eval_tokens", eval_tokens),
-    ):
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if steps is not None and (not _is_int(steps) or steps < 1):
-        raise ValueError(f"steps must be a positive int or None, got {steps!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if l1_coefficient < 0 or aux_coefficient < 0:
-        raise ValueError("l1_coefficient and aux_coefficient must be >= 0")
+    batch_size = positive_int(batch_size, "batch_size")
+    epochs = positive_int(epochs, "epochs")
+    dead_after_tokens = positive_int(dead_after_tokens, "dead_after_tokens")
+    eval_tokens = positive_int(eval_tokens, "eval_tokens")
+    if steps is not None:
+        steps = positive_int(steps, "steps")
+    lr = positive_float(lr, "lr")
+    l1_coefficient = nonnegative_float(l1_coefficient, "l1_coefficient")
+    aux_coefficient = nonnegative_float(aux_coefficient, "aux_coefficient")
+    d_sae = positive_int(d_sae, "d_sae")
+    seed = nonnegative_int(seed, "seed")
     if not torch.isfinite(activations).all():
         raise ValueError("activations contain NaN or inf")
     n, d_in = activations.shape
@@ -175,8 +180,7 @@ def train_sae(
     )
     dev = torch.device(device) if device is not None else activations.device
     k_aux = aux_k if aux_k is not None else max(1, d_in // 2)
-    if not _is_int(k_aux) or not 1 <= k_aux <= d_sae:
-        raise ValueError(f"aux_k must be an int in [1, d_sae={d_sae}], got {aux_k!r}")
+    k_aux = integer(k_aux, "aux_k", minimum=1, maximum=d_sae)
 
     gen = torch.Generator().manual_seed(seed)
     mean, centred_sq = _mean_and_spread(activations)

@@ -37,19 +37,15 @@ A TOML file (``mmie run study.toml``)::
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
-import math
 import re
 import sys
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
+from mmie._config import ConfigBase, FieldError, require, validate_fields
 from mmie.errors import ConfigError
 
 __all__ = [
@@ -92,154 +88,9 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 CIMethodName = Literal["auto", "t", "percentile", "basic", "bca"]
 
 
-class _FieldError(ConfigError):
-    """A :class:`ConfigError` that remembers which field it is about (for path prefixes)."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
-
-    def under(self, prefix: str) -> _FieldError:
-        """The same error with ``prefix`` prepended to the field path."""
-        sep = "" if self.path.startswith("[") else "."
-        return _FieldError(f"{prefix}{sep}{self.path}", self.problem)
-
-
-# ----------------------------------------------------------------------------- coercion
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it normalised (lists → tuples).
-
-    Raises:
-        _FieldError: naming ``path`` when the value does not fit.
-    """
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-            raise _FieldError(path, f"must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, path)
-            except _FieldError as exc:
-                errors.append(exc)
-        raise _FieldError(path, f"expected {_type_name(tp)}, got {value!r}")
-    if origin is tuple:
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-            raise _FieldError(path, f"expected a list, got {value!r}")
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, Mapping):
-            return _from_mapping(tp, value, path)
-        raise _FieldError(path, f"expected a table/object of {tp.__name__} fields, got {value!r}")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _FieldError(path, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _FieldError(path, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _FieldError(path, f"expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise _FieldError(path, f"must be finite, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _FieldError(path, f"expected a string, got {value!r}")
-        return value
-    raise AssertionError(f"unsupported annotation {tp!r} at {path}")  # pragma: no cover
-
-
-def _from_mapping(cls: type[Any], data: Mapping[str, Any], path: str) -> Any:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys with a suggestion."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            where = f"{path}.{key}" if path else str(key)
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {names}"
-            raise _FieldError(where, f"unknown key{hint}")
-    try:
-        return cls(**dict(data))
-    except _FieldError as exc:
-        raise (exc.under(path) if path else exc) from None
-
-
-def _validate_fields(obj: Any) -> None:
-    """Type-check and normalise every field of a frozen dataclass in ``__post_init__``."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = _coerce(getattr(obj, f.name), hints[f.name], f.name)
-        object.__setattr__(obj, f.name, value)
-
-
-def _require(ok: bool, path: str, problem: str) -> None:
-    if not ok:
-        raise _FieldError(path, problem)
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-class _ConfigBase:
-    """``to_dict``/``from_dict`` shared by every config dataclass."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as plain JSON/TOML-ready data (tuples become lists)."""
-        out = _to_plain(self)
-        assert isinstance(out, dict)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Any:
-        """Build the config from a mapping such as :meth:`to_dict`'s output.
-
-        Missing keys take their defaults; unknown keys are rejected.
-
-        Raises:
-            ConfigError: an unknown key (with the closest known key suggested) or a bad
-                value; the message names the field path.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a mapping of config fields, got {type(data).__name__}")
-        return _from_mapping(cls, data, "")
-
-
 # ----------------------------------------------------------------------------- sections
 @dataclass(frozen=True, kw_only=True)
-class DataConfig(_ConfigBase):
+class DataConfig(ConfigBase):
     """Which text sets a study uses and how many texts of each.
 
     Each set is a bundled set name (see :data:`mmie.study.datasets.BUNDLED_SETS`) or a path to a
@@ -262,18 +113,18 @@ class DataConfig(_ConfigBase):
     batch_size: int = 16  # texts per forward pass when scoring
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
         for name in ("forget", "retain", "forget_eval", "retain_eval"):
-            _require(bool(getattr(self, name).strip()), name, "must not be empty")
+            require(bool(getattr(self, name).strip()), name, "must not be empty")
         for name in ("n_forget", "n_retain", "max_length", "batch_size"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        _require(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
-        _require(self.forget != self.forget_eval, "forget_eval", "must differ from forget")
-        _require(self.retain != self.retain_eval, "retain_eval", "must differ from retain")
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
+        require(self.forget != self.forget_eval, "forget_eval", "must differ from forget")
+        require(self.retain != self.retain_eval, "retain_eval", "must differ from retain")
 
 
 @dataclass(frozen=True, kw_only=True)
-class SelectionConfig(_ConfigBase):
+class SelectionConfig(ConfigBase):
     """How the layers that SAE gates, scrubbers and ReFT adapters act on are chosen."""
 
     mode: Literal["contrast", "similarity", "semantic", "fixed"] = "contrast"  # see select_layers
@@ -283,23 +134,23 @@ class SelectionConfig(_ConfigBase):
     n_texts: int = 32  # texts per language fed to selection
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
-        _require(self.n_layers >= 1, "n_layers", f"must be >= 1, got {self.n_layers}")
-        _require(
+        validate_fields(self)
+        require(self.n_layers >= 1, "n_layers", f"must be >= 1, got {self.n_layers}")
+        require(
             self.stability_seeds >= 1,
             "stability_seeds",
             f"must be >= 1, got {self.stability_seeds}",
         )
-        _require(self.n_texts >= 2, "n_texts", f"must be >= 2, got {self.n_texts}")
+        require(self.n_texts >= 2, "n_texts", f"must be >= 2, got {self.n_texts}")
         if self.mode == "fixed":
-            _require(bool(self.layers), "layers", 'must list the layers when mode = "fixed"')
+            require(bool(self.layers), "layers", 'must list the layers when mode = "fixed"')
         for i, layer in enumerate(self.layers):
-            _require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
-        _require(len(set(self.layers)) == len(self.layers), "layers", "has duplicates")
+            require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
+        require(len(set(self.layers)) == len(self.layers), "layers", "has duplicates")
 
 
 @dataclass(frozen=True, kw_only=True)
-class SAETrainingConfig(_ConfigBase):
+class SAETrainingConfig(ConfigBase):
     """The sparse autoencoders trained (one per selected layer and seed) for SAE gates."""
 
     architecture: Literal["topk", "relu"] = "topk"  # SAE activation (see SparseAutoencoder)
@@ -314,14 +165,14 @@ class SAETrainingConfig(_ConfigBase):
     max_retain_frequency: float = 0.05  # skip latents firing on more retain tokens than this
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
         for name in ("d_sae_multiple", "k", "steps", "batch_size", "n_features"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _require(
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(
             self.l1_coefficient >= 0, "l1_coefficient", f"must be >= 0, got {self.l1_coefficient}"
         )
-        _require(
+        require(
             0 <= self.max_retain_frequency <= 1,
             "max_retain_frequency",
             f"must be in [0, 1], got {self.max_retain_frequency}",
@@ -329,7 +180,7 @@ class SAETrainingConfig(_ConfigBase):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArmConfig(_ConfigBase):
+class ArmConfig(ConfigBase):
     """One unlearning arm: a method (or a combination) and its options.
 
     ``kind`` combines :data:`ARM_PARTS` with ``+``: at most one trained part (``lora`` or
@@ -355,50 +206,48 @@ class ArmConfig(_ConfigBase):
     layers: tuple[int, ...] = ()  # layers to act on (default: the selected layers)
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
         object.__setattr__(self, "kind", "+".join(self.parts))
         parts = self.parts
         for part in parts:
-            _require(
+            require(
                 part in ARM_PARTS,
                 "kind",
                 f"unknown part {part!r} in {self.kind!r}; parts are {list(ARM_PARTS)} joined "
                 "with '+'",
             )
-        _require(len(set(parts)) == len(parts), "kind", f"repeats a part: {self.kind!r}")
-        _require(
+        require(len(set(parts)) == len(parts), "kind", f"repeats a part: {self.kind!r}")
+        require(
             sum(p in _TRAINED_PARTS for p in parts) <= 1,
             "kind",
             f"combines lora and reft: {self.kind!r}; use one trained part per arm",
         )
-        _require(
+        require(
             sum(p in _GATE_PARTS for p in parts) <= 1,
             "kind",
             f"combines sae_gate and dynamic_gate: {self.kind!r}; dynamic_gate already gates",
         )
         if not self.name:
             object.__setattr__(self, "name", self.kind)
-        _require(
+        require(
             bool(_NAME_RE.match(self.name)),
             "name",
             f"must be letters, digits and _.+@- (it names shard files), got {self.name!r}",
         )
-        _require(0.0 <= self.alpha <= 1.0, "alpha", f"must be in [0, 1], got {self.alpha}")
-        _require(
+        require(0.0 <= self.alpha <= 1.0, "alpha", f"must be in [0, 1], got {self.alpha}")
+        require(
             0.0 <= self.base_alpha <= self.alpha,
             "base_alpha",
             f"must be in [0, alpha={self.alpha}], got {self.base_alpha}",
         )
-        _require(self.penalty >= 0, "penalty", f"must be >= 0, got {self.penalty}")
+        require(self.penalty >= 0, "penalty", f"must be >= 0, got {self.penalty}")
         for name in ("steps", "rank", "batch_size"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
-        _require(
-            self.retain_weight >= 0, "retain_weight", f"must be >= 0, got {self.retain_weight}"
-        )
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
+        require(self.retain_weight >= 0, "retain_weight", f"must be >= 0, got {self.retain_weight}")
         for i, layer in enumerate(self.layers):
-            _require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
+            require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -427,7 +276,7 @@ class ArmConfig(_ConfigBase):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GateConfig(_ConfigBase):
+class GateConfig(ConfigBase):
     """Thresholds of the decision gates (see docs/methods.md, "Gates")."""
 
     alpha: float = 0.05  # significance level of every gate's test
@@ -442,29 +291,29 @@ class GateConfig(_ConfigBase):
     mia_margin: float = 0.15  # |MIA AUC - 0.5| must be below this (interval inside the band)
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
-        _require(0 < self.alpha < 0.5, "alpha", f"must be in (0, 0.5), got {self.alpha}")
-        _require(
+        validate_fields(self)
+        require(0 < self.alpha < 0.5, "alpha", f"must be in (0, 0.5), got {self.alpha}")
+        require(
             self.n_permutations >= 1, "n_permutations", f"must be >= 1, got {self.n_permutations}"
         )
-        _require(
+        require(
             0 < self.min_forget_reduction <= 1,
             "min_forget_reduction",
             f"must be in (0, 1], got {self.min_forget_reduction}",
         )
-        _require(0 <= self.es_floor < 1, "es_floor", f"must be in [0, 1), got {self.es_floor}")
+        require(0 <= self.es_floor < 1, "es_floor", f"must be in [0, 1), got {self.es_floor}")
         for name in ("retain_ppl_ratio", "related_ppl_ratio"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("leakage_es_margin", "redistribution_margin"):
             value = getattr(self, name)
-            _require(0 <= value < 1, name, f"must be in [0, 1), got {value}")
-        _require(
+            require(0 <= value < 1, name, f"must be in [0, 1), got {value}")
+        require(
             0 < self.mia_margin < 0.5, "mia_margin", f"must be in (0, 0.5), got {self.mia_margin}"
         )
 
 
 @dataclass(frozen=True, kw_only=True)
-class GenerationConfig(_ConfigBase):
+class GenerationConfig(ConfigBase):
     """Greedy continuation of prompts, for extraction-strength metrics."""
 
     max_new_tokens: int = 32  # tokens generated per prompt
@@ -472,9 +321,9 @@ class GenerationConfig(_ConfigBase):
     batch_size: int = 16  # prompts per generate() call
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
+        validate_fields(self)
         for name in ("max_new_tokens", "prompt_words", "batch_size"):
-            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
 
 
 def _default_arms() -> tuple[ArmConfig, ...]:
@@ -488,7 +337,7 @@ def _default_arms() -> tuple[ArmConfig, ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExperimentConfig(_ConfigBase):
+class ExperimentConfig(ConfigBase):
     """A whole study: model, data, arms, seeds, metrics, gates and outputs.
 
     Nested sections are :class:`DataConfig`, :class:`SelectionConfig`,
@@ -520,40 +369,40 @@ class ExperimentConfig(_ConfigBase):
     plots: bool | None = None  # None: plot if matplotlib is installed; True: required
 
     def __post_init__(self) -> None:
-        _validate_fields(self)
-        _require(bool(self.model.strip()), "model", "must not be empty")
-        _require(
+        validate_fields(self)
+        require(bool(self.model.strip()), "model", "must not be empty")
+        require(
             self.device in ("auto", "sharded")
             or bool(re.match(r"^(cpu|cuda|mps)(:\d+)?$", self.device)),
             "device",
             f'must be "auto", "sharded", "cpu", "cuda", "cuda:N" or "mps", got {self.device!r}',
         )
-        _require(bool(self.target.strip()), "target", "must not be empty")
-        _require(bool(self.arms), "arms", "must list at least one arm")
+        require(bool(self.target.strip()), "target", "must not be empty")
+        require(bool(self.arms), "arms", "must list at least one arm")
         seen: dict[str, int] = {}
         for i, arm in enumerate(self.arms):
             if arm.name in seen:
-                raise _FieldError(
+                raise FieldError(
                     f"arms[{i}].name",
                     f"duplicate arm name {arm.name!r} (also arms[{seen[arm.name]}]); give one "
                     "of them a distinct name",
                 )
             seen[arm.name] = i
-            _require(arm.name != "base", f"arms[{i}].name", '"base" is reserved')
-        _require(bool(self.seeds), "seeds", "must list at least one seed")
+            require(arm.name != "base", f"arms[{i}].name", '"base" is reserved')
+        require(bool(self.seeds), "seeds", "must list at least one seed")
         for i, seed in enumerate(self.seeds):
-            _require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
-        _require(len(set(self.seeds)) == len(self.seeds), "seeds", "has duplicates")
-        _require(bool(self.metrics), "metrics", "must list at least one metric")
+            require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", "has duplicates")
+        require(bool(self.metrics), "metrics", "must list at least one metric")
         for i, metric in enumerate(self.metrics):
             if metric not in METRICS:
                 close = difflib.get_close_matches(metric, METRICS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known: {list(METRICS)}"
-                raise _FieldError(f"metrics[{i}]", f"unknown metric {metric!r}{hint}")
-        _require(len(set(self.metrics)) == len(self.metrics), "metrics", "has duplicates")
-        _require(0 < self.ci_alpha < 1, "ci_alpha", f"must be in (0, 1), got {self.ci_alpha}")
-        _require(self.n_boot >= 1, "n_boot", f"must be >= 1, got {self.n_boot}")
-        _require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
+                raise FieldError(f"metrics[{i}]", f"unknown metric {metric!r}{hint}")
+        require(len(set(self.metrics)) == len(self.metrics), "metrics", "has duplicates")
+        require(0 < self.ci_alpha < 1, "ci_alpha", f"must be in (0, 1), got {self.ci_alpha}")
+        require(self.n_boot >= 1, "n_boot", f"must be >= 1, got {self.n_boot}")
+        require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
 
     def arm(self, name: str) -> ArmConfig:
         """The arm called ``name``.
@@ -565,29 +414,6 @@ class ExperimentConfig(_ConfigBase):
             if arm.name == name:
                 return arm
         raise KeyError(f"no arm named {name!r}; arms are {[a.name for a in self.arms]}")
-
-    def replace(self, **changes: Any) -> ExperimentConfig:
-        """A copy with ``changes`` applied (sections may be given as mappings to merge).
-
-        Example:
-            >>> demo_config().replace(data={"n_eval": 8}).data.n_eval
-            8
-        """
-        data = self.to_dict()
-        _deep_merge(data, changes, "")
-        result: ExperimentConfig = ExperimentConfig.from_dict(data)
-        return result
-
-
-def _deep_merge(base: dict[str, Any], changes: Mapping[str, Any], path: str) -> None:
-    for key, value in changes.items():
-        is_config = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        if is_config or (isinstance(value, tuple) and any(map(dataclasses.is_dataclass, value))):
-            value = _to_plain(value)
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value, f"{path}{key}.")
-        else:
-            base[key] = value
 
 
 # ----------------------------------------------------------------------------- files

@@ -76,7 +76,7 @@ def load_demo_model(
         TypeError: ``dtype`` is not a ``torch.dtype``.
         FileNotFoundError: the model files are missing (see :func:`demo_model_path`).
     """
-    from mmie.models.blocks import load_causal_lm
+    from mmie.models.loading import load_causal_lm
 
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")

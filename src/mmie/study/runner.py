@@ -116,7 +116,7 @@ def _load_model(
 ) -> Iterator[tuple[nn.Module, PreTrainedTokenizerBase]]:
     import torch
 
-    from mmie.models.blocks import free_memory, load_causal_lm
+    from mmie.models.loading import free_memory, load_causal_lm
 
     dtype = getattr(torch, config.dtype)
     if device == "sharded":  # every intervention places its tensors per block

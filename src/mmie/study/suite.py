@@ -41,15 +41,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from torch import nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from mmie.errors import DataError
+from mmie.stats import placement_values
 from mmie.study.config import ExperimentConfig
 from mmie.study.datasets import load_texts
 
-__all__ = ["EvalSets", "evaluate_model", "load_eval_sets", "placement_values"]
+__all__ = ["EvalSets", "evaluate_model", "load_eval_sets"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,29 +167,6 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
     )
 
 
-def placement_values(members: npt.ArrayLike, nonmembers: npt.ArrayLike) -> np.ndarray:
-    """Per member, the share of non-members it out-scores (ties count ½).
-
-    Their mean is the Mann-Whitney AUC ``P(score(member) > score(non-member))``, so they are
-    the per-item values of the membership-inference AUC.
-
-    Args:
-        members: ``[n_members]`` member scores (higher = more member-like).
-        nonmembers: ``[n_nonmembers]`` non-member scores.
-
-    Returns:
-        ``[n_members]`` float64 values in ``[0, 1]``.
-
-    Example:
-        >>> placement_values([0.9, 0.2], [0.1, 0.5]).tolist()
-        [1.0, 0.5]
-    """
-    m = np.asarray(members, dtype=np.float64)[:, None]  # (n_members, 1)
-    n = np.asarray(nonmembers, dtype=np.float64)[None, :]  # (1, n_nonmembers)
-    result: np.ndarray = ((m > n) + 0.5 * (m == n)).mean(axis=1)
-    return result
-
-
 def _es_record(generations: Sequence[str], detector: Any, target: str) -> dict[str, Any]:
     from mmie.evaluation.language_metrics import extraction_strength
 
@@ -244,8 +221,8 @@ def evaluate_model(
         ``(records, generations)``: metric records (see the module docstring) and the
         generated continuations per prompt set.
     """
-    from mmie.edits.dynamic_gating import generate
     from mmie.language.detectors import EnsembleDetector
+    from mmie.models.generation import generate
 
     wanted = set(config.metrics)
     target = config.target

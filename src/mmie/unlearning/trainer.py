@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from mmie.errors import DataError, IncompatibleModelError, TrainingError, TruncationWarning
-from mmie.models.blocks import _collate_ids, input_device, unwrap_model
+from mmie.models.blocks import input_device, unwrap_model
+from mmie.models.tokenization import collate_ids
 from mmie.unlearning.config import StepRecord, UnlearnConfig, ValidationRecord
 from mmie.unlearning.objectives import kl_retain_loss, npo_loss, sequence_logprobs, token_logprobs
 
@@ -233,7 +234,7 @@ class _Trainer:
 
     # -- loss terms
     def _forget_term(self) -> torch.Tensor:
-        ids, mask = _collate_ids(
+        ids, mask = collate_ids(
             [self.forget[i] for i in self.forget_batches.next()], self.pad_id, self.device
         )
         if self.config.objective == "npo":
@@ -244,7 +245,7 @@ class _Trainer:
         return logp.sum() / pred_mask.sum()  # −NLL(forget), token mean
 
     def _retain_term(self) -> torch.Tensor:
-        ids, mask = _collate_ids(
+        ids, mask = collate_ids(
             [self.retain[i] for i in self.retain_batches.next()], self.pad_id, self.device
         )
         ref = self._ref_logits(ids, mask) if self.config.kl_weight > 0 else None
@@ -266,7 +267,7 @@ class _Trainer:
         try:
             nll, nll_ref, n_tok = 0.0, 0.0, 0
             for chunk in _chunks(self.forget_val, self.config.batch_size):
-                ids, mask = _collate_ids(chunk, self.pad_id, self.device)
+                ids, mask = collate_ids(chunk, self.pad_id, self.device)
                 logp, pred = token_logprobs(self._logits(ids, mask), ids, mask)
                 with self.reference():
                     logp_ref, _ = token_logprobs(self._logits(ids, mask), ids, mask)
@@ -275,7 +276,7 @@ class _Trainer:
                 n_tok += int(pred.sum())
             kl_sum, n_pos = 0.0, 0
             for chunk in _chunks(self.retain_val, self.config.batch_size):
-                ids, mask = _collate_ids(chunk, self.pad_id, self.device)
+                ids, mask = collate_ids(chunk, self.pad_id, self.device)
                 logits = self._logits(ids, mask)
                 with self.reference():
                     ref = self._logits(ids, mask)
