@@ -24,9 +24,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mmie._version import __version__
+from mmie.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # type names only; the modules load torch, so the commands import them late
+    from mmie.study.config import ExperimentConfig
+    from mmie.study.runner import ExperimentResult
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ def _set_threads(threads: int | None) -> None:
     logger.info("torch uses %d CPU thread(s)", threads)
 
 
-def _print_outcome(result: Any) -> int:
+def _print_outcome(result: ExperimentResult) -> int:
     report = result.report
     print(report.data["summary"]["text"])
     print()
@@ -87,11 +92,12 @@ def _print_outcome(result: Any) -> int:
     return 0
 
 
-def _run(config: Any, args: argparse.Namespace) -> int:
+def _run(config: ExperimentConfig, args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    # deferred: `mmie --help` and `mmie version` must not import torch
     from mmie.seeding import set_seed
-    from mmie.study.runner import run_experiment
+    from mmie.study.runner import run_experiment  # deferred as well
 
     _set_threads(args.threads)
     set_seed(min(config.seeds))
@@ -107,6 +113,7 @@ def _run(config: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # deferred: `mmie --help` and `mmie version` must not import torch
     from mmie.study.config import demo_config
 
     config = demo_config(quick=args.quick, output_dir=args.out)
@@ -114,6 +121,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # deferred: `mmie --help` and `mmie version` must not import torch
     from mmie.study.config import load_config
 
     config = load_config(args.config)
@@ -123,6 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
+    # deferred: `mmie --help` and `mmie version` must not import torch
     from mmie.study.runner import aggregate
 
     out = args.out if args.out is not None else args.dirs[0]
@@ -247,8 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmie`` console script; returns the process exit code."""
-    from mmie.errors import ConfigError, DataError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -31,8 +31,9 @@ from mmie.language.detectors import (
     script_counts,
     script_token_mask,
 )
+from mmie.language.unicode import _classify_tokens, script_code
 from mmie.models.blocks import input_device
-from mmie.models.tokenization import collate_ids
+from mmie.models.tokenization import collate_ids, tokenize
 
 __all__ = [
     "ExtractionStrength",
@@ -396,8 +397,6 @@ def _next_char_mass(
     tol: float,
 ) -> ScriptMassResult:
     """Breadth-first search over continuations until their first script character."""
-    from mmie.language.unicode import _classify_tokens, script_code
-    from mmie.models.tokenization import tokenize
 
     code = script_code(script)
     device = input_device(model)

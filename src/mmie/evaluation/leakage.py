@@ -28,6 +28,7 @@ from mmie.evaluation.scoring import (
     perplexity,
 )
 from mmie.language.detectors import Detector
+from mmie.models.generation import generate as greedy
 
 __all__ = [
     "LanguageLeakage",
@@ -160,8 +161,6 @@ def cross_lingual_leakage(
         raise ValueError(f"texts has no entry for language(s) {missing}")
 
     def default_generate(m: nn.Module, tok: PreTrainedTokenizerBase, p: Sequence[str]) -> list[str]:
-        from mmie.models.generation import generate as greedy
-
         out = greedy(m, tok, p, max_new_tokens=max_new_tokens, batch_size=batch_size)
         return [str(t) for t in out]
 

@@ -46,6 +46,7 @@ from mmie._io import read_checkpoint_config, write_checkpoint
 from mmie.errors import CheckpointError, ConfigError
 from mmie.sae.architectures import TENSOR_SHAPES, activate, topk_select
 from mmie.sae.config import SAEConfig, dtype_name
+from mmie.sae.saelens import config_from_saelens, config_to_saelens
 
 __all__ = ["SparseAutoencoder"]
 
@@ -311,8 +312,6 @@ class SparseAutoencoder(nn.Module):
                 metadata={"format": _FORMAT},
             )
         if layout == "saelens":
-            from mmie.sae.saelens import config_to_saelens
-
             return write_checkpoint(
                 directory,
                 tensors=tensors,
@@ -359,8 +358,6 @@ class SparseAutoencoder(nn.Module):
         if (path / MMIE_CONFIG_FILE).is_file():
             config, weights = _read_mmie_config(path), path / MMIE_WEIGHTS_FILE
         elif (path / SAELENS_CONFIG_FILE).is_file():
-            from mmie.sae.saelens import config_from_saelens
-
             raw = _read_json(path / SAELENS_CONFIG_FILE)
             config, weights = (
                 config_from_saelens(raw, source=str(path)),

@@ -24,6 +24,8 @@ from mmie._validation import (
     positive_float,
     positive_int,
 )
+from mmie.models.activations import collect_activations
+from mmie.models.blocks import unwrap_model
 from mmie.sae.config import SAEConfig
 from mmie.sae.model import SparseAutoencoder
 from mmie.sae.quality import sae_quality
@@ -97,7 +99,6 @@ def train_sae(
     ``W_enc`` at ``W_decᵀ``.
 
     Losses, per token and averaged over the batch (``x`` normalised):
-
     * relu: ``‖x − x̂‖²/d_in + l1_coefficient · Σ_i f_i / sqrt(d_in)``.
     * topk: ``‖x − x̂‖²/d_in + aux_coefficient · Σ‖e − ê‖² / Σ‖e − ē‖²``, the auxiliary
       loss of Gao et al. (2024): the residual ``e = x − x̂`` is rebuilt (``ê``) from the
@@ -318,8 +319,6 @@ def train_sae_on_model(
         ``(sae, stats)`` as :func:`train_sae`, with ``hook_layer``, ``hook_name`` and
         ``model_name`` filled in.
     """
-    from mmie.models.activations import collect_activations
-    from mmie.models.blocks import unwrap_model
 
     acts = collect_activations(
         model,

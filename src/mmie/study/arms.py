@@ -28,10 +28,22 @@ import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
+from mmie.edits.dynamic_gating import DynamicGatingProcessor
+from mmie.edits.reft import LoReFTConfig
+from mmie.edits.sae_gate import SAEGate
+from mmie.edits.scrubber import fit_scrubber
 from mmie.errors import InterventionError
+from mmie.language.detectors import EnsembleDetector
+from mmie.models.activations import collect_activations
+from mmie.models.hooks import mmie_hooks
+from mmie.sae.features import contrast_features, script_invariant_features, threshold_features
+from mmie.sae.model import SparseAutoencoder
+from mmie.sae.training import train_sae
 from mmie.study.config import ArmConfig, ExperimentConfig
 from mmie.study.shards import atomic_write_json
 from mmie.study.suite import EvalSets
+from mmie.unlearning.config import ReFTUnlearnResult, UnlearnConfig, UnlearnResult
+from mmie.unlearning.lifecycle import lora_arm, reft_arm
 
 __all__ = ["ArmState", "Study"]
 
@@ -56,7 +68,7 @@ class ArmState:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _training_info(result: Any) -> dict[str, Any]:
+def _training_info(result: UnlearnResult | ReFTUnlearnResult) -> dict[str, Any]:
     history = list(result.history)
     return {
         "steps_run": len(history),
@@ -110,15 +122,13 @@ class Study:
         self.artifacts = artifacts
         self.show_progress = show_progress
         self._tokens: dict[str, dict[int, Tensor]] | None = None
-        self._saes: dict[int, dict[int, Any]] = {}  # seed -> layer -> SparseAutoencoder
+        self._saes: dict[int, dict[int, SparseAutoencoder]] = {}  # seed -> layer -> SAE
         self._sae_info: dict[int, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ shared caches
     def _token_activations(self) -> dict[str, dict[int, Tensor]]:
         """Base-model token activations at the selected layers (collected once)."""
         if self._tokens is None:
-            from mmie.models.activations import collect_activations
-
             d = self.config.data
             groups = {"forget": self.sets.forget_train, "retain": self.sets.retain_train}
             if self.config.sae.picker == "script_invariant":
@@ -138,7 +148,9 @@ class Study:
                 self._tokens[name] = dict(acts.tokens)
         return self._tokens
 
-    def saes(self, seed: int) -> tuple[dict[int, Any], dict[int, tuple[int, ...]], dict[str, Any]]:
+    def saes(
+        self, seed: int
+    ) -> tuple[dict[int, SparseAutoencoder], dict[int, tuple[int, ...]], dict[str, Any]]:
         """The seed's SAEs (trained on base activations, or loaded from the artifacts) and
         the features to gate.
 
@@ -148,18 +160,11 @@ class Study:
         Raises:
             InterventionError: the picker selected no feature at a layer.
         """
-        from mmie.sae.features import (
-            contrast_features,
-            script_invariant_features,
-            threshold_features,
-        )
-        from mmie.sae.model import SparseAutoencoder
-        from mmie.sae.training import train_sae
 
         cfg = self.config.sae
         tokens = self._token_activations()
         if seed not in self._saes:
-            saes: dict[int, Any] = {}
+            saes: dict[int, SparseAutoencoder] = {}
             quality: dict[str, Any] = {}
             for layer in self.layers:
                 where = (
@@ -240,9 +245,7 @@ class Study:
         self._saes.pop(seed, None)
 
     # ------------------------------------------------------------------ arms
-    def _unlearn_config(self, arm: ArmConfig, seed: int) -> Any:
-        from mmie.unlearning.config import UnlearnConfig
-
+    def _unlearn_config(self, arm: ArmConfig, seed: int) -> UnlearnConfig:
         return UnlearnConfig(
             objective=arm.objective,
             steps=arm.steps,
@@ -260,7 +263,6 @@ class Study:
         if part is None:
             yield ArmState(model=self.model)
             return
-        from mmie.unlearning.lifecycle import lora_arm, reft_arm
 
         sets = self.sets
         if part == "lora":
@@ -276,8 +278,6 @@ class Study:
             ) as result:
                 yield ArmState(model=result.model, info={"training": _training_info(result)})
         else:
-            from mmie.edits.reft import LoReFTConfig
-
             with reft_arm(
                 self.model,
                 self.tokenizer,
@@ -305,8 +305,6 @@ class Study:
                 model = state.model
                 model.eval()
                 if arm.scrubs:
-                    from mmie.edits.scrubber import fit_scrubber
-
                     scrubber = fit_scrubber(
                         model,
                         self.tokenizer,
@@ -322,8 +320,6 @@ class Study:
                         str(k): e.rank for k, e in scrubber.erasers.items()
                     }
                 if arm.gate_part is not None:
-                    from mmie.edits.sae_gate import SAEGate
-
                     saes, features, info = self.saes(seed)
                     if arm.layers:
                         missing = [layer for layer in arm.layers if layer not in saes]
@@ -338,9 +334,6 @@ class Study:
                         gate = SAEGate(model, saes, features, alpha=arm.alpha)
                         stack.enter_context(gate)
                     else:
-                        from mmie.edits.dynamic_gating import DynamicGatingProcessor
-                        from mmie.language.detectors import EnsembleDetector
-
                         gate = SAEGate(model, saes, features, alpha=arm.base_alpha)
                         stack.enter_context(gate)
                         state.logits_processors.append(
@@ -361,8 +354,6 @@ class Study:
             self._check_clean()
 
     def _check_clean(self) -> None:
-        from mmie.models.hooks import mmie_hooks
-
         left = mmie_hooks(self.model)
         if left:
             raise InterventionError(

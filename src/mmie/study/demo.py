@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from mmie.models.loading import load_causal_lm
+
 __all__ = ["DEMO_MODEL_FILES", "demo_model_path", "load_demo_model"]
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,6 @@ def load_demo_model(
         TypeError: ``dtype`` is not a ``torch.dtype``.
         FileNotFoundError: the model files are missing (see :func:`demo_model_path`).
     """
-    from mmie.models.loading import load_causal_lm
 
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")

@@ -36,6 +36,7 @@ import numpy as np
 
 from mmie._io import atomic_write_json, atomic_write_text
 from mmie._version import __version__
+from mmie.errors import DataError
 from mmie.stats import bootstrap_ci
 from mmie.study.config import ArmConfig, ExperimentConfig
 from mmie.study.decisions import GATES, item_values, judge_arms
@@ -705,7 +706,6 @@ def validate_report(data: Mapping[str, Any]) -> None:
         DataError: the document does not conform; the message lists the first problems
             with their JSON paths.
     """
-    from mmie.errors import DataError
 
     schema = report_schema()
     errors = _validate(data, schema, schema, "$")

@@ -37,7 +37,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from mmie.errors import ConfigError, DataError
+from mmie.evaluation.layer_selection import ActivationCache, select_layers
+from mmie.models.blocks import num_layers
+from mmie.models.loading import free_memory, load_causal_lm
+from mmie.seeding import seed_context
+from mmie.study.arms import Study
 from mmie.study.config import ExperimentConfig
+from mmie.study.demo import demo_model_path, load_demo_model
 from mmie.study.report import (
     Report,
     build_report,
@@ -55,6 +61,7 @@ from mmie.study.shards import (
     read_json,
     unit_shard_path,
 )
+from mmie.study.suite import EvalSets, evaluate_model, load_eval_sets
 
 __all__ = ["ExperimentResult", "UnitFailure", "aggregate", "run_experiment"]
 
@@ -116,17 +123,11 @@ def _load_model(
 ) -> Iterator[tuple[nn.Module, PreTrainedTokenizerBase]]:
     import torch
 
-    from mmie.models.loading import free_memory, load_causal_lm
-
     dtype = getattr(torch, config.dtype)
     if device == "sharded":  # every intervention places its tensors per block
-        from mmie.study.demo import demo_model_path
-
         path = demo_model_path() if config.model == "demo" else config.model
         model, tokenizer = load_causal_lm(path, dtype=dtype, device_map="auto")
     elif config.model == "demo":
-        from mmie.study.demo import load_demo_model
-
         model, tokenizer = load_demo_model(dtype=dtype, device=device)
     else:
         model, tokenizer = load_causal_lm(config.model, dtype=dtype, device=device)
@@ -138,10 +139,8 @@ def _load_model(
 
 
 def _select_layers(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: ExperimentConfig, sets: Any
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: ExperimentConfig, sets: EvalSets
 ) -> tuple[tuple[int, ...], dict[str, Any]]:
-    from mmie.models.blocks import num_layers
-
     sel = config.selection
     n_blocks = num_layers(model)
     if sel.mode == "fixed":
@@ -156,7 +155,6 @@ def _select_layers(
         raise ConfigError(
             f"selection.n_layers: {sel.n_layers} exceeds the model's {n_blocks} blocks"
         )
-    from mmie.evaluation.layer_selection import ActivationCache, select_layers
 
     n = min(sel.n_texts, len(sets.forget_train), len(sets.retain_train))
     cache = ActivationCache(
@@ -276,9 +274,6 @@ def run_experiment(
     Errors inside a (seed, arm) unit do not stop the study: they are logged with their
     traceback and recorded in the shard and the report as ``"failed"``.
     """
-    from mmie.seeding import seed_context
-    from mmie.study.arms import Study
-    from mmie.study.suite import evaluate_model, load_eval_sets
 
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
@@ -393,7 +388,7 @@ def run_experiment(
 
 
 def _run_unit(
-    study: Any,
+    study: Study,
     config: ExperimentConfig,
     seed: int,
     name: str,
@@ -402,8 +397,6 @@ def _run_unit(
     out: Path,
 ) -> UnitFailure | None:
     """Build, train, evaluate and release one (seed, arm); write its shard."""
-    from mmie.seeding import seed_context
-    from mmie.study.suite import evaluate_model
 
     arm = config.arm(name)
     shard: dict[str, Any] = {

@@ -45,6 +45,13 @@ from torch import nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from mmie.errors import DataError
+from mmie.evaluation.language_metrics import extraction_strength, script_mass
+from mmie.evaluation.mia import mia_auc, mia_scores
+from mmie.evaluation.probes import _probe
+from mmie.evaluation.scoring import perplexity
+from mmie.language.detectors import EnsembleDetector
+from mmie.models.activations import collect_activations
+from mmie.models.generation import generate
 from mmie.stats import placement_values
 from mmie.study.config import ExperimentConfig
 from mmie.study.datasets import load_texts
@@ -168,8 +175,6 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
 
 
 def _es_record(generations: Sequence[str], detector: Any, target: str) -> dict[str, Any]:
-    from mmie.evaluation.language_metrics import extraction_strength
-
     es = extraction_strength(list(generations), detector, target)
     return {"value": float(es.mean), "per_item": [float(v) for v in es.values]}
 
@@ -180,8 +185,6 @@ def _ppl_record(
     texts: Sequence[str],
     config: ExperimentConfig,
 ) -> dict[str, Any]:
-    from mmie.evaluation.scoring import perplexity
-
     r = perplexity(
         model,
         tokenizer,
@@ -221,8 +224,6 @@ def evaluate_model(
         ``(records, generations)``: metric records (see the module docstring) and the
         generated continuations per prompt set.
     """
-    from mmie.language.detectors import EnsembleDetector
-    from mmie.models.generation import generate
 
     wanted = set(config.metrics)
     target = config.target
@@ -292,9 +293,6 @@ def _probe_records(
     config: ExperimentConfig,
     layers: Sequence[int],
 ) -> dict[str, dict[str, Any]]:
-    from mmie.evaluation.probes import _probe
-    from mmie.models.activations import collect_activations
-
     kw: dict[str, Any] = {
         "batch_size": config.data.batch_size,
         "max_length": config.data.max_length,
@@ -325,8 +323,6 @@ def _probe_records(
 def _mia_record(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, sets: EvalSets, config: ExperimentConfig
 ) -> dict[str, Any]:
-    from mmie.evaluation.mia import mia_auc, mia_scores
-
     kw: dict[str, Any] = {
         "attack": "loss",
         "batch_size": config.data.batch_size,
@@ -349,8 +345,6 @@ def _script_mass_record(
     prompts: Sequence[str],
     config: ExperimentConfig,
 ) -> dict[str, Any]:
-    from mmie.evaluation.language_metrics import script_mass
-
     r = script_mass(
         model,
         tokenizer,

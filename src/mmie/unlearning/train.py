@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from mmie.edits.reft import ReFTAdapter
 from mmie.errors import TrainingError
 from mmie.seeding import seed_context
 from mmie.unlearning.config import (
@@ -250,7 +251,6 @@ def unlearn_reft(
         ConfigError: invalid configuration values.
         TrainingError: a loss became non-finite or the adapter did not change.
     """
-    from mmie.edits.reft import ReFTAdapter
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
