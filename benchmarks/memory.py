@@ -179,7 +179,7 @@ def run_mmie(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     per_seed: list[int] = []
     for seed in range(args.seeds):
         remove = rec.on_first_forward(model, f"seed {seed}: LoRA training")
-        with mmie.lora_arm(model, tok, FORGET, RETAIN, seed=seed, config=cfg) as arm:
+        with mmie.lora_arm(model, tok, FORGET, RETAIN, config=cfg.replace(seed=seed)) as arm:
             remove()
             rec.sample(f"seed {seed}: LoRA trained")
             evaluate(arm.model, tok, args.device)
@@ -187,7 +187,12 @@ def run_mmie(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         del arm
         remove = rec.on_first_forward(model, f"seed {seed}: ReFT training")
         with mmie.reft_arm(
-            model, tok, FORGET, RETAIN, seed=seed, reft_config=reft_cfg, config=cfg
+            model,
+            tok,
+            FORGET,
+            RETAIN,
+            reft_config=reft_cfg.replace(seed=seed),
+            config=cfg.replace(seed=seed),
         ) as arm:
             remove()
             rec.sample(f"seed {seed}: ReFT trained")

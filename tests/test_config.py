@@ -263,3 +263,13 @@ def test_shipped_example_config_loads_and_round_trips():
     assert [arm.kind for arm in cfg.arms] == ["lora", "reft", "sae_gate", "scrub", "dynamic_gate"]
     assert cfg.seeds == (0, 1, 2, 3, 4)
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
+
+
+def test_renamed_arm_key_names_the_new_key(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('[[arms]]\nkind = "lora"\nretain_weight = 2.0\n', encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"arms\[0\]\.retain_weight: this key was renamed; use 'kl_weight'"
+    ):
+        load_config(path)
+    assert ArmConfig(kind="lora", kl_weight=2.0).kl_weight == 2.0

@@ -326,10 +326,10 @@ def test_alpha_zero_is_bit_identical(arch: str) -> None:
 def test_alpha_outside_unit_interval_is_refused(bad: float) -> None:
     model, _ = llama()
     _, saes, feats = gate_setup("relu")
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"alpha must be a float in \[0, 1\]"):
         SAEGate(model, saes, feats, alpha=bad)
     gate = SAEGate(model, saes, feats, alpha=0.5)
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"alpha must be a float in \[0, 1\]"):
         gate.alpha = bad
     assert gate.alpha == 0.5
     with pytest.raises(ValueError, match=r"sequence alpha values must be in \[0, 1\]"):

@@ -65,7 +65,7 @@ def _assert_restored(model, snap):
 def test_lora_arm_trains_then_restores_the_base_exactly(tokenizer, tiny_llama):
     snap = _snapshot(tiny_llama)
     base_logits = _logits(tiny_llama, tokenizer)
-    with lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, seed=1, config=CONFIG) as arm:
+    with lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=1)) as arm:
         assert arm.config.seed == 1
         assert not torch.equal(_logits(arm.model, tokenizer), base_logits)
         with arm.model.disable_adapter():
@@ -82,7 +82,12 @@ def test_reft_arm_trains_then_detaches(tokenizer, tiny_llama):
     snap = _snapshot(tiny_llama)
     base_logits = _logits(tiny_llama, tokenizer)
     with reft_arm(
-        tiny_llama, tokenizer, FORGET, RETAIN, seed=2, reft_config=REFT, config=CONFIG
+        tiny_llama,
+        tokenizer,
+        FORGET,
+        RETAIN,
+        reft_config=REFT.replace(seed=2),
+        config=CONFIG.replace(seed=2),
     ) as arm:
         assert arm.adapter.attached
         assert arm.adapter.config.seed == 2
@@ -99,10 +104,15 @@ def test_reft_arm_trains_then_detaches(tokenizer, tiny_llama):
 def test_arm_is_released_when_the_body_raises(kind, tokenizer, tiny_llama):
     snap = _snapshot(tiny_llama)
     arm_cm = (
-        lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, seed=0, config=CONFIG)
+        lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=0))
         if kind == "lora"
         else reft_arm(
-            tiny_llama, tokenizer, FORGET, RETAIN, seed=0, reft_config=REFT, config=CONFIG
+            tiny_llama,
+            tokenizer,
+            FORGET,
+            RETAIN,
+            reft_config=REFT.replace(seed=0),
+            config=CONFIG.replace(seed=0),
         )
     )
     with pytest.raises(KeyError, match="boom"), arm_cm:
@@ -114,7 +124,7 @@ def test_arm_is_released_when_training_fails(tokenizer, tiny_llama):
     snap = _snapshot(tiny_llama)
     with (
         pytest.raises(ValueError, match="forget must contain"),
-        lora_arm(tiny_llama, tokenizer, [], RETAIN, seed=0, config=CONFIG),
+        lora_arm(tiny_llama, tokenizer, [], RETAIN, config=CONFIG),
     ):
         pass
     _assert_restored(tiny_llama, snap)
@@ -123,7 +133,9 @@ def test_arm_is_released_when_training_fails(tokenizer, tiny_llama):
 def test_arms_differ_by_seed(tokenizer, tiny_llama):
     outs = []
     for seed in (0, 1, 0):
-        with lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, seed=seed, config=CONFIG) as arm:
+        with lora_arm(
+            tiny_llama, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=seed)
+        ) as arm:
             outs.append(_logits(arm.model, tokenizer))
     assert torch.equal(outs[0], outs[2])
     assert not torch.equal(outs[0], outs[1])
@@ -149,13 +161,18 @@ def test_ten_seeds_keep_one_model_and_flat_memory(tokenizer):
     base_logits = _logits(model, tokenizer)
     rss = []
     for seed in range(10):
-        with lora_arm(model, tokenizer, FORGET, RETAIN, seed=seed, config=CONFIG) as arm:
+        with lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=seed)) as arm:
             _logits(arm.model, tokenizer)  # evaluate
             if seed == 0:  # counting runs the garbage collector: once per kind is enough
                 assert count_live_models() == others + 1
         del arm
         with reft_arm(
-            model, tokenizer, FORGET, RETAIN, seed=seed, reft_config=REFT, config=CONFIG
+            model,
+            tokenizer,
+            FORGET,
+            RETAIN,
+            reft_config=REFT.replace(seed=seed),
+            config=CONFIG.replace(seed=seed),
         ) as arm:
             _logits(model, tokenizer)
             if seed == 0:

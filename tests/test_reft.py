@@ -170,15 +170,17 @@ def test_rank_validation_message(model) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"layers": ()}, "layers must not be empty"),
-        ({"layers": (0, 0)}, "layers must be unique"),
-        ({"layers": (-1,)}, "non-negative ints"),
-        ({"layers": 3}, "sequence of ints"),
-        ({"layers": (0,), "rank": 0}, "rank must be a positive int"),
-        ({"layers": (0,), "positions": "last"}, "positions must be 'all' or 'prompt'"),
-        ({"layers": (0,), "dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-        ({"layers": (0,), "seed": -1}, "seed must be a non-negative int"),
-        ({"layers": (0,), "init": "zeros"}, "init must be 'random' or 'identity'"),
+        ({"layers": ()}, "layers: must not be empty"),
+        ({"layers": (0, 0)}, "layers: must be unique"),
+        ({"layers": (-1,)}, r"layers\[0\]: must be >= 0"),
+        ({"layers": 3}, "layers: expected a list"),
+        ({"layers": ("1",)}, r"layers\[0\]: expected an integer"),
+        ({"layers": (0,), "rank": 0}, "rank: must be >= 1"),
+        ({"layers": (0,), "rank": 2.0}, "rank: expected an integer"),
+        ({"layers": (0,), "positions": "last"}, r"positions: must be one of \['all', 'prompt'\]"),
+        ({"layers": (0,), "dropout": 1.0}, r"dropout: must be in \[0, 1\)"),
+        ({"layers": (0,), "seed": -1}, "seed: must be >= 0"),
+        ({"layers": (0,), "init": "zeros"}, r"init: must be one of \['random', 'identity'\]"),
     ],
 )
 def test_config_validation(kwargs: dict[str, object], match: str) -> None:
@@ -190,7 +192,7 @@ def test_config_round_trip_and_sorting() -> None:
     config = LoReFTConfig(layers=[3, 1], rank=2, positions="prompt", dropout=0.1, seed=4)  # type: ignore[arg-type]
     assert config.layers == (1, 3)
     assert LoReFTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    with pytest.raises(ConfigError, match=r"unknown LoReFTConfig keys \['alpha'\]"):
+    with pytest.raises(ConfigError, match="alpha: unknown key"):
         LoReFTConfig.from_dict({"layers": [0], "alpha": 1})
 
 

@@ -100,7 +100,8 @@ def _one_thread():
         ({"lr": float("nan")}, "lr"),
         ({"beta": -1.0}, "beta"),
         ({"kl_weight": -0.1}, "kl_weight"),
-        ({"retain_weight": -1.0}, "retain_weight"),
+        ({"retain_nll_weight": -1.0}, "retain_nll_weight"),
+        ({"steps": "8"}, "steps: expected an integer"),
         ({"grad_clip": 0.0}, "grad_clip"),
         ({"warmup_steps": 200}, "warmup_steps"),
         ({"val_fraction": 1.0}, "val_fraction"),
@@ -110,7 +111,7 @@ def _one_thread():
         ({"seed": -1}, "seed"),
         ({"seed": True}, "seed"),
         ({"gradient_checkpointing": 1}, "gradient_checkpointing"),
-        ({"objective": "graddiff", "retain_weight": 0.0}, "retain_weight"),
+        ({"objective": "graddiff", "retain_nll_weight": 0.0}, "retain_nll_weight"),
         ({"schedule": "alternating", "kl_weight": 0.0}, "alternating"),
         ({"patience": 3}, "val_fraction"),
     ],
@@ -118,6 +119,17 @@ def _one_thread():
 def test_config_rejects_bad_values_naming_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         UnlearnConfig(**kwargs)
+
+
+def test_config_accepts_numpy_integers_and_refuses_the_old_key():
+    import numpy as np
+
+    cfg = UnlearnConfig(steps=np.int64(8), lr=np.float32(0.5))
+    assert (cfg.steps, type(cfg.steps)) == (8, int)
+    with pytest.raises(
+        ConfigError, match="retain_weight: this key was renamed; use 'retain_nll_weight'"
+    ):
+        UnlearnConfig.from_dict({"retain_weight": 1.0})
 
 
 def test_config_is_keyword_only_and_frozen():
@@ -128,10 +140,10 @@ def test_config_is_keyword_only_and_frozen():
         cfg.steps = 3  # type: ignore[misc]
 
 
-def test_effective_retain_weight_defaults_by_objective():
-    assert UnlearnConfig(objective="graddiff").effective_retain_weight == 1.0
-    assert UnlearnConfig(objective="npo").effective_retain_weight == 0.0
-    assert UnlearnConfig(objective="ga", retain_weight=0.3).effective_retain_weight == 0.3
+def test_effective_retain_nll_weight_defaults_by_objective():
+    assert UnlearnConfig(objective="graddiff").effective_retain_nll_weight == 1.0
+    assert UnlearnConfig(objective="npo").effective_retain_nll_weight == 0.0
+    assert UnlearnConfig(objective="ga", retain_nll_weight=0.3).effective_retain_nll_weight == 0.3
 
 
 @settings(max_examples=25, deadline=None)
@@ -158,7 +170,7 @@ def test_config_dict_round_trip(objective, steps, lr, val_fraction, schedule, gr
 
 
 def test_from_dict_rejects_unknown_keys():
-    with pytest.raises(ConfigError, match="unknown UnlearnConfig field"):
+    with pytest.raises(ConfigError, match="learning_rate: unknown key"):
         UnlearnConfig.from_dict({"steps": 3, "learning_rate": 0.1})
 
 
@@ -247,7 +259,9 @@ def test_training_is_seeded_and_leaves_global_rng_alone(tokenizer):
     for _ in range(2):
         model = tiny_causal_lm("llama")
         state = torch.random.get_rng_state()
-        result = unlearn_lora(model, tokenizer, FORGET, RETAIN, seed=7, **FAST)
+        result = unlearn_lora(
+            model, tokenizer, FORGET, RETAIN, config=UnlearnConfig(seed=7, **FAST)
+        )
         assert torch.equal(torch.random.get_rng_state(), state)
         weights.append(
             {n: p.detach().clone() for n, p in result.model.named_parameters() if "lora_" in n}

@@ -131,9 +131,9 @@ _EXPORTS: dict[str, str] = {
     "graddiff_loss": "mmie.unlearning.objectives",
     "kl_retain_loss": "mmie.unlearning.objectives",
     "npo_loss": "mmie.unlearning.objectives",
-    "predicted_token_mask": "mmie.unlearning.objectives",
+    "predicted_token_mask": "mmie.models.logprobs",
     "sequence_logprobs": "mmie.unlearning.objectives",
-    "token_logprobs": "mmie.unlearning.objectives",
+    "token_logprobs": "mmie.models.logprobs",
     "token_nll": "mmie.unlearning.objectives",
     "ReFTUnlearnResult": "mmie.unlearning.config",
     "StepRecord": "mmie.unlearning.config",
@@ -258,6 +258,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         remove_mmie_hooks,
     )
     from mmie.models.loading import free_memory, load_causal_lm, loaded_model, prepare_tokenizer
+    from mmie.models.logprobs import predicted_token_mask, token_logprobs
     from mmie.models.tokenization import tokenize
     from mmie.sae.config import SAEConfig
     from mmie.sae.features import (
@@ -311,9 +312,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         graddiff_loss,
         kl_retain_loss,
         npo_loss,
-        predicted_token_mask,
         sequence_logprobs,
-        token_logprobs,
         token_nll,
     )
     from mmie.unlearning.train import unlearn_lora, unlearn_reft

@@ -83,8 +83,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 errors.append(exc)
         raise FieldError(path, f"expected {_type_name(tp)}, got {value!r}")
     if origin is tuple:
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
             raise FieldError(path, f"expected a list, got {value!r}")
+        tolist = getattr(value, "tolist", None)  # NumPy arrays and tensors
+        value = tolist() if callable(tolist) else list(value)
+        if not isinstance(value, list):
+            raise FieldError(path, f"expected a list, got a scalar {value!r}")
         (item_tp, _ellipsis) = typing.get_args(tp)
         return tuple(_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
-from mmie._validation import positive_int, unit_interval
+from mmie._validation import is_real, positive_int, unit_interval
 from mmie.errors import InterventionError
 from mmie.language.unicode import SCRIPT_LANGUAGE, script_code, script_token_mask
 
@@ -228,9 +228,9 @@ class DynamicGatingProcessor(LogitsProcessor):
         self.min_tokens = positive_int(min_tokens, "min_tokens")
         self.detect_every = positive_int(detect_every, "detect_every")
         if penalty is not None:
-            if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
+            if not is_real(penalty):
                 raise TypeError(f"penalty must be a float >= 0 or None, got {penalty!r}")
-            if math.isnan(penalty) or penalty < 0:
+            if math.isnan(float(penalty)) or float(penalty) < 0:
                 raise ValueError(
                     f"penalty must be >= 0 (it is subtracted from target-script logits), "
                     f"got {penalty}"

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from mmie._io import read_checkpoint_config, write_checkpoint
+from mmie._validation import integer, positive_int
 from mmie.errors import CheckpointError
 
 __all__ = ["ErasureMethod", "LeaceEraser", "LeaceFitter"]
@@ -363,10 +364,8 @@ class LeaceFitter:
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> None:
-        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
-            raise ValueError(f"d_model must be a positive int, got {d_model!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        d_model = positive_int(d_model, "d_model")
+        num_classes = positive_int(num_classes, "num_classes")
         if method not in ("leace", "orth"):
             raise ValueError(f"method must be 'leace' or 'orth', got {method!r}")
         if not (isinstance(svd_tol, (int, float)) and math.isfinite(svd_tol) and svd_tol > 0):
@@ -576,10 +575,7 @@ class LeaceFitter:
         eraser = self.eraser
         if center is None:
             return eraser
-        if isinstance(center, bool) or not isinstance(center, int):
-            raise TypeError(f"center must be a class id (int) or None, got {center!r}")
-        if not 0 <= center < self.num_classes:
-            raise ValueError(f"center must be in [0, {self.num_classes}), got {center}")
+        center = integer(center, "center", minimum=0, maximum=self.num_classes - 1)
         mean = self.class_means[center]
         if not bool(torch.isfinite(mean).all()):
             raise ValueError(f"class {center} has no samples, so it cannot be the centre")

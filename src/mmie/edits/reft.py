@@ -33,10 +33,9 @@ model, so no second copy is loaded)::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -45,8 +44,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
+from mmie._config import ConfigBase, require, validate_fields
 from mmie._io import read_checkpoint_config, write_checkpoint
-from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError, InterventionError
+from mmie._validation import positive_int
+from mmie.errors import CheckpointError, IncompatibleModelError, InterventionError
 from mmie.models.blocks import block_device, block_dtype, hidden_size, num_layers
 from mmie.models.hooks import BlockIntervention, Edit
 
@@ -67,7 +68,7 @@ _ORTHO_REJECT = 1e-1  # beyond this the stored R is not a rotation at all
 
 
 @dataclass(frozen=True, kw_only=True)
-class LoReFTConfig:
+class LoReFTConfig(ConfigBase):
     """Configuration of a :class:`ReFTAdapter`.
 
     Attributes:
@@ -93,51 +94,19 @@ class LoReFTConfig:
     init: Init = "random"  # pyreft-style random W, b
 
     def __post_init__(self) -> None:
-        layers = self.layers
-        if isinstance(layers, int) or not hasattr(layers, "__iter__"):
-            raise ConfigError(f"layers must be a sequence of ints, got {layers!r}")
-        layers = tuple(layers)
-        if not layers:
-            raise ConfigError("layers must not be empty")
-        for layer in layers:
-            if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-                raise ConfigError(f"layers must hold non-negative ints, got {layer!r}")
-        if len(set(layers)) != len(layers):
-            raise ConfigError(f"layers must be unique, got {list(layers)}")
-        object.__setattr__(self, "layers", tuple(sorted(layers)))
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ConfigError(f"rank must be a positive int, got {self.rank!r}")
-        if self.positions not in ("all", "prompt"):
-            raise ConfigError(f"positions must be 'all' or 'prompt', got {self.positions!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative int, got {self.seed!r}")
-        if self.init not in ("random", "identity"):
-            raise ConfigError(f"init must be 'random' or 'identity', got {self.init!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``layers`` as a list)."""
-        out = dataclasses.asdict(self)
-        out["layers"] = list(self.layers)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LoReFTConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ConfigError: on unknown or missing keys or invalid values.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown LoReFTConfig keys {unknown}; expected {sorted(known)}")
-        if "layers" not in data:
-            raise ConfigError("LoReFTConfig needs 'layers'")
-        kwargs = dict(data)
-        kwargs["layers"] = tuple(kwargs["layers"])
-        return cls(**kwargs)
+        validate_fields(self)
+        require(bool(self.layers), "layers", "must not be empty")
+        for i, layer in enumerate(self.layers):
+            require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
+        require(
+            len(set(self.layers)) == len(self.layers),
+            "layers",
+            f"must be unique, got {list(self.layers)}",
+        )
+        object.__setattr__(self, "layers", tuple(sorted(self.layers)))
+        require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
 
 
 @contextlib.contextmanager
@@ -615,8 +584,7 @@ class ReFTAdapter(BlockIntervention):
 
 
 def _check_rank(rank: int, d_model: int) -> None:
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    rank = positive_int(rank, "rank")
     if rank > d_model:
         raise ValueError(
             f"rank={rank} exceeds d_model={d_model}: LoReFT's R has orthonormal rows, so "

@@ -22,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from mmie._validation import is_integer, unit_interval
 from mmie.errors import IncompatibleModelError, InterventionError
 from mmie.models.blocks import block_device, hidden_size, num_layers
 from mmie.models.hooks import BlockIntervention, Edit
@@ -116,15 +116,6 @@ def _build_plan(
         )
 
 
-def _check_alpha(alpha: object, name: str = "alpha") -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(alpha).__name__}")
-    value = float(alpha)
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must be in [0, 1] (no clamping is done), got {alpha!r}")
-    return value
-
-
 class SAEGate(BlockIntervention):
     """Attenuate SAE features ``S`` at chosen layers: ``h ← h − α_b Σ_{i∈S} f_i(h) W_dec[i]``.
 
@@ -187,7 +178,7 @@ class SAEGate(BlockIntervention):
         chosen: dict[int, tuple[int, ...]] = {}
         chosen_saes: dict[int, SparseAutoencoder] = {}
         for layer, feats in features.items():
-            if isinstance(layer, bool) or not isinstance(layer, int):
+            if not is_integer(layer):
                 raise TypeError(f"features keys must be int layers, got {layer!r}")
             if not 0 <= layer < n_blocks:
                 raise ValueError(
@@ -225,7 +216,7 @@ class SAEGate(BlockIntervention):
             chosen_saes[layer] = sae
         self._features = chosen
         self._saes = chosen_saes
-        self._alpha = _check_alpha(alpha)
+        self._alpha = unit_interval(alpha, "alpha")
         self._plans: dict[int, _GatePlan] = {}
         self._seq_alpha: dict[torch.device, Tensor] = {}
 
@@ -237,7 +228,7 @@ class SAEGate(BlockIntervention):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _check_alpha(value)
+        self._alpha = unit_interval(value, "alpha")
 
     @property
     def layers(self) -> tuple[int, ...]:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from mmie._io import read_checkpoint_config, write_checkpoint
+from mmie._validation import integer, is_integer
 from mmie.edits.leace import ErasureMethod, LeaceEraser, LeaceFitter
 from mmie.errors import CheckpointError, IncompatibleModelError
 from mmie.models.activations import collect_activations
@@ -83,7 +84,7 @@ class Scrubber(BlockIntervention):
         d_model = _model_width(model)
         checked: dict[int, LeaceEraser] = {}
         for layer, eraser in erasers.items():
-            if isinstance(layer, bool) or not isinstance(layer, int):
+            if not is_integer(layer):
                 raise TypeError(f"erasers keys must be int layers, got {layer!r}")
             if not 0 <= layer < n_blocks:
                 raise ValueError(
@@ -272,9 +273,7 @@ def _center_id(
         if not isinstance(center, str) or center not in names:
             raise ValueError(f"center must be one of the concepts {names}, got {center!r}")
         return names.index(center)
-    if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < n_classes:
-        raise ValueError(f"center must be a class id in [0, {n_classes}), got {center!r}")
-    return center
+    return integer(center, "center", minimum=0, maximum=n_classes - 1)
 
 
 def fit_scrubber(

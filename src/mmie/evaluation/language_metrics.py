@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from mmie.evaluation.scoring import _batches, _logits, _positive_int, _texts
+from mmie._validation import finite_float, positive_int, text_list
 from mmie.language.detectors import (
     SCRIPT_LANGUAGE,
     Detection,
@@ -33,6 +33,7 @@ from mmie.language.detectors import (
 )
 from mmie.language.unicode import _classify_tokens, script_code
 from mmie.models.blocks import input_device
+from mmie.models.logprobs import forward_logits, right_padded_batches
 from mmie.models.tokenization import collate_ids, tokenize
 
 __all__ = [
@@ -196,7 +197,7 @@ def extraction_strength(
         >>> es.onsets, es.values  # Devanagari letters outnumber Latin ones from word 4 on
         ((3, None), (0.4, 0.0))
     """
-    gens = _texts(generations, "generations")
+    gens = text_list(generations, "generations")
     if not isinstance(detector, Detector):
         raise TypeError(
             f"detector must implement detect(text) and detect_batch(texts), got {type(detector).__name__}"
@@ -316,18 +317,17 @@ def script_mass(
             ``max_depth < 1`` or ``tol`` outside ``(0, 1)``.
         TypeError: a token mask given with ``next_char``.
     """
-    texts = _texts(prompts, "prompts")
+    texts = text_list(prompts, "prompts")
     if mode not in ("next_token", "teacher_forced", "next_char"):
         raise ValueError(
             f"mode must be 'next_token', 'teacher_forced' or 'next_char', got {mode!r}"
         )
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     if mode == "next_char":
         if not isinstance(script, str):
             raise TypeError("next_char needs a script name, not a token mask")
-        max_depth = _positive_int(max_depth, "max_depth")
-        if not (isinstance(tol, (int, float)) and 0.0 < tol < 1.0):
-            raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+        max_depth = positive_int(max_depth, "max_depth")
+        tol = finite_float(tol, "tol", low=0.0, high=1.0, low_open=True, high_open=True)
         return _next_char_mass(
             model, tokenizer, texts, script, batch_size, max_length, max_depth, float(tol)
         )
@@ -348,10 +348,10 @@ def script_mass(
         raise ValueError("the script mask selects no token of the vocabulary")
     device = input_device(model)
     values = [0.0] * len(texts)
-    for idx, enc in _batches(
+    for idx, enc in right_padded_batches(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
-        logits = _logits(model, enc).float()  # (batch, seq, vocab)
+        logits = forward_logits(model, enc).float()  # (batch, seq, vocab)
         ids = token_ids[token_ids < logits.shape[-1]].to(logits.device)
         log_mass = torch.logsumexp(logits.index_select(-1, ids), -1) - torch.logsumexp(logits, -1)
         attn = enc["attention_mask"].to(logits.device)
@@ -424,7 +424,9 @@ def _next_char_mass(
             chunk = frontier[start : start + batch_size]
             seqs = [prompt_ids[b.item] + b.appended for b in chunk]
             ids, attn = collate_ids(seqs, pad, device)  # right padding, as _logits expects
-            logits = _logits(model, BatchEncoding({"input_ids": ids, "attention_mask": attn}))
+            logits = forward_logits(
+                model, BatchEncoding({"input_ids": ids, "attention_mask": attn})
+            )
             last = attn.sum(1).to(logits.device) - 1
             probs = logits.float()[torch.arange(len(seqs), device=logits.device), last].softmax(-1)
             probs = probs.double().cpu()  # (chunk, vocab)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from mmie._validation import integer, positive_int
 from mmie.models.activations import Activations, collect_activations
 from mmie.models.blocks import num_layers
 
@@ -101,8 +102,7 @@ class ActivationCache:
         bad = [layer for layer in chosen if not 0 <= layer < n_blocks]
         if bad:
             raise ValueError(f"layers {bad} out of range [0, {n_blocks - 1}]")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         self.model = model
         self.tokenizer = tokenizer
         self.layers = chosen
@@ -429,12 +429,7 @@ def select_layers(
         raise ValueError(f"stability must be 'vote' or 'mean', got {stability!r}")
     if metric not in ("cka", "procrustes"):
         raise ValueError(f"metric must be 'cka' or 'procrustes', got {metric!r}")
-    if (
-        isinstance(stability_seeds, bool)
-        or not isinstance(stability_seeds, int)
-        or stability_seeds < 1
-    ):
-        raise ValueError(f"stability_seeds must be an int >= 1, got {stability_seeds!r}")
+    stability_seeds = positive_int(stability_seeds, "stability_seeds")
     if not 0.0 < subsample <= 1.0:
         raise ValueError(f"subsample must be in (0, 1], got {subsample!r}")
     if isinstance(source, ActivationCache):
@@ -458,8 +453,7 @@ def select_layers(
     missing = [layer for layer in candidates if layer not in cache.layers]
     if missing:
         raise ValueError(f"layers {missing} are not cached; the cache holds {cache.layers}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(candidates):
-        raise ValueError(f"top_k must be an int in [1, {len(candidates)}], got {top_k!r}")
+    top_k = integer(top_k, "top_k", minimum=1, maximum=len(candidates))
     paired = mode != "contrast"
     n_f, n_r = len(forget_texts), len(retain_texts)
     if paired and n_f != n_r:

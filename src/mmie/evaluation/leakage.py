@@ -19,14 +19,9 @@ import numpy as np
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from mmie._validation import text_list
 from mmie.evaluation.language_metrics import ExtractionStrength, extraction_strength
-from mmie.evaluation.scoring import (
-    PerplexityResult,
-    Reference,
-    _reference_model,
-    _texts,
-    perplexity,
-)
+from mmie.evaluation.scoring import PerplexityResult, Reference, _reference_model, perplexity
 from mmie.language.detectors import Detector
 from mmie.models.generation import generate as greedy
 
@@ -167,8 +162,8 @@ def cross_lingual_leakage(
     gen = generate or default_generate
     results: dict[str, LanguageLeakage] = {}
     for lang, lang_prompts in prompts.items():
-        lang_prompts = _texts(lang_prompts, f"prompts[{lang!r}]")
-        lang_texts = _texts(texts[lang], f"texts[{lang!r}]")
+        lang_prompts = text_list(lang_prompts, f"prompts[{lang!r}]")
+        lang_texts = text_list(texts[lang], f"texts[{lang!r}]")
         es_model = extraction_strength(
             gen(model, tokenizer, lang_prompts), detector, target, method=method
         )

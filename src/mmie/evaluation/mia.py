@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from mmie.evaluation.scoring import _batches, _logits, _positive_int, _target_logprobs, _texts
+from mmie._validation import positive_int, text_list
 from mmie.models.blocks import input_device
+from mmie.models.logprobs import batch_logprobs, forward_logits, right_padded_batches
 from mmie.stats import rank_auc
 
 __all__ = [
@@ -71,18 +72,18 @@ def mia_scores(
         ValueError: empty texts, unknown attack, ``k`` outside ``(0, 1]``, or a text with
             fewer than two tokens.
     """
-    texts = _texts(texts, "texts")
+    texts = text_list(texts, "texts")
     if attack not in _ATTACKS:
         raise ValueError(f"attack must be one of {_ATTACKS}, got {attack!r}")
     if not 0.0 < float(k) <= 1.0:
         raise ValueError(f"k must be in (0, 1], got {k!r}")
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     scores = np.zeros(len(texts), dtype=np.float64)
     device = input_device(model)
-    for idx, enc in _batches(
+    for idx, enc in right_padded_batches(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
-        logp, mask = _target_logprobs(_logits(model, enc), enc)
+        logp, mask = batch_logprobs(forward_logits(model, enc), enc)
         for row, i in enumerate(idx):
             lp = logp[row][mask[row]].double()  # (T,)
             if lp.numel() == 0:
@@ -218,8 +219,8 @@ def membership_inference(
         ValueError: a text is both a member and a non-member, or any error of
             :func:`mia_scores` / :func:`mia_auc`.
     """
-    mem = _texts(members, "members")
-    non = _texts(nonmembers, "nonmembers")
+    mem = text_list(members, "members")
+    non = text_list(nonmembers, "nonmembers")
     overlap = set(mem) & set(non)
     if overlap:
         raise ValueError(

@@ -26,12 +26,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from transformers import BatchEncoding, PreTrainedTokenizerBase
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from mmie.models.blocks import input_device
-from mmie.models.tokenization import tokenize
+from mmie.models.logprobs import batch_logprobs, forward_logits, right_padded_batches
 
 __all__ = [
     "KLResult",
@@ -49,7 +48,7 @@ under which the evaluated model itself computes the reference (e.g.
 
 
 # ---------------------------------------------------------------------- input validation
-def _texts(texts: object, name: str) -> list[str]:
+def text_list(texts: object, name: str) -> list[str]:
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a sequence of strings, not a single string")
     if not isinstance(texts, Sequence):
@@ -63,62 +62,10 @@ def _texts(texts: object, name: str) -> list[str]:
     return out
 
 
-def _positive_int(value: object, name: str) -> int:
+def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return value
-
-
-# ---------------------------------------------------------------------- teacher-forced scoring
-def _batches(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    *,
-    batch_size: int,
-    max_length: int | None,
-    device: torch.device,
-) -> Iterator[tuple[list[int], BatchEncoding]]:
-    """Right-padded batches of ``texts``, longest first (less padding), with their indices."""
-    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        enc = tokenize(
-            tokenizer,
-            [texts[i] for i in idx],
-            max_length=max_length,
-            padding_side="right",
-            device=device,
-        )
-        yield idx, enc
-
-
-def _logits(model: nn.Module, enc: BatchEncoding, device: torch.device | None = None) -> Tensor:
-    """``[batch, seq, vocab]`` logits of a right-padded batch (inputs moved to ``device``)."""
-    if getattr(model, "training", False):
-        logger.warning("scoring a model in training mode (dropout active); call model.eval()")
-    ids, attn = enc["input_ids"], enc["attention_mask"]
-    if device is not None:
-        ids, attn = ids.to(device), attn.to(device)
-    out = model(input_ids=ids, attention_mask=attn, use_cache=False)
-    logits = out.logits if hasattr(out, "logits") else out[0]
-    return logits
-
-
-def _target_logprobs(logits: Tensor, enc: BatchEncoding) -> tuple[Tensor, Tensor]:
-    """Log-probabilities of each next real token and the mask of predicted positions.
-
-    Returns:
-        ``(logp [batch, seq-1], mask [batch, seq-1])`` in fp32; position ``t`` scores token
-        ``t+1`` and is real iff token ``t+1`` is not padding (right padding).
-    """
-    ids = enc["input_ids"].to(logits.device)
-    mask = enc["attention_mask"].to(logits.device)[:, 1:].bool()  # (batch, seq-1)
-    logp = -F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2),  # (batch, vocab, seq-1)
-        ids[:, 1:],
-        reduction="none",
-    )  # (batch, seq-1)
-    return logp.masked_fill(~mask, 0.0), mask
 
 
 @contextlib.contextmanager
@@ -205,15 +152,15 @@ def perplexity(
     Raises:
         ValueError: empty ``texts``, ``batch_size < 1``, or no predicted token at all.
     """
-    texts = _texts(texts, "texts")
-    batch_size = _positive_int(batch_size, "batch_size")
+    texts = text_list(texts, "texts")
+    batch_size = positive_int(batch_size, "batch_size")
     nll = [0.0] * len(texts)
     counts = [0] * len(texts)
     device = input_device(model)
-    for idx, enc in _batches(
+    for idx, enc in right_padded_batches(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
-        logp, mask = _target_logprobs(_logits(model, enc), enc)
+        logp, mask = batch_logprobs(forward_logits(model, enc), enc)
         sums = (-logp).double().sum(1).tolist()
         ns = mask.sum(1).tolist()
         for i, s, n in zip(idx, sums, ns):
@@ -283,17 +230,17 @@ def token_kl(
         TypeError: ``reference`` is neither a module nor a context-manager factory.
         ValueError: empty ``texts`` or vocabularies of different sizes.
     """
-    texts = _texts(texts, "texts")
-    batch_size = _positive_int(batch_size, "batch_size")
+    texts = text_list(texts, "texts")
+    batch_size = positive_int(batch_size, "batch_size")
     values = [0.0] * len(texts)
     counts = [0] * len(texts)
     device = input_device(model)
-    for idx, enc in _batches(
+    for idx, enc in right_padded_batches(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
         with _reference_model(reference, model) as ref:
-            ref_logits = _logits(ref, enc, input_device(ref))
-        logits = _logits(model, enc)
+            ref_logits = forward_logits(ref, enc, input_device(ref))
+        logits = forward_logits(model, enc)
         if ref_logits.shape != logits.shape:
             raise ValueError(
                 f"reference logits {tuple(ref_logits.shape)} and model logits "

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmie._validation import is_integer
 from mmie.errors import IncompatibleModelError
 
 __all__ = [
@@ -117,8 +118,9 @@ def get_block(model: nn.Module, layer: int, block_path: str | None = None) -> nn
         ValueError: ``layer`` is out of range; the message gives the valid range.
     """
     blocks = get_blocks(model, block_path)
-    if isinstance(layer, bool) or not isinstance(layer, int):
+    if not is_integer(layer):
         raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+    layer = int(layer)
     if not 0 <= layer < len(blocks):
         raise ValueError(
             f"layer must be in [0, {len(blocks) - 1}] for this {len(blocks)}-block model, "

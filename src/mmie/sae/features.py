@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmie._validation import positive_int
 from mmie.sae.model import SparseAutoencoder
 
 __all__ = [
@@ -150,8 +151,8 @@ def _top(
     scores: Tensor, keep: Tensor, top_k: int | None
 ) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Indices with ``keep`` and a positive score, by decreasing score (ties: lower index)."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+    if top_k is not None:
+        top_k = positive_int(top_k, "top_k")
     ok = keep & (scores > 0)
     idx = ok.nonzero().flatten()
     vals = scores[idx]

@@ -252,7 +252,7 @@ class Study:
             lr=arm.lr,
             batch_size=arm.batch_size,
             max_length=self.config.data.max_length,
-            kl_weight=arm.retain_weight,
+            kl_weight=arm.kl_weight,
             beta=arm.beta,
             seed=seed,
         )
@@ -263,7 +263,6 @@ class Study:
         if part is None:
             yield ArmState(model=self.model)
             return
-
         sets = self.sets
         if part == "lora":
             with lora_arm(
@@ -271,7 +270,6 @@ class Study:
                 self.tokenizer,
                 sets.forget_train,
                 sets.retain_train,
-                seed=seed,
                 config=self._unlearn_config(arm, seed),
                 rank=arm.rank,
                 show_progress=self.show_progress,
@@ -283,7 +281,6 @@ class Study:
                 self.tokenizer,
                 sets.forget_train,
                 sets.retain_train,
-                seed=seed,
                 reft_config=LoReFTConfig(layers=layers, rank=arm.rank, seed=seed),
                 config=self._unlearn_config(arm, seed),
                 show_progress=self.show_progress,

@@ -41,9 +41,10 @@ import difflib
 import json
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from mmie._config import ConfigBase, FieldError, require, validate_fields
 from mmie.errors import ConfigError
@@ -199,11 +200,13 @@ class ArmConfig(ConfigBase):
     lr: float = 1e-4  # lora/reft learning rate (the tiny demo model uses 5e-3)
     rank: int = 8  # LoRA rank / LoReFT rank
     batch_size: int = 8  # lora/reft texts per step (forget and retain each)
-    retain_weight: float = 1.0  # weight of the KL-to-reference retain term
+    kl_weight: float = 1.0  # weight of the KL-to-reference retain term (UnlearnConfig.kl_weight)
     beta: float = 0.1  # NPO temperature
     scrub_method: Literal["leace", "orth"] = "leace"  # scrub eraser
     scrub_center: Literal["retain", "mean"] = "retain"  # erase toward the retain tokens' mean
     layers: tuple[int, ...] = ()  # layers to act on (default: the selected layers)
+
+    _RENAMED: ClassVar[Mapping[str, str]] = {"retain_weight": "kl_weight"}
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -245,7 +248,7 @@ class ArmConfig(ConfigBase):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
-        require(self.retain_weight >= 0, "retain_weight", f"must be >= 0, got {self.retain_weight}")
+        require(self.kl_weight >= 0, "kl_weight", f"must be >= 0, got {self.kl_weight}")
         for i, layer in enumerate(self.layers):
             require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
 
@@ -472,7 +475,7 @@ def _demo_arms() -> tuple[ArmConfig, ...]:
     # Tuned on the bundled demo model (d_model 64, 4 blocks): a high learning rate and a
     # strong KL retain term, and an alpha dose-response pair for the SAE gate.
     def trained(kind: str, rank: int) -> ArmConfig:
-        return ArmConfig(kind=kind, rank=rank, steps=100, lr=5e-3, retain_weight=3.0)
+        return ArmConfig(kind=kind, rank=rank, steps=100, lr=5e-3, kl_weight=3.0)
 
     return (
         trained("lora", 8),

@@ -10,13 +10,11 @@ step and one validation; :class:`UnlearnResult` and :class:`ReFTUnlearnResult` a
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal
 
-from mmie.errors import ConfigError
+from mmie._config import ConfigBase, require, validate_fields
 
 __all__ = [
     "ReFTUnlearnResult",
@@ -34,16 +32,8 @@ LRSchedule = Literal["constant", "cosine"]
 # --------------------------------------------------------------------------- configuration
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True, kw_only=True)
-class UnlearnConfig:
+class UnlearnConfig(ConfigBase):
     """How an unlearning arm is trained (shared by LoRA and ReFT).
 
     Every field is keyword-only; :meth:`to_dict`/:meth:`from_dict` round-trip through JSON.
@@ -58,7 +48,7 @@ class UnlearnConfig:
     lr: float = 1e-4  # peak learning rate of AdamW
     batch_size: int = 8  # texts per forget batch and per retain batch
     max_length: int = 256  # tokens per text; longer texts are truncated (TruncationWarning)
-    retain_weight: float | None = None  # weight of NLL(retain); None: 1 for graddiff, else 0
+    retain_nll_weight: float | None = None  # weight of NLL(retain); None: 1 for graddiff, else 0
     kl_weight: float = 1.0  # weight of the token-mean KL(p_ref || p_θ) on retain texts
     beta: float = 0.1  # NPO inverse temperature
     schedule: Schedule = "joint"  # both terms every step, or forget/retain on odd/even steps
@@ -76,108 +66,75 @@ class UnlearnConfig:
     gradient_checkpointing: bool = False  # trade compute for activation memory
     seed: int = 0  # data order, adapter initialisation, dropout
 
+    _RENAMED: ClassVar[Mapping[str, str]] = {"retain_weight": "retain_nll_weight"}
+
     def __post_init__(self) -> None:
-        self._check()
-
-    def _check(self) -> None:
-        def bad(name: str, expected: str) -> ConfigError:
-            return ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-        for name, options in (
-            ("objective", get_args(Objective)),
-            ("schedule", get_args(Schedule)),
-            ("lr_schedule", get_args(LRSchedule)),
-        ):
-            if getattr(self, name) not in options:
-                raise bad(name, "one of " + ", ".join(repr(o) for o in options))
+        validate_fields(self)
         for name, low in (("steps", 1), ("batch_size", 1), ("max_length", 2), ("eval_every", 1)):
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
-                raise bad(name, f"an int >= {low}")
-        if not _is_int(self.warmup_steps) or not 0 <= self.warmup_steps <= self.steps:
-            raise bad("warmup_steps", f"an int in [0, steps={self.steps}]")
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
-            raise bad("seed", "an int in [0, 2**32)")
-        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
-            raise bad("patience", "None or an int >= 1")
-        if not _is_real(self.lr) or not (math.isfinite(self.lr) and self.lr > 0):
-            raise bad("lr", "a finite float > 0")
-        if not _is_real(self.beta) or not (math.isfinite(self.beta) and self.beta > 0):
-            raise bad("beta", "a finite float > 0")
+            require(value >= low, name, f"must be >= {low}, got {value}")
+        require(
+            0 <= self.warmup_steps <= self.steps,
+            "warmup_steps",
+            f"must be in [0, steps={self.steps}], got {self.warmup_steps}",
+        )
+        require(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
+        require(
+            self.patience is None or self.patience >= 1,
+            "patience",
+            f"must be None or >= 1, got {self.patience}",
+        )
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
         for name in ("kl_weight", "weight_decay", "min_delta", "val_kl_weight"):
             value = getattr(self, name)
-            if not _is_real(value) or not (math.isfinite(value) and value >= 0):
-                raise bad(name, "a finite float >= 0")
+            require(value >= 0, name, f"must be >= 0, got {value}")
         for name in ("grad_clip", "max_retain_kl"):
             value = getattr(self, name)
-            if value is not None and (
-                not _is_real(value) or not (math.isfinite(value) and value > 0)
-            ):
-                raise bad(name, "None or a finite float > 0")
-        if self.retain_weight is not None and (
-            not _is_real(self.retain_weight)
-            or not (math.isfinite(self.retain_weight) and self.retain_weight >= 0)
-        ):
-            raise bad("retain_weight", "None or a finite float >= 0")
-        if not _is_real(self.val_fraction) or not 0 <= self.val_fraction < 1:
-            raise bad("val_fraction", "a float in [0, 1)")
-        for name in ("restore_best", "gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise bad(name, "a bool")
+            require(value is None or value > 0, name, f"must be None or > 0, got {value}")
+        require(
+            self.retain_nll_weight is None or self.retain_nll_weight >= 0,
+            "retain_nll_weight",
+            f"must be None or >= 0, got {self.retain_nll_weight}",
+        )
+        require(
+            0 <= self.val_fraction < 1,
+            "val_fraction",
+            f"must be in [0, 1), got {self.val_fraction}",
+        )
         # Cross-field rules.
-        if self.objective == "graddiff" and self.retain_weight == 0:
-            raise ConfigError(
-                "retain_weight must be > 0 for objective='graddiff' (with retain_weight=0 it is "
-                "objective='ga')"
-            )
-        if self.schedule == "alternating" and not self.has_retain_term:
-            raise ConfigError(
-                "schedule='alternating' needs a retain term: set kl_weight > 0 or retain_weight > 0"
-            )
-        if (self.patience is not None or self.max_retain_kl is not None) and not (
-            self.val_fraction > 0
-        ):
-            raise ConfigError(
-                "patience and max_retain_kl need a validation split: set val_fraction > 0"
-            )
+        require(
+            not (self.objective == "graddiff" and self.retain_nll_weight == 0),
+            "retain_nll_weight",
+            "must be > 0 for objective='graddiff' (with retain_nll_weight=0 it is objective='ga')",
+        )
+        require(
+            not (self.schedule == "alternating" and not self.has_retain_term),
+            "schedule",
+            "'alternating' needs a retain term: set kl_weight > 0 or retain_nll_weight > 0",
+        )
+        require(
+            (self.patience is None and self.max_retain_kl is None) or self.val_fraction > 0,
+            "val_fraction",
+            "patience and max_retain_kl need a validation split: set val_fraction > 0",
+        )
 
     @property
-    def effective_retain_weight(self) -> float:
-        """The weight of ``NLL(retain)`` actually used (``retain_weight`` with its default)."""
-        if self.retain_weight is not None:
-            return float(self.retain_weight)
+    def effective_retain_nll_weight(self) -> float:
+        """The weight of ``NLL(retain)`` actually used (``retain_nll_weight`` or its default)."""
+        if self.retain_nll_weight is not None:
+            return float(self.retain_nll_weight)
         return 1.0 if self.objective == "graddiff" else 0.0
 
     @property
     def has_retain_term(self) -> bool:
         """Whether any retain loss is trained (``NLL`` or ``KL`` weight above zero)."""
-        return self.effective_retain_weight > 0 or self.kl_weight > 0
+        return self.effective_retain_nll_weight > 0 or self.kl_weight > 0
 
     @property
     def validates(self) -> bool:
         """Whether a validation split is held out and scored."""
         return self.val_fraction > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> UnlearnConfig:
-        """Build a config from :meth:`to_dict` output (missing keys take their defaults).
-
-        Raises:
-            ConfigError: ``data`` has unknown keys or invalid values.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"UnlearnConfig data must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown UnlearnConfig field(s) {unknown}; known fields: {sorted(known)}"
-            )
-        return cls(**dict(data))
 
 
 def _resolve_config(config: UnlearnConfig | None, **overrides: Any) -> UnlearnConfig:

@@ -5,10 +5,11 @@ none of them (it ran out of GPU memory after two or three seeds). Here every arm
 *on* the single base model and taken off it again:
 
 >>> for seed in seeds:  # doctest: +SKIP
-...     with mmie.lora_arm(model, tok, forget, retain, seed=seed, config=cfg) as arm:
+...     cfg = mmie.UnlearnConfig(seed=seed)               # the one owner of the run's seed
+...     with mmie.lora_arm(model, tok, forget, retain, config=cfg) as arm:
 ...         scores.append(evaluate(arm.model))          # the PeftModel
-...     with mmie.reft_arm(model, tok, forget, retain, seed=seed,
-...                        reft_config=reft_cfg, config=cfg) as arm:
+...     reft_cfg = mmie.LoReFTConfig(layers=(2,), seed=seed)
+...     with mmie.reft_arm(model, tok, forget, retain, reft_config=reft_cfg, config=cfg) as arm:
 ...         scores.append(evaluate(model))              # adapter hooks attached
 
 On exit, also when the body raises, :func:`lora_arm` unloads the LoRA layers (peft's
@@ -27,7 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -71,10 +72,36 @@ class _BaseState:
         model.train(self.training)
 
 
-def _arm_config(config: UnlearnConfig | None, seed: int) -> UnlearnConfig:
-    if config is not None and not isinstance(config, UnlearnConfig):
+@contextlib.contextmanager
+def _arm_scope(model: nn.Module, what: str) -> Iterator[list[Callable[[], None]]]:
+    """The release protocol both arm kinds share.
+
+    Yields a list to which the body appends the steps that take its trained part off the
+    model; on exit (also when the body or training raises) they run in order, then the base
+    parameters' flags and train/eval mode are restored and memory is freed, whatever the
+    release steps raised.
+    """
+    state = _BaseState.capture(model)
+    release: list[Callable[[], None]] = []
+    try:
+        yield release
+    finally:
+        try:
+            for step in release:
+                step()
+        finally:
+            release.clear()  # drop the closures' references to the adapter
+            state.restore(model)
+            free_memory()
+    logger.debug("%s released", what)
+
+
+def _check_config(config: UnlearnConfig | None) -> UnlearnConfig:
+    if config is None:
+        return UnlearnConfig()
+    if not isinstance(config, UnlearnConfig):
         raise TypeError(f"config must be an UnlearnConfig or None, got {type(config).__name__}")
-    return dataclasses.replace(config if config is not None else UnlearnConfig(), seed=seed)
+    return config
 
 
 @contextlib.contextmanager
@@ -84,7 +111,6 @@ def lora_arm(
     forget: Sequence[str],
     retain: Sequence[str],
     *,
-    seed: int,
     config: UnlearnConfig | None = None,
     rank: int = 8,
     alpha: int | None = None,
@@ -100,8 +126,8 @@ def lora_arm(
         tokenizer: its tokenizer.
         forget: texts to unlearn.
         retain: texts whose behaviour must be kept.
-        seed: the seed of this arm (replaces ``config.seed``).
-        config: training configuration (defaults: :class:`~mmie.UnlearnConfig`).
+        config: training configuration (defaults: :class:`~mmie.UnlearnConfig`); its
+            ``seed`` is the arm's seed.
         rank: LoRA rank.
         alpha: LoRA ``lora_alpha`` (default ``2 · rank``).
         dropout: LoRA dropout.
@@ -116,10 +142,8 @@ def lora_arm(
     Raises:
         Everything :func:`~mmie.unlearn_lora` raises; the base model is left clean.
     """
-    state = _BaseState.capture(model)
-    cfg = _arm_config(config, seed)
-    result: UnlearnResult | None = None
-    try:
+    cfg = _check_config(config)
+    with _arm_scope(model, f"LoRA arm of seed {cfg.seed}") as release:
         result = unlearn_lora(
             model,
             tokenizer,
@@ -132,16 +156,8 @@ def lora_arm(
             target_modules=target_modules,
             show_progress=show_progress,
         )
+        release.append(lambda: _unload_lora(result.model, model))
         yield result
-    finally:
-        try:
-            if result is not None:
-                _unload_lora(result.model, model)
-        finally:
-            result = None
-            state.restore(model)
-            free_memory()
-    logger.debug("LoRA arm of seed %d released", seed)
 
 
 def _unload_lora(peft_model: Any, base: nn.Module) -> None:
@@ -166,7 +182,6 @@ def reft_arm(
     forget: Sequence[str],
     retain: Sequence[str],
     *,
-    seed: int,
     reft_config: LoReFTConfig,
     config: UnlearnConfig | None = None,
     block_path: str | None = None,
@@ -179,9 +194,9 @@ def reft_arm(
         tokenizer: its tokenizer.
         forget: texts to unlearn.
         retain: texts whose behaviour must be kept.
-        seed: the seed of this arm (replaces ``config.seed`` and ``reft_config.seed``).
-        reft_config: layers, rank and positions of the adapters.
-        config: training configuration (defaults: :class:`~mmie.UnlearnConfig`).
+        reft_config: layers, rank, positions and initialisation seed of the adapters.
+        config: training configuration (defaults: :class:`~mmie.UnlearnConfig`); its
+            ``seed`` drives data order and dropout.
         block_path: dotted path of the block list for unknown architectures.
         show_progress: show a tqdm bar while training.
 
@@ -193,28 +208,22 @@ def reft_arm(
     Raises:
         Everything :func:`~mmie.unlearn_reft` raises; the base model is left clean.
     """
-    state = _BaseState.capture(model)
-    cfg = _arm_config(config, seed)
-    result: ReFTUnlearnResult | None = None
-    try:
+    cfg = _check_config(config)
+    with _arm_scope(model, f"ReFT arm of seed {cfg.seed}") as release:
         result = unlearn_reft(
             model,
             tokenizer,
             forget,
             retain,
-            reft_config=dataclasses.replace(reft_config, seed=seed),
+            reft_config=reft_config,
             config=cfg,
             block_path=block_path,
             show_progress=show_progress,
         )
+
+        def detach() -> None:
+            result.adapter.remove()
+            assert_no_mmie_hooks(model)
+
+        release.append(detach)
         yield result
-    finally:
-        try:
-            if result is not None:
-                result.adapter.remove()
-                assert_no_mmie_hooks(model)
-        finally:
-            result = None
-            state.restore(model)
-            free_memory()
-    logger.debug("ReFT arm of seed %d released", seed)

@@ -1,9 +1,10 @@
 """Unlearning objectives: per-token losses with padding masked out.
 
 Every loss here is computed from teacher-forced logits ``[batch, seq, vocab]`` of a causal
-LM and the batch's ``input_ids``/``attention_mask`` ``[batch, seq]``. Padding never
-contributes: a token counts as *predicted* only when it and the token before it are both
-real (``attention_mask`` 1 at positions ``t`` and ``t+1``), so a batch padded on the right
+LM and the batch's ``input_ids``/``attention_mask`` ``[batch, seq]`` through
+:func:`mmie.token_logprobs`, the masking rule every teacher-forced metric uses too. Padding
+never contributes: a token counts as *predicted* only when it and the token before it are
+both real (``attention_mask`` 1 at positions ``t`` and ``t+1``), so a batch padded on the right
 (what mmie's training uses) or on the left, and with any amount of extra padding, gives the
 same loss. All reductions run in fp32 whatever the logits' dtype.
 
@@ -28,77 +29,18 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from mmie.models.logprobs import token_logprobs
+
 __all__ = [
     "ga_loss",
     "graddiff_loss",
     "kl_retain_loss",
     "npo_loss",
-    "predicted_token_mask",
     "sequence_logprobs",
-    "token_logprobs",
     "token_nll",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_batch(
-    logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> None:
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be [batch, seq, vocab], got shape {tuple(logits.shape)}")
-    if input_ids.shape != logits.shape[:2]:
-        raise ValueError(
-            f"input_ids must be [batch, seq] = {tuple(logits.shape[:2])} like logits, got "
-            f"{tuple(input_ids.shape)}"
-        )
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(
-            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got "
-            f"{tuple(attention_mask.shape)}"
-        )
-
-
-def predicted_token_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Which next-token predictions count: both the context token and the target are real.
-
-    Args:
-        attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding.
-
-    Returns:
-        ``[batch, seq - 1]`` bool; entry ``t`` says whether the prediction of token ``t + 1``
-        from position ``t`` counts.
-    """
-    real = attention_mask.bool()
-    return real[:, 1:] & real[:, :-1]
-
-
-def token_logprobs(
-    logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of the observed next tokens and the mask of the ones that count.
-
-    Args:
-        logits: ``[batch, seq, vocab]`` teacher-forced logits.
-        input_ids: ``[batch, seq]`` token ids.
-        attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding.
-
-    Returns:
-        ``(logp, mask)``: ``logp [batch, seq - 1]`` fp32, ``log p(input_ids[:, t + 1] |
-        input_ids[:, :t + 1])``, set to 0 where ``mask [batch, seq - 1]`` (bool, see
-        :func:`predicted_token_mask`) is False.
-
-    Raises:
-        ValueError: the shapes do not match.
-    """
-    _check_batch(logits, input_ids, attention_mask)
-    mask = predicted_token_mask(attention_mask)
-    targets = input_ids[:, 1:].masked_fill(~mask, -100)  # (batch, seq-1)
-    pred = logits[:, :-1].float()  # (batch, seq-1, vocab)
-    nll = F.cross_entropy(
-        pred.reshape(-1, pred.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
-    ).view_as(targets)
-    return -nll, mask
 
 
 def sequence_logprobs(
@@ -174,9 +116,9 @@ def graddiff_loss(
     retain_ids: torch.Tensor,
     retain_mask: torch.Tensor,
     *,
-    retain_weight: float = 1.0,
+    retain_nll_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Gradient difference: ``−NLL(forget) + retain_weight · NLL(retain)`` (token means).
+    """Gradient difference: ``−NLL(forget) + retain_nll_weight · NLL(retain)`` (token means).
 
     Args:
         forget_logits: ``[batch, seq, vocab]`` logits on forget texts.
@@ -185,12 +127,12 @@ def graddiff_loss(
         retain_logits: ``[batch', seq', vocab]`` logits on retain texts.
         retain_ids: ``[batch', seq']`` retain token ids.
         retain_mask: ``[batch', seq']`` retain attention mask.
-        retain_weight: weight of the retain NLL.
+        retain_nll_weight: weight of the retain NLL.
 
     Returns:
         A scalar fp32 tensor.
     """
-    return ga_loss(forget_logits, forget_ids, forget_mask) + retain_weight * token_nll(
+    return ga_loss(forget_logits, forget_ids, forget_mask) + retain_nll_weight * token_nll(
         retain_logits, retain_ids, retain_mask
     )
 

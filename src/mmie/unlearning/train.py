@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from mmie._validation import finite_float, positive_int
 from mmie.edits.reft import ReFTAdapter
 from mmie.errors import TrainingError
 from mmie.seeding import seed_context
@@ -31,8 +32,6 @@ from mmie.unlearning.config import (
     ReFTUnlearnResult,
     UnlearnConfig,
     UnlearnResult,
-    _is_int,
-    _is_real,
     _resolve_config,
 )
 from mmie.unlearning.lora_checkpoint import (
@@ -71,7 +70,6 @@ def unlearn_lora(
     objective: Objective | None = None,
     steps: int | None = None,
     lr: float | None = None,
-    seed: int | None = None,
     rank: int = 8,
     alpha: int | None = None,
     dropout: float = 0.0,
@@ -97,7 +95,6 @@ def unlearn_lora(
         objective: overrides ``config.objective``.
         steps: overrides ``config.steps``.
         lr: overrides ``config.lr``.
-        seed: overrides ``config.seed``.
         rank: LoRA rank ``r``.
         alpha: LoRA scaling numerator (``lora_alpha``); defaults to ``2 · rank``.
         dropout: LoRA dropout on the adapter input (train mode only).
@@ -128,13 +125,11 @@ def unlearn_lora(
             "model already carries a PEFT adapter; pass the base model (unload the adapter "
             "with model.unload() first)"
         )
-    if not _is_int(rank) or rank < 1:
-        raise ValueError(f"rank must be an int >= 1, got {rank!r}")
-    if alpha is not None and not (_is_int(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be None or an int > 0, got {alpha!r}")
-    if not _is_real(dropout) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-    cfg = _resolve_config(config, objective=objective, steps=steps, lr=lr, seed=seed)
+    rank = positive_int(rank, "rank")
+    if alpha is not None:
+        alpha = positive_int(alpha, "alpha")
+    dropout = finite_float(dropout, "dropout", low=0.0, high=1.0, high_open=True)
+    cfg = _resolve_config(config, objective=objective, steps=steps, lr=lr)
     forget_ids = _encode(tokenizer, forget, cfg.max_length, "forget")
     retain_ids = _encode(tokenizer, retain, cfg.max_length, "retain")
     targets = tuple(target_modules) if target_modules is not None else default_lora_targets(model)
@@ -216,7 +211,6 @@ def unlearn_reft(
     objective: Objective | None = None,
     steps: int | None = None,
     lr: float | None = None,
-    seed: int | None = None,
     block_path: str | None = None,
     show_progress: bool = False,
 ) -> ReFTUnlearnResult:
@@ -225,8 +219,9 @@ def unlearn_reft(
     Same objectives and schedule as :func:`unlearn_lora`; only the adapter's parameters are
     trained (the base model's parameters are frozen for the duration and never change), and
     the reference is the same model with the adapter's hooks detached. The adapter's
-    initialisation follows ``reft_config.seed``; data order and dropout follow
-    ``config.seed`` (:func:`~mmie.reft_arm` sets both from one seed). With
+    initialisation follows ``reft_config.seed`` (an initialisation setting of the adapter,
+    like its rank); data order and dropout follow ``config.seed``. Nothing here overrides
+    either: a study builds both configs from the unit's seed. With
     ``positions="prompt"`` every real token of a training text counts as a prompt position.
 
     Args:
@@ -239,7 +234,6 @@ def unlearn_reft(
         objective: overrides ``config.objective``.
         steps: overrides ``config.steps``.
         lr: overrides ``config.lr``.
-        seed: overrides ``config.seed``.
         block_path: dotted path of the block list for unknown architectures.
         show_progress: show a tqdm bar.
 
@@ -254,7 +248,7 @@ def unlearn_reft(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    cfg = _resolve_config(config, objective=objective, steps=steps, lr=lr, seed=seed)
+    cfg = _resolve_config(config, objective=objective, steps=steps, lr=lr)
     forget_ids = _encode(tokenizer, forget, cfg.max_length, "forget")
     retain_ids = _encode(tokenizer, retain, cfg.max_length, "retain")
     base_params = list(model.parameters())

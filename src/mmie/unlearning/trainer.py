@@ -5,8 +5,8 @@ Training, one optimizer step at a time:
 * a forget batch and a retain batch are drawn (``batch_size`` texts each, right-padded,
   reshuffled every pass over the data from a generator seeded with ``config.seed``);
 * the **forget term** is ``−NLL(forget)`` for ``ga`` and ``graddiff``, the NPO loss for
-  ``npo``; the **retain term** is ``retain_weight · NLL(retain) + kl_weight · KL(p_ref ‖
-  p_θ)`` (``retain_weight`` defaults to 1 for ``graddiff`` and 0 otherwise);
+  ``npo``; the **retain term** is ``retain_nll_weight · NLL(retain) + kl_weight · KL(p_ref ‖
+  p_θ)`` (``retain_nll_weight`` defaults to 1 for ``graddiff`` and 0 otherwise);
 * ``schedule="joint"`` adds both terms every step; ``"alternating"`` uses the forget term on
   odd steps (1, 3, …) and the retain term on even steps;
 * gradients are clipped to ``grad_clip`` (global norm), then AdamW steps with a constant or
@@ -39,9 +39,10 @@ from transformers import PreTrainedTokenizerBase
 
 from mmie.errors import DataError, IncompatibleModelError, TrainingError, TruncationWarning
 from mmie.models.blocks import input_device, unwrap_model
+from mmie.models.logprobs import token_logprobs
 from mmie.models.tokenization import collate_ids
 from mmie.unlearning.config import StepRecord, UnlearnConfig, ValidationRecord
-from mmie.unlearning.objectives import kl_retain_loss, npo_loss, sequence_logprobs, token_logprobs
+from mmie.unlearning.objectives import kl_retain_loss, npo_loss, sequence_logprobs
 
 __all__: list[str] = []  # internal: the loop behind mmie.unlearn_lora and mmie.unlearn_reft
 
@@ -251,7 +252,7 @@ class _Trainer:
         ref = self._ref_logits(ids, mask) if self.config.kl_weight > 0 else None
         logits = self._logits(ids, mask)
         loss = logits.new_zeros((), dtype=torch.float32)
-        weight = self.config.effective_retain_weight
+        weight = self.config.effective_retain_nll_weight
         if weight > 0:
             logp, pred_mask = token_logprobs(logits, ids, mask)
             loss = loss + weight * (-logp.sum() / pred_mask.sum())
@@ -302,7 +303,7 @@ class _Trainer:
         cfg = self.config
         if not cfg.has_retain_term:
             logger.warning(
-                "training %s with no retain term (kl_weight=0, retain_weight=0): nothing keeps "
+                "training %s with no retain term (kl_weight=0, retain_nll_weight=0): nothing keeps "
                 "the model's behaviour on retain text",
                 cfg.objective,
             )
