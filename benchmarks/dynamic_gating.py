@@ -41,7 +41,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokeniz
 import mmie
 from mmie.edits.dynamic_gating import DynamicGatingProcessor
 from mmie.edits.sae_gate import SAEGate
-from mmie.language.detectors import script_counts
+from mmie.language.unicode import script_counts
 from mmie.sae.config import SAEConfig
 from mmie.sae.model import SparseAutoencoder
 from mmie.testing import tiny_causal_lm

@@ -123,7 +123,7 @@ def romanized_pr() -> tuple[list[str], dict[tuple[int | None, float], tuple[floa
 
 
 def mask_rows() -> list[str]:
-    from mmie.language.detectors import SCRIPTS, script_token_mask
+    from mmie.language.unicode import SCRIPTS, script_token_mask
     from mmie.study.demo import demo_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(demo_model_path()))

@@ -25,6 +25,12 @@ def tokenizer():
 
 
 @pytest.fixture
-def tiny_llama():
-    """A fresh 2-block tiny Llama (d_model 32) in fp32 eval mode."""
+def model():
+    """A fresh 2-block tiny Llama (d_model 32, seed 0) in fp32 eval mode."""
     return tiny_causal_lm("llama", seed=0)
+
+
+@pytest.fixture
+def other():
+    """A second tiny Llama with other weights (seed 1): an independent reference model."""
+    return tiny_causal_lm("llama", seed=1)

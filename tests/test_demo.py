@@ -6,7 +6,6 @@ import importlib.util
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,14 @@ import torch
 from transformers import LlamaForCausalLM
 
 import mmie
-from mmie.language.detectors import ScriptDetector, script_token_mask
+from mmie.language.detectors import ScriptDetector
+from mmie.language.unicode import script_token_mask
 from mmie.study.datasets import load_texts
 from mmie.study.demo import DEMO_MODEL_FILES, demo_model_path, load_demo_model
 
 N_PROMPTS = 20
 PROMPT_WORDS = 3
 NEW_TOKENS = 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # The model is tiny: a second intra-op thread only adds contention (10x slower on a
-    # busy 2-core machine).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,18 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmie
+from mmie._io import atomic_write_json
 from mmie.errors import ConfigError, DataError
 from mmie.stats import placement_values
 from mmie.study import runner as experiment
 from mmie.study.config import GateConfig, demo_config
 from mmie.study.decisions import item_values, judge_arms
 from mmie.study.report import _validate, report_schema, validate_report
-from mmie.study.shards import atomic_write_json, load_shards, unit_shard_path
+from mmie.study.shards import load_shards, unit_shard_path
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 ARMS = [
@@ -36,15 +36,6 @@ ARMS = [
     {"kind": "scrub"},
     {"kind": "dynamic_gate", "penalty": 5.0},
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls run far faster on one thread on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -27,18 +27,6 @@ from mmie.testing import byte_tokenizer, tiny_causal_lm
 D = 32  # tiny model d_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread: these tensors are tiny, and on a loaded 2-core machine two
-    spinning OpenMP threads made SAE training ~100x slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 D_SAE = 96
 TEXTS = ["hello world, this is a test", "नमस्ते दुनिया", "abc"]
 

@@ -142,16 +142,6 @@ def make_gate(alpha: float = 1.0) -> SAEGate:
     return SAEGate(MODEL, {1: SAE}, {1: [0]}, alpha=alpha)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model decoding is dominated by per-op overhead: on a busy shared CPU, one thread
-    is several times faster than two spinning ones. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class FakeGate:
     """Records what the processor writes (a stand-in for SAEGate in state-machine tests)."""
 
@@ -324,7 +314,7 @@ def test_nested_session_raises():
 
 
 def test_default_table_uses_lid_mask():
-    from mmie.language.detectors import script_token_mask
+    from mmie.language.unicode import script_token_mask
 
     proc = DynamicGatingProcessor(FakeGate(), TOK)
     with proc.session():

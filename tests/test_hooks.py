@@ -61,65 +61,65 @@ def test_edit_applies_for_tensor_and_tuple_outputs(arch, tokenizer):
     assert mmie_hooks(model) == []
 
 
-def test_composition_order_follows_attach_order(tiny_llama, tokenizer):
+def test_composition_order_follows_attach_order(model, tokenizer):
     batch = tokenize(tokenizer, ["abc"])
-    base = hidden_after(tiny_llama, batch, 1)
-    add, scale = AddConstant(tiny_llama, [1], 1.0), Scale(tiny_llama, [1], 2.0)
+    base = hidden_after(model, batch, 1)
+    add, scale = AddConstant(model, [1], 1.0), Scale(model, [1], 2.0)
     with interventions(add, scale):
-        first_add = hidden_after(tiny_llama, batch, 1)
+        first_add = hidden_after(model, batch, 1)
     with interventions(scale, add):
-        first_scale = hidden_after(tiny_llama, batch, 1)
+        first_scale = hidden_after(model, batch, 1)
     torch.testing.assert_close(first_add, (base + 1.0) * 2.0)
     torch.testing.assert_close(first_scale, base * 2.0 + 1.0)
-    assert_no_mmie_hooks(tiny_llama)
+    assert_no_mmie_hooks(model)
 
 
-def test_attach_remove_idempotent_and_exception_safe(tiny_llama, tokenizer):
-    iv = AddConstant(tiny_llama, [0, 1], 1.0)
+def test_attach_remove_idempotent_and_exception_safe(model, tokenizer):
+    iv = AddConstant(model, [0, 1], 1.0)
     iv.attach()
     iv.attach()
     assert iv.attached
-    assert mmie_hooks(tiny_llama) == [
+    assert mmie_hooks(model) == [
         ("model.layers.0", "AddConstant"),
         ("model.layers.1", "AddConstant"),
     ]
     with pytest.raises(InterventionError, match="2 mmie hook"):
-        assert_no_mmie_hooks(tiny_llama)
+        assert_no_mmie_hooks(model)
     iv.remove()
     iv.remove()
     assert not iv.attached
-    assert_no_mmie_hooks(tiny_llama)
+    assert_no_mmie_hooks(model)
     with pytest.raises(RuntimeError, match="boom"), iv:
         raise RuntimeError("boom")
-    assert_no_mmie_hooks(tiny_llama)
-    with pytest.raises(RuntimeError, match="boom"), interventions(iv, Scale(tiny_llama, [0], 2)):
+    assert_no_mmie_hooks(model)
+    with pytest.raises(RuntimeError, match="boom"), interventions(iv, Scale(model, [0], 2)):
         raise RuntimeError("boom")
-    assert_no_mmie_hooks(tiny_llama)
+    assert_no_mmie_hooks(model)
 
 
-def test_interventions_keeps_already_attached(tiny_llama):
-    outer = AddConstant(tiny_llama, [0], 1.0).attach()
-    with interventions(outer, Scale(tiny_llama, [1], 2.0)):
-        assert len(mmie_hooks(tiny_llama)) == 2
+def test_interventions_keeps_already_attached(model):
+    outer = AddConstant(model, [0], 1.0).attach()
+    with interventions(outer, Scale(model, [1], 2.0)):
+        assert len(mmie_hooks(model)) == 2
     assert outer.attached
-    assert len(mmie_hooks(tiny_llama)) == 1
+    assert len(mmie_hooks(model)) == 1
     outer.remove()
 
 
-def test_bad_layer_registers_nothing(tiny_llama):
-    iv = AddConstant(tiny_llama, [0, 7], 1.0)
+def test_bad_layer_registers_nothing(model):
+    iv = AddConstant(model, [0, 7], 1.0)
     with pytest.raises(ValueError, match="layer must be in"):
         iv.attach()
     assert not iv.attached
-    assert_no_mmie_hooks(tiny_llama)
+    assert_no_mmie_hooks(model)
 
 
-def test_remove_mmie_hooks_and_foreign_hooks_untouched(tiny_llama):
-    foreign = get_block(tiny_llama, 0).register_forward_hook(lambda *a: None)
-    AddConstant(tiny_llama, [0, 1], 1.0).attach()  # lost while attached
-    assert remove_mmie_hooks(tiny_llama) == 2
-    assert_no_mmie_hooks(tiny_llama)
-    assert len(get_block(tiny_llama, 0)._forward_hooks) == 1
+def test_remove_mmie_hooks_and_foreign_hooks_untouched(model):
+    foreign = get_block(model, 0).register_forward_hook(lambda *a: None)
+    AddConstant(model, [0, 1], 1.0).attach()  # lost while attached
+    assert remove_mmie_hooks(model) == 2
+    assert_no_mmie_hooks(model)
+    assert len(get_block(model, 0)._forward_hooks) == 1
     foreign.remove()
 
 

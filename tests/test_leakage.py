@@ -11,17 +11,6 @@ from mmie.evaluation.leakage import cross_lingual_leakage
 from mmie.evaluation.scoring import perplexity
 from mmie.language.detectors import ScriptDetector
 from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks, detached
-from mmie.testing import tiny_causal_lm
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_causal_lm("llama", seed=0)
-
-
-@pytest.fixture(scope="module")
-def other():
-    return tiny_causal_lm("llama", seed=1)
 
 
 class _Shift(BlockIntervention):

@@ -21,10 +21,8 @@ from mmie.language.detectors import (
     FastLangDetectDetector,
     RomanizedHindiDetector,
     ScriptDetector,
-    script_counts,
-    script_of_char,
-    script_token_mask,
 )
+from mmie.language.unicode import script_counts, script_of_char, script_token_mask
 from mmie.study.datasets import load_texts
 from mmie.testing import byte_tokenizer
 

@@ -23,15 +23,6 @@ CONFIG = UnlearnConfig(steps=3, lr=1e-2, batch_size=4)
 REFT = LoReFTConfig(layers=(0, 1), rank=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _logits(model, tokenizer):
     with torch.no_grad():
         return model(**tokenize(tokenizer, FORGET + RETAIN, padding_side="right")).logits
@@ -62,10 +53,10 @@ def _assert_restored(model, snap):
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_lora_arm_trains_then_restores_the_base_exactly(tokenizer, tiny_llama):
-    snap = _snapshot(tiny_llama)
-    base_logits = _logits(tiny_llama, tokenizer)
-    with lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=1)) as arm:
+def test_lora_arm_trains_then_restores_the_base_exactly(tokenizer, model):
+    snap = _snapshot(model)
+    base_logits = _logits(model, tokenizer)
+    with lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=1)) as arm:
         assert arm.config.seed == 1
         assert not torch.equal(_logits(arm.model, tokenizer), base_logits)
         with arm.model.disable_adapter():
@@ -74,15 +65,15 @@ def test_lora_arm_trains_then_restores_the_base_exactly(tokenizer, tiny_llama):
     del arm
     gc.collect()
     assert lora_ref() is None  # the adapter weights are gone
-    _assert_restored(tiny_llama, snap)
-    assert torch.equal(_logits(tiny_llama, tokenizer), base_logits)
+    _assert_restored(model, snap)
+    assert torch.equal(_logits(model, tokenizer), base_logits)
 
 
-def test_reft_arm_trains_then_detaches(tokenizer, tiny_llama):
-    snap = _snapshot(tiny_llama)
-    base_logits = _logits(tiny_llama, tokenizer)
+def test_reft_arm_trains_then_detaches(tokenizer, model):
+    snap = _snapshot(model)
+    base_logits = _logits(model, tokenizer)
     with reft_arm(
-        tiny_llama,
+        model,
         tokenizer,
         FORGET,
         RETAIN,
@@ -91,23 +82,23 @@ def test_reft_arm_trains_then_detaches(tokenizer, tiny_llama):
     ) as arm:
         assert arm.adapter.attached
         assert arm.adapter.config.seed == 2
-        assert not torch.equal(_logits(tiny_llama, tokenizer), base_logits)
+        assert not torch.equal(_logits(model, tokenizer), base_logits)
         param_ref = weakref.ref(next(iter(arm.adapter.parameters())))
     del arm
     gc.collect()
     assert param_ref() is None
-    _assert_restored(tiny_llama, snap)
-    assert torch.equal(_logits(tiny_llama, tokenizer), base_logits)
+    _assert_restored(model, snap)
+    assert torch.equal(_logits(model, tokenizer), base_logits)
 
 
 @pytest.mark.parametrize("kind", ["lora", "reft"])
-def test_arm_is_released_when_the_body_raises(kind, tokenizer, tiny_llama):
-    snap = _snapshot(tiny_llama)
+def test_arm_is_released_when_the_body_raises(kind, tokenizer, model):
+    snap = _snapshot(model)
     arm_cm = (
-        lora_arm(tiny_llama, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=0))
+        lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=0))
         if kind == "lora"
         else reft_arm(
-            tiny_llama,
+            model,
             tokenizer,
             FORGET,
             RETAIN,
@@ -117,25 +108,23 @@ def test_arm_is_released_when_the_body_raises(kind, tokenizer, tiny_llama):
     )
     with pytest.raises(KeyError, match="boom"), arm_cm:
         raise KeyError("boom")
-    _assert_restored(tiny_llama, snap)
+    _assert_restored(model, snap)
 
 
-def test_arm_is_released_when_training_fails(tokenizer, tiny_llama):
-    snap = _snapshot(tiny_llama)
+def test_arm_is_released_when_training_fails(tokenizer, model):
+    snap = _snapshot(model)
     with (
         pytest.raises(ValueError, match="forget must contain"),
-        lora_arm(tiny_llama, tokenizer, [], RETAIN, config=CONFIG),
+        lora_arm(model, tokenizer, [], RETAIN, config=CONFIG),
     ):
         pass
-    _assert_restored(tiny_llama, snap)
+    _assert_restored(model, snap)
 
 
-def test_arms_differ_by_seed(tokenizer, tiny_llama):
+def test_arms_differ_by_seed(tokenizer, model):
     outs = []
     for seed in (0, 1, 0):
-        with lora_arm(
-            tiny_llama, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=seed)
-        ) as arm:
+        with lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG.replace(seed=seed)) as arm:
             outs.append(_logits(arm.model, tokenizer))
     assert torch.equal(outs[0], outs[2])
     assert not torch.equal(outs[0], outs[1])

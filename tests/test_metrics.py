@@ -12,12 +12,6 @@ from hypothesis import strategies as st
 
 from mmie.evaluation.language_metrics import extraction_strength, script_mass
 from mmie.language.detectors import Detection, EnsembleDetector, ScriptDetector
-from mmie.testing import tiny_causal_lm
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_causal_lm("llama", seed=0)
 
 
 # ---------------------------------------------------------------------- extraction strength
@@ -113,7 +107,7 @@ def test_word_method_uses_labels_without_distribution():
 
 # ---------------------------------------------------------------------- script mass
 def test_script_mass_matches_manual_softmax(model, tokenizer):
-    from mmie.language.detectors import script_token_mask
+    from mmie.language.unicode import script_token_mask
 
     mask = script_token_mask(tokenizer, "Latn")
     texts = ["hello there", "नमस्ते", "abc def ghi"]

@@ -13,12 +13,6 @@ from hypothesis import strategies as st
 
 from lm_reference import TEXTS, token_logprobs
 from mmie.evaluation.mia import membership_inference, mia_auc, mia_scores
-from mmie.testing import tiny_causal_lm
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_causal_lm("llama", seed=0)
 
 
 # ---------------------------------------------------------------------- membership inference

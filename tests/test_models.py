@@ -77,17 +77,17 @@ def test_unknown_architecture_error_names_class_and_fix():
         get_blocks(Weird(), "nope")
 
 
-def test_layer_out_of_range_names_range(tiny_llama):
+def test_layer_out_of_range_names_range(model):
     with pytest.raises(ValueError, match=r"layer must be in \[0, 1\]"):
-        get_block(tiny_llama, 2)
+        get_block(model, 2)
     with pytest.raises(ValueError, match=r"layer must be in \[0, 1\]"):
-        get_block(tiny_llama, -1)
+        get_block(model, -1)
     with pytest.raises(TypeError, match="layer must be an int"):
-        get_block(tiny_llama, True)
+        get_block(model, True)
 
 
-def test_input_device(tiny_llama):
-    assert input_device(tiny_llama) == torch.device("cpu")
+def test_input_device(model):
+    assert input_device(model) == torch.device("cpu")
 
 
 def test_tokenize_padding_sides_and_truncation_warning(tokenizer):

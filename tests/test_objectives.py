@@ -26,15 +26,6 @@ from mmie.unlearning.objectives import (
 VOCAB = 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _log_softmax(row: np.ndarray) -> np.ndarray:
     m = row.max()
     return row - m - math.log(np.exp(row - m).sum())

@@ -19,11 +19,6 @@ from mmie.testing import byte_tokenizer, tiny_causal_lm
 TEXTS = ["the river runs", "नदी के पास", "hi"]
 
 
-@pytest.fixture
-def model() -> torch.nn.Module:
-    return tiny_causal_lm("llama", seed=0)
-
-
 @pytest.fixture(scope="module")
 def tok():  # type: ignore[no-untyped-def]
     return byte_tokenizer()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,6 @@ from mmie.sae.training import train_sae, train_sae_on_model
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 ARCHS = ["relu", "jumprelu", "topk", "gated"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread: these tensors are tiny, and on a loaded 2-core machine two
-    spinning OpenMP threads made SAE training ~100x slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 TEXTS = [

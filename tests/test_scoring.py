@@ -7,23 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lm_reference import TEXTS, token_logprobs
 from mmie.evaluation.scoring import perplexity, token_kl
 from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks, detached
 from mmie.testing import tiny_causal_lm
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_causal_lm("llama", seed=0)
-
-
-@pytest.fixture(scope="module")
-def other():
-    return tiny_causal_lm("llama", seed=1)
 
 
 # ---------------------------------------------------------------------- perplexity
@@ -45,7 +35,10 @@ def test_perplexity_matches_manual_sum_and_batch_size(arch, tokenizer):
     )
 
 
-@settings(max_examples=10, deadline=None)
+# The model is only read, never changed, so one instance may serve every example.
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     others=st.lists(st.text(alphabet="abcdefgh नमस्ते", min_size=1, max_size=30), max_size=5),
     position=st.integers(0, 5),

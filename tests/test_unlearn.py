@@ -74,15 +74,6 @@ def _lora_names(model):
     return [n for n, _ in model.named_modules() if "lora_" in n]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------- config
 
 
@@ -191,16 +182,16 @@ def test_default_targets_exist_in_every_supported_architecture(arch, tokenizer):
     result.model.unload()
 
 
-def test_missing_target_lists_available_modules(tokenizer, tiny_llama):
+def test_missing_target_lists_available_modules(tokenizer, model):
     with pytest.raises(IncompatibleModelError, match=r"\['w_q'\] not found.*available: .*q_proj"):
-        unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, target_modules=["w_q"], **FAST)
-    assert not _lora_names(tiny_llama)
+        unlearn_lora(model, tokenizer, FORGET, RETAIN, target_modules=["w_q"], **FAST)
+    assert not _lora_names(model)
 
 
-def test_unknown_architecture_asks_for_target_modules(tiny_llama):
-    tiny_llama.config.model_type = "mystery"
+def test_unknown_architecture_asks_for_target_modules(model):
+    model.config.model_type = "mystery"
     with pytest.raises(IncompatibleModelError, match=r"model_type='mystery'.*o_proj"):
-        default_lora_targets(tiny_llama)
+        default_lora_targets(model)
 
 
 # -------------------------------------------------------------------- training
@@ -245,9 +236,9 @@ def test_lora_unlearns_forget_keeps_retain_and_base_is_untouched(objective, toke
     assert result.best_step is None
 
 
-def test_reference_under_disable_adapter_is_the_base_model(tokenizer, tiny_llama):
-    base_logits = _logits(tiny_llama, tokenizer)
-    result = unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, **FAST)
+def test_reference_under_disable_adapter_is_the_base_model(tokenizer, model):
+    base_logits = _logits(model, tokenizer)
+    result = unlearn_lora(model, tokenizer, FORGET, RETAIN, **FAST)
     with result.model.disable_adapter():
         assert torch.equal(_logits(result.model, tokenizer), base_logits)
     assert not torch.equal(_logits(result.model, tokenizer), base_logits)
@@ -270,14 +261,14 @@ def test_training_is_seeded_and_leaves_global_rng_alone(tokenizer):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_unchanged_adapter_raises_and_cleans_up(tokenizer, tiny_llama, monkeypatch):
+def test_unchanged_adapter_raises_and_cleans_up(tokenizer, model, monkeypatch):
     # Simulate the known trap (no gradient reaches the adapter): the optimizer never moves.
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
     with pytest.raises(TrainingError, match="did not change"):
-        unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, **FAST)
-    assert not _lora_names(tiny_llama)
-    assert not hasattr(tiny_llama, "peft_config")
-    assert all(p.requires_grad for p in tiny_llama.parameters())
+        unlearn_lora(model, tokenizer, FORGET, RETAIN, **FAST)
+    assert not _lora_names(model)
+    assert not hasattr(model, "peft_config")
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_gradient_checkpointing_trains_the_same_and_is_undone(tokenizer):
@@ -298,24 +289,24 @@ def test_gradient_checkpointing_trains_the_same_and_is_undone(tokenizer):
     assert any(bool(b.abs().sum() > 0) for b in weights[1])
 
 
-def test_learning_rate_schedule_warmup_then_cosine(tokenizer, tiny_llama):
+def test_learning_rate_schedule_warmup_then_cosine(tokenizer, model):
     cfg = UnlearnConfig(steps=6, lr=1e-2, warmup_steps=2, lr_schedule="cosine")
-    result = unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, config=cfg)
+    result = unlearn_lora(model, tokenizer, FORGET, RETAIN, config=cfg)
     expected = [1 / 3, 2 / 3] + [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert [r.lr for r in result.history] == pytest.approx([1e-2 * e for e in expected])
     result.model.unload()
 
 
-def test_grad_clip_bounds_the_update(tokenizer, tiny_llama):
+def test_grad_clip_bounds_the_update(tokenizer, model):
     cfg = UnlearnConfig(objective="ga", steps=3, lr=1e-2, grad_clip=1e-3)
-    result = unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, config=cfg)
+    result = unlearn_lora(model, tokenizer, FORGET, RETAIN, config=cfg)
     assert all(r.grad_norm > 1e-3 for r in result.history)  # recorded before clipping
     result.model.unload()
 
 
-def test_alternating_schedule_uses_one_term_per_step(tokenizer, tiny_llama):
+def test_alternating_schedule_uses_one_term_per_step(tokenizer, model):
     cfg = UnlearnConfig(objective="graddiff", schedule="alternating", steps=4, lr=1e-2)
-    result = unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, config=cfg)
+    result = unlearn_lora(model, tokenizer, FORGET, RETAIN, config=cfg)
     kinds = [(r.forget_loss is not None, r.retain_loss is not None) for r in result.history]
     assert kinds == [(True, False), (False, True)] * 2
     joint = result.history[0]
@@ -352,11 +343,11 @@ def test_early_stopping_restores_the_best_step(tokenizer):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_retain_kl_budget_stops_training(tokenizer, tiny_llama, caplog):
+def test_retain_kl_budget_stops_training(tokenizer, model, caplog):
     cfg = UnlearnConfig(
         objective="ga", steps=10, lr=1e-2, val_fraction=0.34, eval_every=2, max_retain_kl=1e-12
     )
-    result = unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, config=cfg)
+    result = unlearn_lora(model, tokenizer, FORGET, RETAIN, config=cfg)
     assert result.early_stopped
     assert result.steps_run == 2
     assert result.best_step is None
@@ -365,34 +356,34 @@ def test_retain_kl_budget_stops_training(tokenizer, tiny_llama, caplog):
     result.model.unload()
 
 
-def test_input_validation(tokenizer, tiny_llama):
+def test_input_validation(tokenizer, model):
     with pytest.raises(ValueError, match="forget must contain"):
-        unlearn_lora(tiny_llama, tokenizer, [], RETAIN, **FAST)
+        unlearn_lora(model, tokenizer, [], RETAIN, **FAST)
     with pytest.raises(TypeError, match="retain must be a sequence"):
-        unlearn_lora(tiny_llama, tokenizer, FORGET, "hello", **FAST)
+        unlearn_lora(model, tokenizer, FORGET, "hello", **FAST)
     with pytest.raises(DataError, match="fewer than 2 tokens"):
-        unlearn_lora(tiny_llama, tokenizer, ["a", "bc"], RETAIN, **FAST)
+        unlearn_lora(model, tokenizer, ["a", "bc"], RETAIN, **FAST)
     with pytest.raises(ValueError, match="rank"):
-        unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, rank=0, **FAST)
+        unlearn_lora(model, tokenizer, FORGET, RETAIN, rank=0, **FAST)
     with pytest.raises(DataError, match="too few"):
         unlearn_lora(
-            tiny_llama,
+            model,
             tokenizer,
             FORGET[:1],
             RETAIN,
             config=UnlearnConfig(val_fraction=0.5, **FAST),
         )
-    assert not _lora_names(tiny_llama)
-    result = unlearn_lora(tiny_llama, tokenizer, FORGET, RETAIN, **FAST)
+    assert not _lora_names(model)
+    result = unlearn_lora(model, tokenizer, FORGET, RETAIN, **FAST)
     with pytest.raises(TypeError, match="already carries a PEFT adapter"):
         unlearn_lora(result.model, tokenizer, FORGET, RETAIN, **FAST)
     result.model.unload()
 
 
-def test_long_texts_warn_once(tokenizer, tiny_llama):
+def test_long_texts_warn_once(tokenizer, model):
     with pytest.warns(TruncationWarning, match="2 of 6 forget texts"):
         result = unlearn_lora(
-            tiny_llama,
+            model,
             tokenizer,
             [*FORGET[:4], "x" * 70, "y" * 80],
             RETAIN,
@@ -546,12 +537,12 @@ def test_reft_save_load_reproduces_logits_exactly(tokenizer, tmp_path):
         assert torch.equal(_logits(fresh, tokenizer), trained)
 
 
-def test_reft_failure_detaches_the_adapter(tokenizer, tiny_llama, monkeypatch):
+def test_reft_failure_detaches_the_adapter(tokenizer, model, monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
     with pytest.raises(TrainingError, match="ReFT adapter"):
         unlearn_reft(
-            tiny_llama, tokenizer, FORGET, RETAIN, reft_config=LoReFTConfig(layers=(0,)), **FAST
+            model, tokenizer, FORGET, RETAIN, reft_config=LoReFTConfig(layers=(0,)), **FAST
         )
-    assert all(not m._forward_hooks for m in tiny_llama.modules())
-    assert all(p.requires_grad for p in tiny_llama.parameters())
-    assert get_block(tiny_llama, 0) is not None
+    assert all(not m._forward_hooks for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    assert get_block(model, 0) is not None

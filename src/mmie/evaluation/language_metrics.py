@@ -23,15 +23,14 @@ from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmie._validation import finite_float, positive_int, text_list
-from mmie.language.detectors import (
+from mmie.language.detectors import Detection, Detector, ScriptDetector
+from mmie.language.unicode import (
     SCRIPT_LANGUAGE,
-    Detection,
-    Detector,
-    ScriptDetector,
+    _classify_tokens,
+    script_code,
     script_counts,
     script_token_mask,
 )
-from mmie.language.unicode import _classify_tokens, script_code
 from mmie.models.blocks import input_device
 from mmie.models.logprobs import forward_logits, right_padded_batches
 from mmie.models.tokenization import collate_ids, tokenize
@@ -298,7 +297,7 @@ def script_mass(
         model: a causal LM.
         tokenizer: its tokenizer (with a pad token).
         prompts: prompts (``next_token``) or texts (``teacher_forced``).
-        script: a script or label understood by :func:`mmie.language.detectors.script_token_mask`
+        script: a script or label understood by :func:`mmie.language.unicode.script_token_mask`
             (``"Deva"``, or ``"hi"`` for the same) or a precomputed boolean mask ``[vocab]``
             (not with ``next_char``).
         mode: ``"next_token"``, ``"teacher_forced"`` or ``"next_char"``.

@@ -48,19 +48,13 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from mmie.language.unicode import (
-    LANGUAGE_SCRIPT,
     OTHER_SCRIPT,
     SCRIPT_LANGUAGE,
     SCRIPTS,
     script_counts,
-    script_of_char,
-    script_token_mask,
 )
 
 __all__ = [
-    "LANGUAGE_SCRIPT",
-    "SCRIPTS",
-    "SCRIPT_LANGUAGE",
     "Cld3Detector",
     "Detection",
     "Detector",
@@ -68,9 +62,6 @@ __all__ = [
     "FastLangDetectDetector",
     "RomanizedHindiDetector",
     "ScriptDetector",
-    "script_counts",
-    "script_of_char",
-    "script_token_mask",
 ]
 
 logger = logging.getLogger(__name__)

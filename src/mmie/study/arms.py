@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
+from mmie._io import atomic_write_json
 from mmie.edits.dynamic_gating import DynamicGatingProcessor
 from mmie.edits.reft import LoReFTConfig
 from mmie.edits.sae_gate import SAEGate
@@ -40,7 +41,6 @@ from mmie.sae.features import contrast_features, script_invariant_features, thre
 from mmie.sae.model import SparseAutoencoder
 from mmie.sae.training import train_sae
 from mmie.study.config import ArmConfig, ExperimentConfig
-from mmie.study.shards import atomic_write_json
 from mmie.study.suite import EvalSets
 from mmie.unlearning.config import ReFTUnlearnResult, UnlearnConfig, UnlearnResult
 from mmie.unlearning.lifecycle import lora_arm, reft_arm

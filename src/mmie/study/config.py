@@ -268,11 +268,6 @@ class ArmConfig(ConfigBase):
         return next((p for p in self.parts if p in _GATE_PARTS), None)
 
     @property
-    def uses_sae(self) -> bool:
-        """Whether the arm needs the per-seed SAEs."""
-        return self.gate_part is not None
-
-    @property
     def scrubs(self) -> bool:
         """Whether the arm applies a LEACE scrubber."""
         return "scrub" in self.parts

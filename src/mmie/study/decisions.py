@@ -55,15 +55,8 @@ __all__ = [
     "judge_arms",
 ]
 
-#: Gate names in report order, with the metric group each needs.
-GATES: dict[str, str] = {
-    "forget_es": "forget_es",
-    "retain_ppl": "retain_ppl",
-    "mixed_es": "mixed_es",
-    "leakage": "leakage",
-    "redistribution": "redistribution",
-    "mia": "mia",
-}
+#: Gate names in report order; each gate needs the metric group of the same name.
+GATES: tuple[str, ...] = ("forget_es", "retain_ppl", "mixed_es", "leakage", "redistribution", "mia")
 
 GateStatus = Literal["pass", "fail", "not evaluated"]
 Decision = Literal["pass", "fail", "incomplete", "failed"]
@@ -480,9 +473,9 @@ def _gates_for_arm(
     related: Sequence[str],
 ) -> dict[str, GateResult | _Pending]:
     out: dict[str, GateResult | _Pending] = {}
-    for name, group in GATES.items():
-        if group not in computed:
-            out[name] = _not_evaluated(name, f"metric group {group!r} was not computed")
+    for name in GATES:
+        if name not in computed:
+            out[name] = _not_evaluated(name, f"metric group {name!r} was not computed")
             continue
         if not seeds:
             out[name] = _not_evaluated(name, "no successful seed")

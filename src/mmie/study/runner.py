@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from mmie._io import atomic_write_json
 from mmie.errors import ConfigError, DataError
 from mmie.evaluation.layer_selection import ActivationCache, select_layers
 from mmie.models.blocks import num_layers
@@ -54,7 +55,6 @@ from mmie.study.report import (
 from mmie.study.shards import (
     SHARD_FORMAT_VERSION,
     arm_fingerprint,
-    atomic_write_json,
     base_shard_path,
     config_fingerprint,
     load_shards,

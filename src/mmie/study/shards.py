@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmie._io import atomic_write_json
 from mmie.errors import DataError
 from mmie.study.config import ArmConfig, ExperimentConfig
 
@@ -36,7 +35,6 @@ __all__ = [
     "SHARD_FORMAT_VERSION",
     "ShardSet",
     "arm_fingerprint",
-    "atomic_write_json",
     "base_shard_path",
     "config_fingerprint",
     "load_shards",

@@ -36,7 +36,7 @@ record key                definition (see docs/methods.md)
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,6 +361,3 @@ def _script_mass_record(
     }
 
 
-def records_summary(records: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """``record key -> value`` (for logs)."""
-    return {k: float(v["value"]) for k, v in records.items()}
