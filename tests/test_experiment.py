@@ -25,8 +25,9 @@ from mmie.errors import ConfigError, DataError
 from mmie.stats import placement_values
 from mmie.study import runner as experiment
 from mmie.study.config import GateConfig, demo_config
-from mmie.study.decisions import item_values, judge_arms
-from mmie.study.report import _validate, report_schema, validate_report
+from mmie.study.decisions import judge_arms
+from mmie.study.records import MetricRecord
+from mmie.study.schema import _validate, report_schema, validate_report
 from mmie.study.shards import load_shards, unit_shard_path
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
@@ -317,11 +318,16 @@ def test_load_shards_rejects_foreign_files(tmp_path):
 
 
 # ----------------------------------------------------------------------------- gates
-def _rec(values, weights=None):
-    rec = {"value": float(np.mean(values)), "per_item": [float(v) for v in values]}
-    if weights is not None:
-        rec["weights"] = list(weights)
-    return rec
+def _rec(values, weights=None, value=None):
+    if weights is None:
+        mean = float(np.mean(values)) if value is None else value
+        return MetricRecord(value=mean, per_item=tuple(float(v) for v in values))
+    return MetricRecord(
+        value=float(value),
+        per_item=tuple(float(v) for v in values),
+        scale="log_perplexity",
+        weights=tuple(int(w) for w in weights),
+    )
 
 
 def _sign_flip_p(diff, alternative):
@@ -347,9 +353,9 @@ def test_forget_gate_p_value_equals_direct_enumeration():
     out = judge_arms(base, {"a": arm_seeds}, cfg, computed=["forget_es"])["a"]
     gate = out.gates[0]
     a = (
-        np.array(arm_seeds[0]["forget_es"]["per_item"]) + arm_seeds[1]["forget_es"]["per_item"]
+        np.array(arm_seeds[0]["forget_es"].per_item) + np.array(arm_seeds[1]["forget_es"].per_item)
     ) / 2
-    expected = _sign_flip_p(a - np.array(base["forget_es"]["per_item"]), "less")
+    expected = _sign_flip_p(a - np.array(base["forget_es"].per_item), "less")
     assert gate.name == "forget_es"
     assert gate.status == "pass"
     assert gate.p_value == pytest.approx(expected)
@@ -386,11 +392,11 @@ def test_retain_gate_is_non_inferiority_on_log_perplexity():
     rng = np.random.default_rng(0)
     nll = rng.uniform(2.0, 3.0, 12)
     w = rng.integers(5, 40, 12)
-    base = {"retain_ppl": {**_rec(nll, w), "value": math.exp(np.sum(w * nll) / w.sum())}}
+    base = {"retain_ppl": _rec(nll, w, value=math.exp(np.sum(w * nll) / w.sum()))}
 
     def arm(shift):
         x = nll + shift
-        return {0: {"retain_ppl": {**_rec(x, w), "value": math.exp(np.sum(w * x) / w.sum())}}}
+        return {0: {"retain_ppl": _rec(x, w, value=math.exp(np.sum(w * x) / w.sum()))}}
 
     cfg = GateConfig(retain_ppl_ratio=1.25)
     ok = judge_arms(base, {"a": arm(0.01)}, cfg, computed=["retain_ppl"])["a"].gates[1]
@@ -431,10 +437,22 @@ def test_placement_values_average_to_the_auc(members, nonmembers):
 def test_linearised_perplexity_values_average_to_log_perplexity(data):
     nll = np.array([d[0] for d in data])
     w = np.array([d[1] for d in data])
-    rec = {"value": 0.0, "per_item": nll.tolist(), "weights": w.tolist()}
-    values = item_values(rec)
+    rec = MetricRecord(
+        value=0.0, per_item=tuple(nll), scale="log_perplexity", weights=tuple(int(v) for v in w)
+    )
+    values = rec.item_values()
     assert values.mean() == pytest.approx(np.sum(nll * w) / w.sum(), rel=1e-9)
-    assert np.array_equal(item_values({"value": 0.0, "per_item": nll.tolist()}), nll)
+    assert np.array_equal(MetricRecord(value=0.0, per_item=tuple(nll)).item_values(), nll)
+    assert MetricRecord.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+
+
+def test_metric_records_validate_their_scale():
+    with pytest.raises(DataError, match="needs one token count per item"):
+        MetricRecord(value=1.0, per_item=(1.0, 2.0), scale="log_perplexity")
+    with pytest.raises(DataError, match="only log_perplexity records carry weights"):
+        MetricRecord(value=1.0, per_item=(1.0,), weights=(3,))
+    with pytest.raises(DataError, match=r"metrics\.x: metric record lacks"):
+        MetricRecord.from_dict({"value": 1.0, "per_item": [1.0]}, source="metrics.x")
 
 
 # ----------------------------------------------------------------------------- the demo

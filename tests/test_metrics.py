@@ -252,11 +252,11 @@ def test_next_char_validation(model, tokenizer):
 def test_token_classification_skips_only_impossible_tokens(prefix):
     """After an incomplete character only tokens starting with a continuation byte are
     examined; the result equals examining every token."""
-    from mmie.language.unicode import _classify_tokens, _first_script, token_bytes
+    from mmie.language.unicode import _first_script, classify_tokens, token_bytes
     from mmie.study.demo import load_demo_model
 
     _, tok = load_demo_model()
-    status, pending = _classify_tokens(tok, "Deva", prefix)
+    status, pending = classify_tokens(tok, "Deva", prefix)
     special = set(tok.all_special_ids)
     for i, data in enumerate(token_bytes(tok)):
         if data is None:

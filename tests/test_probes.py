@@ -57,13 +57,13 @@ def test_probe_auc_validation():
 
 
 def test_probe_scores_give_the_reported_auc():
-    from mmie.evaluation.probes import _probe
+    from mmie.evaluation.probes import fit_probe
     from mmie.stats import placement_values
 
     g = torch.Generator().manual_seed(3)
     pos = torch.randn(20, 4, generator=g) + 0.7
     neg = torch.randn(25, 4, generator=g)
-    result, s_pos, s_neg = _probe(
+    result, s_pos, s_neg = fit_probe(
         pos, neg, control=True, seed=5, test_fraction=0.3, l2=1e-2, max_iter=100
     )
     assert result == probe_auc(pos, neg, seed=5)  # the public function is this one
@@ -85,14 +85,14 @@ def test_study_probe_group_sees_a_scrubber_erase_the_language():
     assert generations == {}  # nothing generated for a probe-only study
     assert sorted(base) == ["probe_auc.1", "probe_auc.2"]
     for record in base.values():
-        assert record["value"] > 0.95  # Hindi and English are linearly separable
-        assert len(record["per_item"]) == 12  # 30% of 40 held-out forget texts
-        assert np.mean(record["per_item"]) == pytest.approx(record["value"], abs=1e-12)
-        assert 0.0 <= record["control_auc"] <= 1.0
+        assert record.value > 0.95  # Hindi and English are linearly separable
+        assert len(record.per_item) == 12  # 30% of 40 held-out forget texts
+        assert np.mean(record.per_item) == pytest.approx(record.value, abs=1e-12)
+        assert 0.0 <= record.extra["control_auc"] <= 1.0
     scrubber = fit_scrubber(
         model, tok, {"retain": sets.retain_train, "forget": sets.forget_train}, [1]
     )
     with scrubber:
         scrubbed, _ = evaluate_model(model, tok, sets, config, probe_layers=[1, 2])
-    assert scrubbed["probe_auc.1"]["value"] < base["probe_auc.1"]["value"] - 0.1  # 0.80 vs 1
+    assert scrubbed["probe_auc.1"].value < base["probe_auc.1"].value - 0.1  # 0.80 vs 1
     assert evaluate_model(model, tok, sets, config)[0] == {}  # no layers: the group is skipped

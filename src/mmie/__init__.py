@@ -168,9 +168,9 @@ _EXPORTS: dict[str, str] = {
     "ArmDecision": "mmie.study.decisions",
     "GateResult": "mmie.study.decisions",
     "Report": "mmie.study.report",
-    "plot_report": "mmie.study.report",
-    "report_schema": "mmie.study.report",
-    "validate_report": "mmie.study.report",
+    "plot_report": "mmie.study.plots",
+    "report_schema": "mmie.study.schema",
+    "validate_report": "mmie.study.schema",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -295,8 +295,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.study.datasets import BUNDLED_SETS, load_texts, split_texts
     from mmie.study.decisions import ArmDecision, GateResult
     from mmie.study.demo import demo_model_path, load_demo_model
-    from mmie.study.report import Report, plot_report, report_schema, validate_report
+    from mmie.study.plots import plot_report
+    from mmie.study.report import Report
     from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
+    from mmie.study.schema import report_schema, validate_report
     from mmie.testing import count_live_models
     from mmie.unlearning.config import (
         ReFTUnlearnResult,

@@ -26,7 +26,7 @@ from mmie._validation import finite_float, positive_int, text_list
 from mmie.language.detectors import Detection, Detector, ScriptDetector
 from mmie.language.unicode import (
     SCRIPT_LANGUAGE,
-    _classify_tokens,
+    classify_tokens,
     script_code,
     script_counts,
     script_token_mask,
@@ -431,7 +431,7 @@ def _next_char_mass(
             probs = probs.double().cpu()  # (chunk, vocab)
             n_forward += len(seqs)
             for branch, p in zip(chunk, probs, strict=True):
-                status, pending = _classify_tokens(tokenizer, code, branch.pending)
+                status, pending = classify_tokens(tokenizer, code, branch.pending)
                 vocab = min(p.numel(), status.numel())  # padded embedding rows: never text
                 p, st = p[:vocab], status[:vocab]
                 found[branch.item] += branch.prob * float(p[st == 1].sum())
@@ -443,7 +443,7 @@ def _next_char_mass(
                 for tid, m in zip(undecided[keep].tolist(), mass[keep].tolist(), strict=True):
                     grown.append(_Branch(branch.item, [*branch.appended, tid], pending[tid], m))
         frontier = grown
-    status0, _ = _classify_tokens(tokenizer, code, b"")
+    status0, _ = classify_tokens(tokenizer, code, b"")
     return ScriptMassResult(
         values=tuple(found),
         mean=float(np.mean(found)),

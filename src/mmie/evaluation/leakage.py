@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mmie._validation import text_list
 from mmie.evaluation.language_metrics import ExtractionStrength, extraction_strength
-from mmie.evaluation.scoring import PerplexityResult, Reference, _reference_model, perplexity
+from mmie.evaluation.scoring import PerplexityResult, Reference, perplexity, reference_model
 from mmie.language.detectors import Detector
 from mmie.models.generation import generate as greedy
 
@@ -170,7 +170,7 @@ def cross_lingual_leakage(
         ppl_model = perplexity(
             model, tokenizer, lang_texts, batch_size=batch_size, max_length=max_length
         )
-        with _reference_model(reference, model) as ref:
+        with reference_model(reference, model) as ref:
             es_base = extraction_strength(
                 gen(ref, tokenizer, lang_prompts), detector, target, method=method
             )

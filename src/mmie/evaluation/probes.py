@@ -127,7 +127,7 @@ def probe_auc(
         ValueError: not 2-D, different widths, fewer than 2 examples per class, or
             ``test_fraction`` outside ``(0, 1)``.
     """
-    result, _, _ = _probe(
+    result, _, _ = fit_probe(
         acts_pos,
         acts_neg,
         control=control,
@@ -139,7 +139,7 @@ def probe_auc(
     return result
 
 
-def _probe(
+def fit_probe(
     acts_pos: Tensor,
     acts_neg: Tensor,
     *,

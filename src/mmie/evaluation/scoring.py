@@ -69,7 +69,7 @@ def positive_int(value: object, name: str) -> int:
 
 
 @contextlib.contextmanager
-def _reference_model(reference: Reference, model: nn.Module) -> Iterator[nn.Module]:
+def reference_model(reference: Reference, model: nn.Module) -> Iterator[nn.Module]:
     """Yield the module that computes reference outputs (see :data:`Reference`)."""
     if isinstance(reference, nn.Module):
         yield reference
@@ -238,7 +238,7 @@ def token_kl(
     for idx, enc in right_padded_batches(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
-        with _reference_model(reference, model) as ref:
+        with reference_model(reference, model) as ref:
             ref_logits = forward_logits(ref, enc, input_device(ref))
         logits = forward_logits(model, enc)
         if ref_logits.shape != logits.shape:

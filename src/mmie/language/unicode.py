@@ -450,7 +450,7 @@ def _continuation_ids(tokenizer: Any) -> list[int]:
     return _per_tokenizer(_CONTINUATION_IDS, tokenizer, build)
 
 
-def _classify_tokens(
+def classify_tokens(
     tokenizer: Any, code: str, prefix: bytes
 ) -> tuple[torch.Tensor, dict[int, bytes]]:
     """For every token appended after the incomplete character ``prefix``: 1 if the first

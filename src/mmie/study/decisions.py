@@ -11,7 +11,7 @@ gate                passes when                                                 
                     significantly and by at least ``min_forget_reduction`` of   superiority
                     the base value
 ``retain_ppl``      retain (English) perplexity grows by less than              non-inferiority
-                    ``retain_ppl_ratio`` (log scale, see :func:`item_values`)
+                    ``retain_ppl_ratio`` (log scale, see :meth:`~mmie.study.records.MetricRecord.item_values`)
 ``mixed_es``        Hindi ES on mixed/adversarial prompts drops significantly;  superiority or
                     if the base is already at or below ``es_floor`` it must     non-inferiority
                     stay within ``es_floor`` of the base
@@ -45,13 +45,13 @@ import numpy as np
 from mmie.errors import DataError
 from mmie.stats import holm_bonferroni, paired_permutation_test
 from mmie.study.config import GateConfig
+from mmie.study.records import MetricRecord
 
 __all__ = [
     "GATES",
     "ArmDecision",
     "GateResult",
     "decide",
-    "item_values",
     "judge_arms",
 ]
 
@@ -61,7 +61,7 @@ GATES: tuple[str, ...] = ("forget_es", "retain_ppl", "mixed_es", "leakage", "red
 GateStatus = Literal["pass", "fail", "not evaluated"]
 Decision = Literal["pass", "fail", "incomplete", "failed"]
 
-MetricRecords = Mapping[str, Mapping[str, Any]]  # record key -> {"value", "per_item", ...}
+MetricRecords = Mapping[str, MetricRecord]  # record key -> record
 
 
 @dataclass(frozen=True)
@@ -139,39 +139,11 @@ class _Pending:
     extra_reason: str = ""
 
 
-def item_values(record: Mapping[str, Any]) -> np.ndarray:
-    """The per-item values of a metric record whose mean is the record's aggregate.
-
-    For most records these are ``per_item`` as stored. Perplexity records (they carry token
-    counts as ``weights``) aggregate a *token-weighted* mean NLL ``m = Σ w_i x_i / Σ w_i``
-    of the per-text mean NLLs ``x_i``; their item values are the linearised pseudo-values
-    ``m + (w_i / w̄)(x_i − m)``, whose plain mean is ``m = log(perplexity)`` (the delta
-    method for a ratio estimator). Tests and intervals on them are about the log of the
-    token-weighted perplexity, the number the report shows.
-
-    Args:
-        record: ``{"value", "per_item", ["weights"]}``.
-
-    Returns:
-        ``[n_items]`` float64 values.
-    """
-    x = np.asarray(record["per_item"], dtype=np.float64)
-    weights = record.get("weights")
-    if weights is None:
-        return x
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != x.shape or not np.all(w > 0):
-        raise DataError("perplexity weights must be positive token counts, one per item")
-    m = float(np.sum(w * x) / np.sum(w))
-    result: np.ndarray = m + (w / w.mean()) * (x - m)
-    return result
-
-
 def _items(records: MetricRecords, key: str) -> np.ndarray | None:
     record = records.get(key)
     if record is None:
         return None
-    return item_values(record)
+    return record.item_values()
 
 
 def _arm_items(seed_records: Sequence[MetricRecords], key: str) -> np.ndarray | None:
@@ -186,7 +158,7 @@ def _arm_items(seed_records: Sequence[MetricRecords], key: str) -> np.ndarray | 
 
 
 def _value(records: MetricRecords, key: str) -> float:
-    return float(records[key]["value"])
+    return float(records[key].value)
 
 
 def _arm_value(seed_records: Sequence[MetricRecords], key: str) -> float:
@@ -554,7 +526,7 @@ def judge_arms(
     """Run every gate for every arm and decide.
 
     Args:
-        base: the base model's metric records (key -> ``{"value", "per_item", ...}``).
+        base: the base model's metric records.
         arms: arm name -> seed -> metric records of the successful seeds.
         cfg: gate thresholds.
         computed: the metric groups the study computed (others are "not evaluated").

@@ -4,8 +4,9 @@
 document (validated against the schema shipped as ``mmie/report_schema.json``) that keeps
 the resolved config, the environment, every per-seed and per-item value, intervals, gate
 results and decisions. :meth:`Report.to_markdown` renders tables with intervals, the gate
-verdicts and a short reading of the result; :func:`plot_report` draws figures when the
-``plot`` extra (matplotlib) is installed.
+verdicts and a short reading of the result (:mod:`mmie.study.markdown`);
+:func:`~mmie.plot_report` (:mod:`mmie.study.plots`) draws figures when the ``plot`` extra
+(matplotlib) is installed; the schema and its validator live in :mod:`mmie.study.schema`.
 
 Intervals:
 
@@ -28,7 +29,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,36 +36,17 @@ import numpy as np
 
 from mmie._io import atomic_write_json, atomic_write_text
 from mmie._version import __version__
-from mmie.errors import DataError
 from mmie.stats import bootstrap_ci
 from mmie.study.config import ArmConfig, ExperimentConfig
-from mmie.study.decisions import GATES, item_values, judge_arms
+from mmie.study.decisions import judge_arms
+from mmie.study.markdown import fmt, fmt_ci, render_markdown
+from mmie.study.records import MetricRecord
+from mmie.study.schema import REPORT_SCHEMA_VERSION
 from mmie.study.shards import ShardSet
 
-__all__ = [
-    "REPORT_SCHEMA_VERSION",
-    "Report",
-    "build_report",
-    "plot_report",
-    "report_schema",
-    "validate_report",
-]
+__all__ = ["Report", "build_report"]
 
 logger = logging.getLogger(__name__)
-
-REPORT_SCHEMA_VERSION = "1.0"
-_SCHEMA_FILE = "report_schema.json"
-
-# Record key -> (label, better direction) for tables; unknown keys are shown as they are.
-_LABELS: dict[str, tuple[str, str]] = {
-    "forget_es": ("forget ES (Hindi prompts)", "↓"),
-    "mixed_es": ("mixed-prompt ES", "↓"),
-    "romanized_es": ("romanised-Hindi ES", "↓"),
-    "forget_script_mass": ("P(next letter is Devanagari)", "↓"),
-    "retain_ppl": ("retain perplexity", "↓"),
-    "forget_ppl": ("forget perplexity", "↑"),
-    "mia_auc": ("MIA AUC (loss attack)", "→0.5"),
-}
 
 
 # ----------------------------------------------------------------------------- intervals
@@ -121,14 +102,14 @@ def _interval(
     }
 
 
-def _base_interval(record: Mapping[str, Any], config: ExperimentConfig) -> dict[str, Any] | None:
+def _base_interval(record: MetricRecord, config: ExperimentConfig) -> dict[str, Any] | None:
     """Item-level interval of a base-model record; perplexity on its own scale.
 
     Perplexity records are intervals of the token-weighted log-perplexity (linearised item
-    values, see :func:`mmie.study.decisions.item_values`), exponentiated.
+    values, see :meth:`~mmie.study.records.MetricRecord.item_values`), exponentiated.
     """
-    ci = _interval(item_values(record).tolist(), config)
-    if ci is None or "weights" not in record:
+    ci = _interval(record.item_values().tolist(), config)
+    if ci is None or record.scale != "log_perplexity":
         return ci
     return {
         **ci,
@@ -140,59 +121,6 @@ def _base_interval(record: Mapping[str, Any], config: ExperimentConfig) -> dict[
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
-
-
-# ----------------------------------------------------------------------------- environment
-def environment_manifest(device: str | None = None) -> dict[str, Any]:
-    """Versions, platform, device and git commit, for reproducibility.
-
-    Args:
-        device: the device the study ran on (as resolved), if known.
-
-    Returns:
-        A JSON-ready dictionary (``git_commit`` is ``None`` outside a git checkout).
-    """
-    import platform
-    import subprocess
-    import sys
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    for dist in ("torch", "transformers", "peft", "numpy", "scipy", "safetensors"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    commit: str | None = None
-    src = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        if out.returncode == 0:
-            commit = out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        logger.debug("git is not available; no commit recorded", exc_info=True)
-    accelerator: str | None = None
-    if device is not None and device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            accelerator = torch.cuda.get_device_name(torch.device(device))
-    return {
-        "mmie": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "executable": sys.executable,
-        "packages": versions,
-        "device": device,
-        "accelerator": accelerator,
-        "git_commit": commit,
-    }
 
 
 # ----------------------------------------------------------------------------- report
@@ -227,7 +155,7 @@ class Report:
 
     def to_markdown(self) -> str:
         """A readable Markdown report (no timings, so it is stable too)."""
-        return _markdown(self.data)
+        return render_markdown(self.data)
 
     def write(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``report.json`` and ``report.md`` atomically into ``directory``.
@@ -239,6 +167,102 @@ class Report:
         json_path = atomic_write_json(d / "report.json", self.data)
         md_path = atomic_write_text(d / "report.md", self.to_markdown())
         return {"json": json_path, "markdown": md_path}
+
+
+def _records(metrics: Mapping[str, Any], source: str) -> dict[str, MetricRecord]:
+    return {
+        key: MetricRecord.from_dict(value, source=f"{source}: metrics.{key}")
+        for key, value in metrics.items()
+    }
+
+
+@dataclass
+class _Units:
+    """The (seed, arm) shards of a study, sorted into successes and failures."""
+
+    rows: list[dict[str, Any]]  # one row per (seed, arm): status and error
+    ok: dict[str, dict[int, dict[str, MetricRecord]]]  # arm -> seed -> records
+    failed: dict[str, dict[int, str]]  # arm -> seed -> error
+    records: list[dict[str, Any]]  # the raw records of every success, for the report
+    timings: dict[str, Any]
+    environments: list[dict[str, Any]]
+
+
+def _error_text(error: Mapping[str, Any] | None) -> str | None:
+    return None if error is None else f"{error['type']}: {error['message']}"
+
+
+def _collect_units(shards: ShardSet, arms: Sequence[str], seeds: Sequence[int]) -> _Units:
+    base = shards.base
+    units = _Units(
+        rows=[],
+        ok={name: {} for name in arms},
+        failed={name: {} for name in arms},
+        records=[],
+        timings={"base": base.get("timings", {}), "units": {}},
+        environments=[],
+    )
+
+    def add_env(env: Any) -> None:
+        if env and env not in units.environments:
+            units.environments.append(env)
+
+    add_env(base.get("environment"))
+    for seed in seeds:
+        for arm in arms:
+            shard = shards.units.get((seed, arm))
+            if shard is None:
+                units.rows.append({"seed": seed, "arm": arm, "status": "missing", "error": None})
+                continue
+            add_env(shard.get("environment"))
+            units.timings["units"][f"seed{seed}__{arm}"] = shard.get("timings", {})
+            error = _error_text(shard.get("error"))
+            units.rows.append({"seed": seed, "arm": arm, "status": shard["status"], "error": error})
+            if shard["status"] == "ok":
+                source = str(shards.sources.get((seed, arm), f"seed {seed}, arm {arm}"))
+                units.ok[arm][seed] = _records(shard["metrics"], source)
+                units.records.append(
+                    {
+                        "seed": seed,
+                        "arm": arm,
+                        "metrics": shard["metrics"],
+                        "info": shard.get("info", {}),
+                    }
+                )
+            else:
+                units.failed[arm][seed] = error or ""
+    return units
+
+
+def _arm_metrics(
+    seed_records: Mapping[int, Mapping[str, MetricRecord]],
+    base: Mapping[str, MetricRecord],
+    config: ExperimentConfig,
+) -> dict[str, Any]:
+    """Per metric of one arm: mean and interval over seeds, and the paired change."""
+    metrics: dict[str, Any] = {}
+    for key in sorted({k for rec in seed_records.values() for k in rec}):
+        have = {s: rec[key] for s, rec in seed_records.items() if key in rec}
+        values = [float(have[s].value) for s in sorted(have)]
+        entry: dict[str, Any] = {
+            "mean": float(np.mean(values)),
+            "per_seed": {str(s): float(have[s].value) for s in sorted(have)},
+            "ci": _interval(values, config, _domain(key)),
+            "delta": None,
+        }
+        if key in base and len(have) == len(seed_records):
+            items = np.mean([have[s].item_values() for s in sorted(have)], axis=0)
+            b = base[key].item_values()
+            if items.shape == b.shape:
+                diff = items - b
+                entry["delta"] = {
+                    "mean": _finite(float(diff.mean())),
+                    "ci": _interval(diff.tolist(), config),
+                    "n_items": int(diff.size),
+                    "scale": "log_ratio" if base[key].scale == "log_perplexity" else "difference",
+                }
+        metrics[key] = entry
+    return metrics
 
 
 def build_report(shards: ShardSet) -> Report:
@@ -254,116 +278,45 @@ def build_report(shards: ShardSet) -> Report:
         The report; it depends on the shards only (not on how or when they were computed).
 
     Raises:
-        DataError: per-item values that do not pair up between the base model and an arm.
+        DataError: a malformed metric record, or per-item values that do not pair up between
+            the base model and an arm.
     """
     base = shards.base
     config = shards.config
-    base_metrics: dict[str, Any] = base["metrics"]
-
+    base_metrics = _records(base["metrics"], str(shards.sources.get(("base", ""), "base")))
     arm_configs: dict[str, ArmConfig] = {a.name: a for a in config.arms}
     for (_seed, arm), unit in sorted(shards.units.items()):
         if arm not in arm_configs:
             arm_configs[arm] = ArmConfig.from_dict(unit["arm_config"])
     seeds = sorted(set(config.seeds) | {s for s, _ in shards.units})
-
-    units: list[dict[str, Any]] = []
-    ok: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in arm_configs}
-    failed: dict[str, dict[int, str]] = {name: {} for name in arm_configs}
-    records: list[dict[str, Any]] = []
-    timings: dict[str, Any] = {"base": base.get("timings", {}), "units": {}}
-    environments: list[dict[str, Any]] = []
-
-    def add_env(env: Any) -> None:
-        if env and env not in environments:
-            environments.append(env)
-
-    add_env(base.get("environment"))
-    for seed in seeds:
-        for arm in arm_configs:
-            shard = shards.units.get((seed, arm))
-            if shard is None:
-                units.append({"seed": seed, "arm": arm, "status": "missing", "error": None})
-                continue
-            add_env(shard.get("environment"))
-            timings["units"][f"seed{seed}__{arm}"] = shard.get("timings", {})
-            error = shard.get("error")
-            units.append(
-                {
-                    "seed": seed,
-                    "arm": arm,
-                    "status": shard["status"],
-                    "error": None if error is None else f"{error['type']}: {error['message']}",
-                }
-            )
-            if shard["status"] == "ok":
-                ok[arm][seed] = shard["metrics"]
-                records.append(
-                    {
-                        "seed": seed,
-                        "arm": arm,
-                        "metrics": shard["metrics"],
-                        "info": shard.get("info", {}),
-                    }
-                )
-            else:
-                failed[arm][seed] = "" if error is None else f"{error['type']}: {error['message']}"
-
+    units = _collect_units(shards, list(arm_configs), seeds)
     decisions = judge_arms(
         base_metrics,
-        ok,
+        units.ok,
         config.gates,
         computed=config.metrics,
         related=config.data.related,
-        failed=failed,
+        failed=units.failed,
     )
-
     base_section = {
-        key: {
-            "value": rec["value"],
-            "ci": _base_interval(rec, config),
-            "n_items": len(rec["per_item"]),
-        }
+        key: {"value": rec.value, "ci": _base_interval(rec, config), "n_items": rec.n_items}
         for key, rec in sorted(base_metrics.items())
     }
     arms_section: dict[str, Any] = {}
     for name, arm_cfg in arm_configs.items():
-        seed_records = ok[name]
-        metrics: dict[str, Any] = {}
-        keys = sorted({k for rec in seed_records.values() for k in rec})
-        for key in keys:
-            have = {s: rec[key] for s, rec in seed_records.items() if key in rec}
-            values = [float(have[s]["value"]) for s in sorted(have)]
-            entry: dict[str, Any] = {
-                "mean": float(np.mean(values)),
-                "per_seed": {str(s): float(have[s]["value"]) for s in sorted(have)},
-                "ci": _interval(values, config, _domain(key)),
-                "delta": None,
-            }
-            if key in base_metrics and len(have) == len(seed_records):
-                items = np.mean([item_values(have[s]) for s in sorted(have)], axis=0)
-                b = item_values(base_metrics[key])
-                if items.shape == b.shape:
-                    diff = items - b
-                    entry["delta"] = {
-                        "mean": _finite(float(diff.mean())),
-                        "ci": _interval(diff.tolist(), config),
-                        "n_items": int(diff.size),
-                        "scale": "log_ratio" if "weights" in base_metrics[key] else "difference",
-                    }
-            metrics[key] = entry
+        ok, failed = units.ok[name], units.failed[name]
         decision = decisions[name]
         arms_section[name] = {
             "kind": arm_cfg.kind,
             "config": arm_cfg.to_dict(),
-            "seeds_ok": sorted(seed_records),
-            "seeds_failed": sorted(failed[name]),
-            "seeds_missing": [s for s in seeds if s not in seed_records and s not in failed[name]],
-            "metrics": metrics,
+            "seeds_ok": sorted(ok),
+            "seeds_failed": sorted(failed),
+            "seeds_missing": [s for s in seeds if s not in ok and s not in failed],
+            "metrics": _arm_metrics(ok, base_metrics, config),
             "gates": [g.to_dict() for g in decision.gates],
             "decision": decision.decision,
             "reasons": list(decision.reasons),
         }
-
     data: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "mmie_version": __version__,
@@ -374,15 +327,15 @@ def build_report(shards: ShardSet) -> Report:
             "seeds": seeds,
             "arms": [a.to_dict() for a in arm_configs.values()],
         },
-        "environment": environments,
+        "environment": units.environments,
         "layers": list(base.get("layers", [])),
         "items": base.get("items", {}),
-        "units": units,
-        "base": {"metrics": base_section, "per_item": base_metrics},
+        "units": units.rows,
+        "base": {"metrics": base_section, "per_item": base["metrics"]},
         "arms": arms_section,
-        "records": records,
+        "records": units.records,
         "summary": {},
-        "timings": timings,
+        "timings": units.timings,
     }
     data["summary"] = _summary(data, config)
     return Report(data=data)
@@ -411,32 +364,6 @@ def _summary(data: Mapping[str, Any], config: ExperimentConfig) -> dict[str, Any
     return summary
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}f}"
-
-
-def _fmt_ci(value: float | None, ci: Mapping[str, Any] | None) -> str:
-    if ci is None:
-        return _fmt(value)
-    return f"{_fmt(value)} [{_fmt(ci['low'])}, {_fmt(ci['high'])}]"
-
-
-def _fmt_delta(delta: Mapping[str, Any]) -> str:
-    """A paired change: ``+0.12 [..]``, or ``×1.03 [..]`` for perplexity (log-ratio) rows."""
-    if delta.get("scale") != "log_ratio":
-        return _fmt_ci(delta["mean"], delta["ci"])
-    ci = delta["ci"]
-    mean = delta["mean"]
-    text = "—" if mean is None else f"×{math.exp(mean):.3f}"
-    if ci is not None:
-        text += f" [×{math.exp(ci['low']):.3f}, ×{math.exp(ci['high']):.3f}]"
-    return text
-
-
 def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: ExperimentConfig) -> str:
     lines: list[str] = []
     base = data["base"]["metrics"].get("forget_es")
@@ -447,7 +374,7 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
     else:
         lines.append(
             f"The base model continues held-out Hindi prompts in Hindi with extraction strength "
-            f"{_fmt_ci(base['value'], base['ci'])} ({level} interval over "
+            f"{fmt_ci(base['value'], base['ci'])} ({level} interval over "
             f"{base['n_items']} prompts)."
         )
     if best is not None and base is not None:
@@ -463,13 +390,13 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         )
         spread = ", interval over seeds" if m["ci"] else ""
         text = (
-            f"{lead} forget extraction strength is `{best}`'s: {_fmt_ci(m['mean'], m['ci'])} "
+            f"{lead} forget extraction strength is `{best}`'s: {fmt_ci(m['mean'], m['ci'])} "
             f"(mean over {n} seed{'s' if n != 1 else ''}{spread})"
         )
         if delta is not None and delta["ci"] is not None:
             text += (
-                f"; the paired per-prompt change is {_fmt(delta['mean'])} "
-                f"[{_fmt(delta['ci']['low'])}, {_fmt(delta['ci']['high'])}]"
+                f"; the paired per-prompt change is {fmt(delta['mean'])} "
+                f"[{fmt(delta['ci']['low'])}, {fmt(delta['ci']['high'])}]"
             )
         if gate is not None and gate.get("p_adjusted") is not None:
             text += f" (one-sided permutation p_adj = {gate['p_adjusted']:.3g})"
@@ -496,327 +423,3 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
             f"{summary['n_units_missing']} are missing; see the Runs section."
         )
     return " ".join(lines)
-
-
-# ----------------------------------------------------------------------------- markdown
-def _label(key: str) -> str:
-    if key in _LABELS:
-        label, direction = _LABELS[key]
-        return f"{label} {direction}"
-    if key.startswith("related_ppl."):
-        return f"{key.split('.', 1)[1]} perplexity ↓"
-    if key.startswith("related_es."):
-        return f"Hindi ES on {key.split('.', 1)[1]} prompts ↓"
-    if key.startswith("probe_auc."):
-        return f"linear-probe AUC, forget vs retain, layer {key.split('.', 1)[1]} →0.5"
-    return key
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return out
-
-
-def _markdown(data: Mapping[str, Any]) -> str:
-    cfg = data["config"]
-    arms: Mapping[str, Any] = data["arms"]
-    names = list(arms)
-    level = f"{100 * (1 - cfg['ci_alpha']):.0f}%"
-    out: list[str] = [f"# mmie report: {data['name']}", ""]
-    out.append(
-        f"Model `{cfg['model']}` ({cfg['dtype']}) · seeds {', '.join(map(str, cfg['seeds']))} · "
-        f"layers {data['layers']} · {cfg['data']['n_eval']} evaluation texts per set · "
-        f"mmie {data['mmie_version']} · config fingerprint `{data['fingerprint']}`"
-    )
-    out += ["", "## Verdict", "", data["summary"]["text"], ""]
-
-    out += ["## Decisions", ""]
-    rows = []
-    for name in names:
-        arm = arms[name]
-        failing = [g["name"] for g in arm["gates"] if g["status"] == "fail"]
-        missing = [g["name"] for g in arm["gates"] if g["status"] == "not evaluated"]
-        rows.append(
-            [
-                f"`{name}`",
-                f"**{arm['decision']}**",
-                f"{len(arm['seeds_ok'])}/{len(cfg['seeds'])}",
-                ", ".join(failing) or "—",
-                ", ".join(missing) or "—",
-            ]
-        )
-    out += _table(["arm", "decision", "seeds ok", "failed gates", "not evaluated"], rows)
-
-    keys = sorted(set(data["base"]["metrics"]) | {k for a in arms.values() for k in a["metrics"]})
-    order = list(_LABELS)
-    keys.sort(key=lambda k: (order.index(k) if k in order else len(order), k))
-    out += ["", "## Metrics", ""]
-    out.append(
-        f"Base model: value [{level} interval over items]. Arms: mean over seeds "
-        f"[{level} interval over seeds; Student t below 10 seeds]. — = not computed."
-    )
-    out.append("")
-    rows = []
-    for key in keys:
-        base = data["base"]["metrics"].get(key)
-        row = [_label(key), _fmt_ci(base["value"], base["ci"]) if base else "—"]
-        for name in names:
-            m = arms[name]["metrics"].get(key)
-            row.append(_fmt_ci(m["mean"], m["ci"]) if m else "—")
-        rows.append(row)
-    out += _table(["metric", "base", *[f"`{n}`" for n in names]], rows)
-
-    out += ["", "## Change versus the base model", ""]
-    out.append(
-        f"Mean paired per-item difference arm − base (the arm's item value is its mean over "
-        f"seeds) [{level} interval over items]. Perplexity rows give the ratio arm / base of "
-        f"the token-weighted perplexity."
-    )
-    out.append("")
-    rows = []
-    for key in keys:
-        row = [_label(key)]
-        for name in names:
-            m = arms[name]["metrics"].get(key)
-            d = m.get("delta") if m else None
-            row.append(_fmt_delta(d) if d else "—")
-        rows.append(row)
-    out += _table(["metric", *[f"`{n}`" for n in names]], rows)
-
-    out += ["", "## Gates", ""]
-    rows = []
-    for gate in GATES:
-        row = [gate]
-        for name in names:
-            g = next((x for x in arms[name]["gates"] if x["name"] == gate), None)
-            if g is None:
-                row.append("—")
-                continue
-            p = g.get("p_adjusted")
-            row.append(g["status"] + (f" (p={p:.2g})" if p is not None else ""))
-        rows.append(row)
-    out += _table(["gate", *[f"`{n}`" for n in names]], rows)
-    out += ["", "### Reasons", ""]
-    for name in names:
-        out.append(f"- `{name}` — **{arms[name]['decision']}**")
-        out += [f"  - {reason}" for reason in arms[name]["reasons"]]
-
-    out += ["", "## Runs", ""]
-    status = {(u["seed"], u["arm"]): u for u in data["units"]}
-    rows = []
-    for seed in cfg["seeds"]:
-        rows.append(
-            [str(seed)] + [status.get((seed, n), {"status": "missing"})["status"] for n in names]
-        )
-    out += _table(["seed", *[f"`{n}`" for n in names]], rows)
-    errors = [u for u in data["units"] if u["status"] == "failed"]
-    if errors:
-        out += ["", "Failures (full tracebacks are in the shards and the log):", ""]
-        out += [f"- seed {u['seed']}, `{u['arm']}`: {u['error']}" for u in errors]
-    out.append("")
-    return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------- schema
-def report_schema() -> dict[str, Any]:
-    """The JSON schema (draft 2020-12) of :attr:`Report.data`."""
-    text = resources.files("mmie").joinpath(_SCHEMA_FILE).read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list, tuple),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-
-
-def _type_ok(value: Any, name: str) -> bool:
-    if name in ("integer", "number") and isinstance(value, bool):
-        return False
-    if name == "integer" and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, _JSON_TYPES[name])
-
-
-def _validate(
-    value: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: str
-) -> list[str]:
-    """A small validator for the subset of JSON Schema the report schema uses."""
-    if "$ref" in schema:
-        ref = schema["$ref"]
-        assert ref.startswith("#/$defs/"), ref
-        return _validate(value, root["$defs"][ref.split("/")[-1]], root, path)
-    errors: list[str] = []
-    if "anyOf" in schema:
-        if all(_validate(value, s, root, path) for s in schema["anyOf"]):
-            errors.append(f"{path}: matches none of the allowed forms")
-        return errors
-    types_ = schema.get("type")
-    if types_ is not None:
-        names = [types_] if isinstance(types_, str) else list(types_)
-        if not any(_type_ok(value, t) for t in names):
-            return [f"{path}: expected {' or '.join(names)}, got {type(value).__name__}"]
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: {value!r} is not one of {schema['enum']}")
-    if "const" in schema and value != schema["const"]:
-        errors.append(f"{path}: must be {schema['const']!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{path}: {value} < minimum {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{path}: {value} > maximum {schema['maximum']}")
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append(f"{path}: missing required key {key!r}")
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            sub = f"{path}.{key}"
-            if key in props:
-                errors += _validate(item, props[key], root, sub)
-            elif extra is False:
-                errors.append(f"{path}: unexpected key {key!r}")
-            elif isinstance(extra, Mapping):
-                errors += _validate(item, extra, root, sub)
-    if isinstance(value, (list, tuple)):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            errors.append(f"{path}: fewer than {schema['minItems']} items")
-        if "items" in schema:
-            for i, item in enumerate(value):
-                errors += _validate(item, schema["items"], root, f"{path}[{i}]")
-    return errors
-
-
-def validate_report(data: Mapping[str, Any]) -> None:
-    """Check a report document against :func:`report_schema`.
-
-    Uses a small built-in validator for the schema's keywords (type, properties, required,
-    additionalProperties, items, enum, const, minimum, maximum, anyOf, $ref), so no extra
-    package is needed; the test suite also checks the schema with ``jsonschema``.
-
-    Raises:
-        DataError: the document does not conform; the message lists the first problems
-            with their JSON paths.
-    """
-
-    schema = report_schema()
-    errors = _validate(data, schema, schema, "$")
-    if errors:
-        shown = "; ".join(errors[:10])
-        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-        raise DataError(f"report does not match its schema: {shown}{more}")
-
-
-# ----------------------------------------------------------------------------- plots
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            "plots need matplotlib: install the plot extra with "
-            "`python3 -m pip install 'mmie[plot]'`"
-        ) from exc
-    return plt
-
-
-def plot_report(report: Report, directory: str | os.PathLike[str]) -> list[Path]:
-    """Draw the report's figures as PNG files (needs the ``plot`` extra).
-
-    * ``metrics.png``: per metric (forget ES, mixed ES, retain perplexity, ...), the base
-      value and each arm's mean with its interval over seeds.
-    * ``dose_response.png``: for gate arms evaluated at several ``alpha`` values (arms of the
-      same kind that differ in alpha), forget ES against alpha with intervals. Skipped when
-      no kind has two alphas.
-
-    Args:
-        report: the report.
-        directory: where to write the files (created if needed).
-
-    Returns:
-        The files written.
-
-    Raises:
-        ImportError: matplotlib is not installed (the message names the extra).
-    """
-    plt = _pyplot()
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    data = report.data
-    arms = data["arms"]
-    names = list(arms)
-    keys = [
-        k
-        for k in ("forget_es", "mixed_es", "romanized_es", "retain_ppl", "forget_ppl", "mia_auc")
-        if k in data["base"]["metrics"]
-    ]
-    written: list[Path] = []
-    if keys:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
-        for ax, key in zip(axes[0], keys):
-            base = data["base"]["metrics"][key]
-            ax.axhline(base["value"], color="grey", linestyle="--", label="base")
-            for i, name in enumerate(names):
-                m = arms[name]["metrics"].get(key)
-                if m is None:
-                    continue
-                ci = m["ci"]
-                err = (
-                    [[max(0.0, m["mean"] - ci["low"])], [max(0.0, ci["high"] - m["mean"])]]
-                    if ci is not None
-                    else None
-                )
-                ax.errorbar([i], [m["mean"]], yerr=err, fmt="o", capsize=4)
-            ax.set_xticks(range(len(names)))
-            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-            ax.set_title(_label(key), fontsize=9)
-            if key.endswith("_ppl"):
-                ax.set_yscale("log")
-        axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        path = d / "metrics.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-    groups: dict[str, list[tuple[float, str]]] = {}
-    for name, arm in arms.items():
-        if "forget_es" in arm["metrics"] and any(
-            p in arm["kind"] for p in ("sae_gate", "dynamic_gate")
-        ):
-            groups.setdefault(arm["kind"], []).append((float(arm["config"]["alpha"]), name))
-    groups = {k: sorted(v) for k, v in groups.items() if len({a for a, _ in v}) >= 2}
-    if groups:
-        fig, ax = plt.subplots(figsize=(4.5, 3.4))
-        for kind, points in groups.items():
-            xs = [a for a, _ in points]
-            ms = [arms[n]["metrics"]["forget_es"] for _, n in points]
-            ys = [m["mean"] for m in ms]
-            lo = [max(0.0, m["mean"] - (m["ci"]["low"] if m["ci"] else m["mean"])) for m in ms]
-            hi = [max(0.0, (m["ci"]["high"] if m["ci"] else m["mean"]) - m["mean"]) for m in ms]
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label=kind)
-        if "forget_es" in data["base"]["metrics"]:
-            ax.axhline(
-                data["base"]["metrics"]["forget_es"]["value"],
-                color="grey",
-                linestyle="--",
-                label="base",
-            )
-        ax.set_xlabel("alpha")
-        ax.set_ylabel("forget ES")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = d / "dose_response.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-    return written

@@ -45,13 +45,10 @@ from mmie.seeding import seed_context
 from mmie.study.arms import Study
 from mmie.study.config import ExperimentConfig
 from mmie.study.demo import demo_model_path, load_demo_model
-from mmie.study.report import (
-    Report,
-    build_report,
-    environment_manifest,
-    plot_report,
-    validate_report,
-)
+from mmie.study.environment import environment_manifest
+from mmie.study.plots import plot_report
+from mmie.study.report import Report, build_report
+from mmie.study.schema import validate_report
 from mmie.study.shards import (
     SHARD_FORMAT_VERSION,
     arm_fingerprint,
@@ -343,7 +340,7 @@ def run_experiment(
                         "layers": list(layers),
                         "selection": selection,
                         "items": sets.items(),
-                        "metrics": records,
+                        "metrics": {k: r.to_dict() for k, r in records.items()},
                         "generations": generations,
                         "environment": env,
                         "timings": {
@@ -426,7 +423,7 @@ def _run_unit(
         shard.update(
             status="ok",
             error=None,
-            metrics=records,
+            metrics={k: r.to_dict() for k, r in records.items()},
             info=info,
             generations=generations,
             timings={"build_train_s": t1 - t0, "total_s": time.perf_counter() - t0},

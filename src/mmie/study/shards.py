@@ -44,7 +44,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SHARD_FORMAT_VERSION = 1
+SHARD_FORMAT_VERSION = 2  # 2: metric records carry their scale
 SHARD_DIR = "shards"
 BASE_SHARD = "base.json"
 # Keys of a shard that legitimately differ between two runs of the same unit.

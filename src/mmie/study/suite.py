@@ -1,9 +1,10 @@
 """The evaluation suite a study runs on the base model and on every (seed, arm).
 
-:func:`evaluate_model` computes the metric groups of :data:`mmie.study.config.METRICS` on a model
-(with whatever interventions are attached) and returns *metric records*: ``record key ->
-{"value": aggregate, "per_item": [one value per item], ...}``, in the item order of
-:class:`EvalSets`, so the same item pairs up across the base model and every arm.
+:func:`evaluate_model` computes the study's metric groups on a model (with whatever
+interventions are attached) and returns typed metric records (``record key ->``
+:class:`~mmie.study.records.MetricRecord`: the aggregate, one value per item and their
+scale), in the item order of :class:`EvalSets`, so the same item pairs up across the base
+model and every arm.
 
 ========================  ====================================================================
 record key                definition (see docs/methods.md)
@@ -47,20 +48,19 @@ from transformers import LogitsProcessor, PreTrainedTokenizerBase
 from mmie.errors import DataError
 from mmie.evaluation.language_metrics import extraction_strength, script_mass
 from mmie.evaluation.mia import mia_auc, mia_scores
-from mmie.evaluation.probes import _probe
+from mmie.evaluation.probes import fit_probe
 from mmie.evaluation.scoring import perplexity
-from mmie.language.detectors import EnsembleDetector
+from mmie.language.detectors import Detector, EnsembleDetector
 from mmie.models.activations import collect_activations
 from mmie.models.generation import generate
 from mmie.stats import placement_values
 from mmie.study.config import ExperimentConfig
 from mmie.study.datasets import load_texts
+from mmie.study.records import MetricRecord, Records
 
 __all__ = ["EvalSets", "evaluate_model", "load_eval_sets"]
 
 logger = logging.getLogger(__name__)
-
-Records = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -174,9 +174,9 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
     )
 
 
-def _es_record(generations: Sequence[str], detector: Any, target: str) -> dict[str, Any]:
+def _es_record(generations: Sequence[str], detector: Detector, target: str) -> MetricRecord:
     es = extraction_strength(list(generations), detector, target)
-    return {"value": float(es.mean), "per_item": [float(v) for v in es.values]}
+    return MetricRecord(value=float(es.mean), per_item=tuple(float(v) for v in es.values))
 
 
 def _ppl_record(
@@ -184,7 +184,7 @@ def _ppl_record(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     config: ExperimentConfig,
-) -> dict[str, Any]:
+) -> MetricRecord:
     r = perplexity(
         model,
         tokenizer,
@@ -195,7 +195,12 @@ def _ppl_record(
     items = list(r.item_nll)
     if not all(np.isfinite(items)):
         raise DataError("a text has fewer than two tokens, so it has no per-text perplexity")
-    return {"value": float(r.perplexity), "per_item": items, "weights": list(r.n_tokens)}
+    return MetricRecord(
+        value=float(r.perplexity),
+        per_item=tuple(items),
+        scale="log_perplexity",
+        weights=tuple(r.n_tokens),
+    )
 
 
 def evaluate_model(
@@ -292,7 +297,7 @@ def _probe_records(
     sets: EvalSets,
     config: ExperimentConfig,
     layers: Sequence[int],
-) -> dict[str, dict[str, Any]]:
+) -> Records:
     kw: dict[str, Any] = {
         "batch_size": config.data.batch_size,
         "max_length": config.data.max_length,
@@ -300,10 +305,10 @@ def _probe_records(
     }
     forget = collect_activations(model, tokenizer, sets.forget_eval, layers, **kw)
     retain = collect_activations(model, tokenizer, sets.retain_eval, layers, **kw)
-    records: dict[str, dict[str, Any]] = {}
+    records: Records = {}
     for layer in forget.layers:
         # seed 0: the same held-out texts for the base model, every arm and every seed
-        result, s_pos, s_neg = _probe(
+        result, s_pos, s_neg = fit_probe(
             forget.means[layer],
             retain.means[layer],
             control=True,
@@ -312,17 +317,17 @@ def _probe_records(
             l2=1e-2,
             max_iter=100,
         )
-        records[f"probe_auc.{layer}"] = {
-            "value": float(result.auc),
-            "per_item": placement_values(s_pos, s_neg).tolist(),
-            "control_auc": float(result.control_auc),
-        }
+        records[f"probe_auc.{layer}"] = MetricRecord(
+            value=float(result.auc),
+            per_item=tuple(placement_values(s_pos, s_neg).tolist()),
+            extra={"control_auc": float(result.control_auc)},
+        )
     return records
 
 
 def _mia_record(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, sets: EvalSets, config: ExperimentConfig
-) -> dict[str, Any]:
+) -> MetricRecord:
     kw: dict[str, Any] = {
         "attack": "loss",
         "batch_size": config.data.batch_size,
@@ -332,11 +337,11 @@ def _mia_record(
     nonmembers = mia_scores(model, tokenizer, sets.forget_eval, **kw)
     result = mia_auc(members, nonmembers)
     per_item = placement_values(members, nonmembers)
-    return {
-        "value": float(result.auc),
-        "per_item": per_item.tolist(),
-        "tpr_at_1pct_fpr": float(result.tpr_at_fpr),
-    }
+    return MetricRecord(
+        value=float(result.auc),
+        per_item=tuple(per_item.tolist()),
+        extra={"tpr_at_1pct_fpr": float(result.tpr_at_fpr)},
+    )
 
 
 def _script_mass_record(
@@ -344,7 +349,7 @@ def _script_mass_record(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     config: ExperimentConfig,
-) -> dict[str, Any]:
+) -> MetricRecord:
     r = script_mass(
         model,
         tokenizer,
@@ -354,10 +359,8 @@ def _script_mass_record(
         batch_size=config.data.batch_size,
         max_length=config.data.max_length,
     )
-    return {
-        "value": float(r.mean),
-        "per_item": [float(v) for v in r.values],
-        "unresolved": [float(v) for v in r.unresolved],
-    }
-
-
+    return MetricRecord(
+        value=float(r.mean),
+        per_item=tuple(float(v) for v in r.values),
+        extra={"unresolved": [float(v) for v in r.unresolved]},
+    )

@@ -137,7 +137,7 @@ class UnlearnConfig(ConfigBase):
         return self.val_fraction > 0
 
 
-def _resolve_config(config: UnlearnConfig | None, **overrides: Any) -> UnlearnConfig:
+def resolve_config(config: UnlearnConfig | None, **overrides: Any) -> UnlearnConfig:
     if config is not None and not isinstance(config, UnlearnConfig):
         raise TypeError(f"config must be an UnlearnConfig or None, got {type(config).__name__}")
     base = config if config is not None else UnlearnConfig()

@@ -49,7 +49,7 @@ _ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @contextlib.contextmanager
-def _quiet_peft() -> Iterator[None]:
+def quiet_peft() -> Iterator[None]:
     """Silence the FutureWarning peft triggers on transformers 5 (a version skew, not ours)."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
@@ -58,15 +58,15 @@ def _quiet_peft() -> Iterator[None]:
         yield
 
 
-def _remove_lora(peft_model: Any, requires_grad: Sequence[bool]) -> None:
+def remove_lora(peft_model: Any, requires_grad: Sequence[bool]) -> None:
     """Take a failed adapter off the base model and restore its ``requires_grad`` flags."""
-    with _quiet_peft():
+    with quiet_peft():
         base = peft_model.unload()
     for p, flag in zip(base.parameters(), requires_grad):
         p.requires_grad_(flag)
 
 
-def _is_peft(model: nn.Module) -> bool:
+def is_peft(model: nn.Module) -> bool:
     return type(model).__module__.startswith("peft") or hasattr(model, "peft_config")
 
 
@@ -114,7 +114,7 @@ def default_lora_targets(model: nn.Module) -> tuple[str, ...]:
     return targets
 
 
-def _check_targets(model: nn.Module, targets: Sequence[str]) -> bool:
+def check_targets(model: nn.Module, targets: Sequence[str]) -> bool:
     """Check every target names a Linear/Conv1D layer; returns whether they are Conv1D."""
     layers = _linear_layers(unwrap_model(model))
     missing: list[str] = []
@@ -157,11 +157,11 @@ def save_lora(peft_model: Any, directory: str | Path) -> Path:
     Raises:
         TypeError: ``peft_model`` is not a PEFT model.
     """
-    if not _is_peft(peft_model) or not hasattr(peft_model, "save_pretrained"):
+    if not is_peft(peft_model) or not hasattr(peft_model, "save_pretrained"):
         raise TypeError(f"peft_model must be a peft.PeftModel, got {type(peft_model).__name__}")
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    with _quiet_peft():
+    with quiet_peft():
         peft_model.save_pretrained(str(path), safe_serialization=True)
     return path
 
@@ -189,7 +189,7 @@ def load_lora(model: nn.Module, directory: str | Path, *, is_trainable: bool = F
             wrongly shaped keys).
         TypeError: ``model`` already carries a PEFT adapter.
     """
-    if _is_peft(model):
+    if is_peft(model):
         raise TypeError("model already carries a PEFT adapter; pass the base model")
     path = Path(directory)
     for name in (_ADAPTER_CONFIG, _ADAPTER_WEIGHTS):
@@ -205,13 +205,13 @@ def load_lora(model: nn.Module, directory: str | Path, *, is_trainable: bool = F
     except (ValueError, TypeError, OSError) as exc:
         raise CheckpointError(f"cannot read the LoRA config in {path}: {exc}") from exc
     try:
-        _check_targets(model, list(lora_config.target_modules or ()))
+        check_targets(model, list(lora_config.target_modules or ()))
     except IncompatibleModelError as exc:
         raise CheckpointError(f"adapter in {path} does not fit this model: {exc}") from exc
     lora_config.inference_mode = not is_trainable
     state = load_file(str(path / _ADAPTER_WEIGHTS))
     flags = [p.requires_grad for p in model.parameters()]
-    with seed_context(0), _quiet_peft():  # the random init is overwritten below
+    with seed_context(0), quiet_peft():  # the random init is overwritten below
         peft_model: Any = get_peft_model(model, lora_config)
     try:
         expected = {n for n in peft_model.state_dict() if "lora_" in n}
@@ -229,7 +229,7 @@ def load_lora(model: nn.Module, directory: str | Path, *, is_trainable: bool = F
                 "expected)"
             )
     except BaseException:
-        _remove_lora(peft_model, flags)
+        remove_lora(peft_model, flags)
         raise
     peft_model.eval()
     logger.info("loaded LoRA adapter from %s (%d tensors)", path, len(state))

@@ -32,21 +32,21 @@ from mmie.unlearning.config import (
     ReFTUnlearnResult,
     UnlearnConfig,
     UnlearnResult,
-    _resolve_config,
+    resolve_config,
 )
 from mmie.unlearning.lora_checkpoint import (
-    _check_targets,
-    _is_peft,
-    _quiet_peft,
-    _remove_lora,
+    check_targets,
     default_lora_targets,
+    is_peft,
+    quiet_peft,
+    remove_lora,
 )
 from mmie.unlearning.trainer import (
-    _check_changed,
-    _encode,
-    _frozen,
-    _gradient_checkpointing,
-    _Trainer,
+    Trainer,
+    check_changed,
+    encode_texts,
+    frozen_parameters,
+    gradient_checkpointing,
 )
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def unlearn_lora(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if _is_peft(model):
+    if is_peft(model):
         raise TypeError(
             "model already carries a PEFT adapter; pass the base model (unload the adapter "
             "with model.unload() first)"
@@ -129,13 +129,13 @@ def unlearn_lora(
     if alpha is not None:
         alpha = positive_int(alpha, "alpha")
     dropout = finite_float(dropout, "dropout", low=0.0, high=1.0, high_open=True)
-    cfg = _resolve_config(config, objective=objective, steps=steps, lr=lr)
-    forget_ids = _encode(tokenizer, forget, cfg.max_length, "forget")
-    retain_ids = _encode(tokenizer, retain, cfg.max_length, "retain")
+    cfg = resolve_config(config, objective=objective, steps=steps, lr=lr)
+    forget_ids = encode_texts(tokenizer, forget, cfg.max_length, "forget")
+    retain_ids = encode_texts(tokenizer, retain, cfg.max_length, "retain")
     targets = tuple(target_modules) if target_modules is not None else default_lora_targets(model)
     if isinstance(target_modules, str) or not targets:
         raise TypeError("target_modules must be a non-empty sequence of module names")
-    fan_in_fan_out = _check_targets(model, targets)
+    fan_in_fan_out = check_targets(model, targets)
 
     from peft import LoraConfig, get_peft_model
 
@@ -150,12 +150,12 @@ def unlearn_lora(
     )
     flags = [p.requires_grad for p in model.parameters()]
     with seed_context(cfg.seed):
-        with _quiet_peft():
+        with quiet_peft():
             peft_model: Any = get_peft_model(model, lora_config)
         try:
             params = [p for p in peft_model.parameters() if p.requires_grad]
             initial = [p.detach().clone() for p in params]
-            trainer = _Trainer(
+            trainer = Trainer(
                 peft_model,
                 params,
                 peft_model.disable_adapter,
@@ -164,16 +164,16 @@ def unlearn_lora(
                 retain_ids,
                 cfg,
             )
-            with _gradient_checkpointing(peft_model, cfg.gradient_checkpointing):
+            with gradient_checkpointing(peft_model, cfg.gradient_checkpointing):
                 outcome = trainer.run(show_progress=show_progress, desc=f"LoRA {cfg.objective}")
-            _check_changed(params, initial, "LoRA adapter")
+            check_changed(params, initial, "LoRA adapter")
             lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
             if not any(bool(p.detach().abs().sum() > 0) for p in lora_b):
                 raise TrainingError(
                     "every lora_B weight is still zero after training: the adapter is a no-op"
                 )
         except BaseException:
-            _remove_lora(peft_model, flags)
+            remove_lora(peft_model, flags)
             raise
     peft_model.eval()
     logger.info(
@@ -248,11 +248,11 @@ def unlearn_reft(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    cfg = _resolve_config(config, objective=objective, steps=steps, lr=lr)
-    forget_ids = _encode(tokenizer, forget, cfg.max_length, "forget")
-    retain_ids = _encode(tokenizer, retain, cfg.max_length, "retain")
+    cfg = resolve_config(config, objective=objective, steps=steps, lr=lr)
+    forget_ids = encode_texts(tokenizer, forget, cfg.max_length, "forget")
+    retain_ids = encode_texts(tokenizer, retain, cfg.max_length, "retain")
     base_params = list(model.parameters())
-    with seed_context(cfg.seed), _frozen(base_params):
+    with seed_context(cfg.seed), frozen_parameters(base_params):
         adapter = ReFTAdapter(model, reft_config, block_path=block_path)
         adapter.attach()
         try:
@@ -268,7 +268,7 @@ def unlearn_reft(
                 if reft_config.positions == "prompt":
                     adapter.set_position_mask(mask.bool())
 
-            trainer = _Trainer(
+            trainer = Trainer(
                 model,
                 params,
                 lambda: _detached(adapter),
@@ -279,9 +279,9 @@ def unlearn_reft(
                 set_mode=set_mode,
                 before_forward=before_forward,
             )
-            with _gradient_checkpointing(model, cfg.gradient_checkpointing):
+            with gradient_checkpointing(model, cfg.gradient_checkpointing):
                 outcome = trainer.run(show_progress=show_progress, desc=f"ReFT {cfg.objective}")
-            _check_changed(params, initial, "ReFT adapter")
+            check_changed(params, initial, "ReFT adapter")
         except BaseException:
             adapter.remove()
             raise

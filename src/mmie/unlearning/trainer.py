@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------- data
 
 
-def _encode(
+def encode_texts(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, name: str
 ) -> list[list[int]]:
     """Token ids of every text (special tokens added), truncated to ``max_length``."""
@@ -126,7 +126,7 @@ def _lr_factor(step: int, config: UnlearnConfig) -> float:
 
 
 @contextlib.contextmanager
-def _gradient_checkpointing(model: nn.Module, enabled: bool) -> Iterator[None]:
+def gradient_checkpointing(model: nn.Module, enabled: bool) -> Iterator[None]:
     """Enable activation checkpointing plus input gradients for the block; undo afterwards.
 
     Without ``enable_input_require_grads()`` a checkpointed segment whose inputs do not need
@@ -171,7 +171,7 @@ def _gradient_checkpointing(model: nn.Module, enabled: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
+def frozen_parameters(params: Sequence[nn.Parameter]) -> Iterator[None]:
     """Set ``requires_grad=False`` on ``params`` for the block; restore the flags afterwards."""
     flags = [p.requires_grad for p in params]
     for p in params:
@@ -183,7 +183,7 @@ def _frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-class _Trainer:
+class Trainer:
     """The optimisation loop shared by the LoRA and ReFT arms."""
 
     def __init__(
@@ -406,7 +406,7 @@ def _check_finite(loss: torch.Tensor, step: int, term: str) -> None:
         )
 
 
-def _check_changed(
+def check_changed(
     params: Sequence[nn.Parameter], initial: Sequence[torch.Tensor], what: str
 ) -> None:
     if not any(not torch.equal(p.detach(), p0) for p, p0 in zip(params, initial)):

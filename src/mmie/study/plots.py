@@ -1,0 +1,119 @@
+"""Figures of a report (needs the ``plot`` extra, matplotlib)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mmie.study.markdown import label
+from mmie.study.report import Report
+
+__all__ = ["plot_report"]
+
+
+# ----------------------------------------------------------------------------- plots
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            "plots need matplotlib: install the plot extra with "
+            "`python3 -m pip install 'mmie[plot]'`"
+        ) from exc
+    return plt
+
+
+def plot_report(report: Report, directory: str | os.PathLike[str]) -> list[Path]:
+    """Draw the report's figures as PNG files (needs the ``plot`` extra).
+
+    * ``metrics.png``: per metric (forget ES, mixed ES, retain perplexity, ...), the base
+      value and each arm's mean with its interval over seeds.
+    * ``dose_response.png``: for gate arms evaluated at several ``alpha`` values (arms of the
+      same kind that differ in alpha), forget ES against alpha with intervals. Skipped when
+      no kind has two alphas.
+
+    Args:
+        report: the report.
+        directory: where to write the files (created if needed).
+
+    Returns:
+        The files written.
+
+    Raises:
+        ImportError: matplotlib is not installed (the message names the extra).
+    """
+    plt = _pyplot()
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    data = report.data
+    arms = data["arms"]
+    names = list(arms)
+    keys = [
+        k
+        for k in ("forget_es", "mixed_es", "romanized_es", "retain_ppl", "forget_ppl", "mia_auc")
+        if k in data["base"]["metrics"]
+    ]
+    written: list[Path] = []
+    if keys:
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            base = data["base"]["metrics"][key]
+            ax.axhline(base["value"], color="grey", linestyle="--", label="base")
+            for i, name in enumerate(names):
+                m = arms[name]["metrics"].get(key)
+                if m is None:
+                    continue
+                ci = m["ci"]
+                err = (
+                    [[max(0.0, m["mean"] - ci["low"])], [max(0.0, ci["high"] - m["mean"])]]
+                    if ci is not None
+                    else None
+                )
+                ax.errorbar([i], [m["mean"]], yerr=err, fmt="o", capsize=4)
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+            ax.set_title(label(key), fontsize=9)
+            if key.endswith("_ppl"):
+                ax.set_yscale("log")
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        path = d / "metrics.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    groups: dict[str, list[tuple[float, str]]] = {}
+    for name, arm in arms.items():
+        if "forget_es" in arm["metrics"] and any(
+            p in arm["kind"] for p in ("sae_gate", "dynamic_gate")
+        ):
+            groups.setdefault(arm["kind"], []).append((float(arm["config"]["alpha"]), name))
+    groups = {k: sorted(v) for k, v in groups.items() if len({a for a, _ in v}) >= 2}
+    if groups:
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        for kind, points in groups.items():
+            xs = [a for a, _ in points]
+            ms = [arms[n]["metrics"]["forget_es"] for _, n in points]
+            ys = [m["mean"] for m in ms]
+            lo = [max(0.0, m["mean"] - (m["ci"]["low"] if m["ci"] else m["mean"])) for m in ms]
+            hi = [max(0.0, (m["ci"]["high"] if m["ci"] else m["mean"]) - m["mean"]) for m in ms]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label=kind)
+        if "forget_es" in data["base"]["metrics"]:
+            ax.axhline(
+                data["base"]["metrics"]["forget_es"]["value"],
+                color="grey",
+                linestyle="--",
+                label="base",
+            )
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("forget ES")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = d / "dose_response.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
