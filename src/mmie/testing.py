@@ -99,7 +99,7 @@ def tiny_causal_lm(
     """A randomly initialised causal LM of a supported architecture, small enough for tests.
 
     Args:
-        arch: one of :data:`ARCHITECTURES`.
+        arch: one of ``ARCHITECTURES``.
         vocab_size: vocabulary size (259 matches :func:`byte_tokenizer`).
         hidden_size: ``d_model``.
         num_layers: number of transformer blocks.

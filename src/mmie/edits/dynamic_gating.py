@@ -11,7 +11,7 @@ How it works, per decoding step ``t`` (one ``__call__``):
 
 1. the token each row just generated is looked up in a precomputed boolean table (target
    script or not, on the scores' device) and added to per-prompt counters -- no decoding;
-2. every ``detect_every`` steps an optional text :class:`~mmie.language.detectors.Detector` reads only the
+2. every ``detect_every`` steps an optional text :class:`~mmie.Detector` reads only the
    tokens generated since its previous call;
 3. the resulting decision is written into the gate as one alpha per row
    (:meth:`~mmie.SAEGate.set_sequence_alpha`), and optionally a penalty is subtracted from
@@ -164,9 +164,9 @@ class DynamicGatingProcessor(LogitsProcessor):
         min_tokens: minimum number of target-script tokens a group must have generated.
         penalty: logit penalty subtracted from target-script tokens of drifted rows (``None``
             or ``0`` for none; ``float("inf")`` bans them).
-        detector: optional text detector (:class:`mmie.language.detectors.Detector`) refining the decision.
+        detector: optional text detector (:class:`mmie.Detector`) refining the decision.
         target_language: label the detector gives the target language (default:
-            :data:`mmie.language.unicode.SCRIPT_LANGUAGE` of ``target_script``, ``"hi"`` for Devanagari).
+            ``SCRIPT_LANGUAGE`` of ``target_script``, ``"hi"`` for Devanagari).
         detect_every: steps between detector calls.
         script_blind: schedule alpha without penalising tokens (requires no penalty); for
             evaluations where banning the script would make the comparison trivial.

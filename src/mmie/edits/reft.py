@@ -10,7 +10,7 @@ subspace spanned by the orthonormal rows of ``R``:
 :func:`torch.nn.utils.parametrizations.orthogonal`, so it stays orthonormal under any
 optimiser); :class:`ReFTAdapter` applies one per chosen layer to the block outputs, at every
 position or only at prompt positions, through the shared hook mechanism
-(:class:`~mmie.models.hooks.BlockIntervention`). Adapters are saved as the *effective* ``R``, ``W``
+(:class:`~mmie.BlockIntervention`). Adapters are saved as the *effective* ``R``, ``W``
 and ``b`` in safetensors plus a JSON config, and reload to bit-identical logits.
 
 Training an adapter (the base model stays frozen; the detached adapter *is* the reference

@@ -120,7 +120,7 @@ class SAEGate(BlockIntervention):
     """Attenuate SAE features ``S`` at chosen layers: ``h ← h − α_b Σ_{i∈S} f_i(h) W_dec[i]``.
 
     A context manager (``with SAEGate(...) as gate:``) that also offers explicit, idempotent
-    :meth:`attach`/:meth:`remove`. ``f`` is the SAE's real activation; the edit is computed in
+    :meth:`~mmie.BlockIntervention.attach`/:meth:`~mmie.BlockIntervention.remove`. ``f`` is the SAE's real activation; the edit is computed in
     fp32 and the delta cast to the block's dtype. ``alpha == 0`` returns the hidden state
     itself, so logits are bit-identical to the ungated model. Works on PEFT-wrapped models,
     on models split with ``device_map`` and during cached generation (``[batch, 1, d_model]``
@@ -132,7 +132,7 @@ class SAEGate(BlockIntervention):
     again with the same batch size copies into the existing buffers (no allocation), which
     is what a generation-time processor does every decoding step; an α written after step
     ``t``'s forward pass acts from step ``t + 1`` on. :meth:`clear_sequence_alpha`, the
-    :meth:`sequence_alpha` context manager and :meth:`remove` drop it.
+    :meth:`sequence_alpha` context manager and :meth:`~mmie.BlockIntervention.remove` drop it.
 
     Cost: ReLU, JumpReLU and gated SAEs compute only the encoder columns of ``S``
     (``O(d_model · |S|)`` per token). A TopK SAE needs all ``d_sae`` pre-activations to know

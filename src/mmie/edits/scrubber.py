@@ -1,8 +1,8 @@
 """Concept scrubbing: LEACE erasers applied to a model's residual stream as hooks.
 
 :func:`fit_scrubber` runs labelled texts through a model, fits one
-:class:`~mmie.edits.leace.LeaceEraser` per chosen layer on token-level block outputs (pad positions
-excluded) and returns a :class:`Scrubber`, a :class:`~mmie.models.hooks.BlockIntervention` that
+:class:`~mmie.LeaceEraser` per chosen layer on token-level block outputs (pad positions
+excluded) and returns a :class:`Scrubber`, a :class:`~mmie.BlockIntervention` that
 erases the concept from those blocks' outputs at every position while attached.
 
 With ``sequential=True`` (the default, as in "LEACE: Perfect linear concept erasure in closed
@@ -66,7 +66,7 @@ class Scrubber(BlockIntervention):
 
     Raises:
         ValueError: if ``erasers`` is empty or a layer is out of range.
-        TypeError: if a value is not a :class:`~mmie.edits.leace.LeaceEraser`.
+        TypeError: if a value is not a :class:`~mmie.LeaceEraser`.
         IncompatibleModelError: if an eraser's ``d_model`` differs from the model's.
     """
 
@@ -173,7 +173,7 @@ class Scrubber(BlockIntervention):
             block_path: overrides the block path stored in the config.
 
         Returns:
-            The scrubber (call :meth:`attach` or use it as a context manager).
+            The scrubber (call :meth:`~mmie.BlockIntervention.attach` or use it as a context manager).
 
         Raises:
             FileNotFoundError: if a file is missing.
@@ -298,7 +298,7 @@ def fit_scrubber(
 
     Every non-pad token of a text is one sample labelled with the text's concept (tokens,
     not sequence means, are what the hook edits). Statistics are streamed into float64
-    :class:`~mmie.edits.leace.LeaceFitter` objects chunk by chunk, so host memory stays bounded.
+    :class:`~mmie.LeaceFitter` objects chunk by chunk, so host memory stays bounded.
 
     Args:
         model: a causal LM (PEFT-wrapped models work); not modified.
@@ -308,17 +308,17 @@ def fit_scrubber(
             with ``labels``.
         layers: block indices to scrub (any order; fitted in increasing order).
         labels: per-text int class ids, only with a plain sequence of texts.
-        method: ``"leace"`` or ``"orth"`` (see :class:`~mmie.edits.leace.LeaceFitter`).
+        method: ``"leace"`` or ``"orth"`` (see :class:`~mmie.LeaceFitter`).
         sequential: fit each layer with the erasers of the layers below attached, so it sees
             upstream erasure (one pass over the texts per layer); ``False`` collects every
             layer from the unscrubbed model in a single pass.
-        shrinkage: shrink the feature covariance (see :class:`~mmie.edits.leace.LeaceFitter`).
-        constrain_cov_trace: trace safeguard (see :class:`~mmie.edits.leace.LeaceFitter`).
-        svd_tol: singular-value cutoff (see :class:`~mmie.edits.leace.LeaceFitter`).
+        shrinkage: shrink the feature covariance (see :class:`~mmie.LeaceFitter`).
+        constrain_cov_trace: trace safeguard (see :class:`~mmie.LeaceFitter`).
+        svd_tol: singular-value cutoff (see :class:`~mmie.LeaceFitter`).
         center: where the erasure centres: ``None`` for LEACE's pooled token mean, or a
             concept (its name in ``texts_by_concept``, or its class id with ``labels``)
             whose token mean becomes the centre, so that concept is moved least and the
-            others are moved onto it (see :meth:`~mmie.edits.leace.LeaceFitter.fit`). For
+            others are moved onto it (see :meth:`~mmie.LeaceFitter.fit`). For
             unlearning, centre on the retain concept: with the pooled mean, the concept
             with more tokens (e.g. Devanagari text, which splits into more tokens) sits
             near the centre and the other one absorbs most of the edit.

@@ -159,7 +159,7 @@ def extraction_strength(
       known scripts; digits, punctuation and the danda ``।`` count 0) spread over the labels
       of its ``Detection.scores`` when they form a distribution, else to its label; the
       prefix label is the tally's maximum, ties broken in the order hi, ur, pa, bn, en, und.
-      For :class:`~mmie.language.detectors.ScriptDetector` this is **exactly** its label of the prefix
+      For :class:`~mmie.ScriptDetector` this is **exactly** its label of the prefix
       (its label is the majority script of the letters, which is additive over words, with
       the same tie order), at ``O(m)`` total cost. For statistical detectors it is an
       approximation.
@@ -177,8 +177,8 @@ def extraction_strength(
 
     Args:
         generations: the generated continuations (without their prompts).
-        detector: a :class:`~mmie.language.detectors.Detector` (``detect`` and ``detect_batch`` returning
-            :class:`~mmie.language.detectors.Detection`), e.g. :class:`~mmie.language.detectors.ScriptDetector`.
+        detector: a :class:`~mmie.Detector` (``detect`` and ``detect_batch`` returning
+            :class:`~mmie.Detection`), e.g. :class:`~mmie.ScriptDetector`.
         target: the target label (``"hi"``).
         method: ``"auto"``, ``"prefix"`` or ``"word"``.
 
@@ -280,11 +280,11 @@ def script_mass(
     for ``t = 0..L-2``) of each text, averaged over its positions.
     ``next_char``: the probability that the first script-bearing character of the
     continuation (script-neutral characters such as spaces, digits and the danda skipped;
-    see :func:`mmie.language.unicode.script_of_char`) is of the script. It does not depend on the
+    see :func:`mmie.script_of_char`) is of the script. It does not depend on the
     tokenization: tokens holding part of a multi-byte character, or only neutral
     characters, are expanded (one more forward pass with the token appended) until their
     continuation decides, so byte-level vocabularies are measured exactly (token bytes
-    from :func:`mmie.language.unicode.token_bytes`). Branches below ``tol`` probability, deeper than
+    from :func:`mmie.token_bytes`). Branches below ``tol`` probability, deeper than
     ``max_depth`` tokens, or through a token whose bytes are unknown stay unresolved and are
     reported as ``unresolved`` (``value + unresolved`` is an upper bound); special tokens
     (end of text) count as not the script.
@@ -297,7 +297,7 @@ def script_mass(
         model: a causal LM.
         tokenizer: its tokenizer (with a pad token).
         prompts: prompts (``next_token``) or texts (``teacher_forced``).
-        script: a script or label understood by :func:`mmie.language.unicode.script_token_mask`
+        script: a script or label understood by :func:`mmie.script_token_mask`
             (``"Deva"``, or ``"hi"`` for the same) or a precomputed boolean mask ``[vocab]``
             (not with ``next_char``).
         mode: ``"next_token"``, ``"teacher_forced"`` or ``"next_char"``.

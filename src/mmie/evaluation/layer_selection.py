@@ -11,14 +11,14 @@ translation in the retain language (parallel texts), or of the same text under t
 or two conditions. Comparing unpaired rows (random tokens of two text sets) measures
 nothing; the original script did exactly that.
 
-* :func:`linear_cka` — CKA with the unbiased HSIC estimator (Song et al. 2012; Nguyen et
+* :func:`~mmie.linear_cka` — CKA with the unbiased HSIC estimator (Song et al. 2012; Nguyen et
   al. 2021 "debiased CKA"), invariant to orthogonal transforms and isotropic scaling.
-* :func:`procrustes_distance` — squared orthogonal Procrustes distance between centred,
+* :func:`~mmie.procrustes_distance` — squared orthogonal Procrustes distance between centred,
   unit-Frobenius-norm representations (Ding et al. 2021), in ``[0, 2]``.
-* :func:`mean_difference_cosine` — how consistently the paired differences ``x_i − y_i``
+* :func:`~mmie.mean_difference_cosine` — how consistently the paired differences ``x_i − y_i``
   point along their (leave-one-out) mean direction.
 
-:func:`select_layers` scores every candidate layer on ``stability_seeds`` random subsamples
+:func:`~mmie.select_layers` scores every candidate layer on ``stability_seeds`` random subsamples
 of the cached mean activations and keeps the layers chosen most often (``"vote"``) or with
 the best mean score (``"mean"``). Subsamples index the cache, so the number of model forward
 passes does not depend on the number of seeds.
@@ -317,7 +317,7 @@ def _contrast(f: Tensor, r: Tensor) -> float:
 # ---------------------------------------------------------------------- layer selection
 @dataclass(frozen=True)
 class LayerSelection:
-    """The layers :func:`select_layers` chose and the evidence for them.
+    """The layers :func:`~mmie.select_layers` chose and the evidence for them.
 
     Attributes:
         layers: the selected layers, best first (``top_k`` of them).
@@ -385,7 +385,7 @@ def select_layers(
     * ``"similarity"`` (paired, parallel texts: ``forget_texts[i]`` translates
       ``retain_texts[i]``): ``1 − linear_cka`` (or the Procrustes distance with
       ``metric="procrustes"``) — where the geometry of the two languages differs most.
-    * ``"semantic"`` (paired): :func:`mean_difference_cosine` — where the shift between a
+    * ``"semantic"`` (paired): :func:`~mmie.mean_difference_cosine` — where the shift between a
       sentence and its translation is one shared direction, i.e. language is a linear
       feature separable from meaning (what gates and erasers need).
 

@@ -123,7 +123,7 @@ def cross_lingual_leakage(
     continue the same prompts; the target-language extraction strength of both sets of
     continuations is compared prompt by prompt, and both models' perplexities on the
     language's texts are compared text by text. The danda ``।`` shared by Punjabi and
-    Bengali is script-neutral for :class:`mmie.language.detectors.ScriptDetector`, so those languages do
+    Bengali is script-neutral for :class:`mmie.ScriptDetector`, so those languages do
     not count as Hindi.
 
     Args:

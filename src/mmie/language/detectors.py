@@ -155,7 +155,7 @@ class ScriptDetector(_DetectorBase):
     :func:`script_of_char`, ignoring script-neutral characters (digits, punctuation, the
     danda); the label is the language of the most frequent script (Devanagari -> ``"hi"``,
     Arabic -> ``"ur"``, Gurmukhi -> ``"pa"``, Bengali -> ``"bn"``, Latin -> ``"en"``, any
-    other script -> ``"und"``); ties go to the script listed first in :data:`SCRIPTS`.
+    other script -> ``"und"``); ties go to the script listed first in ``SCRIPTS``.
     ``confidence`` is that script's share of the counted characters; ``scores`` holds every
     present label's share. A text with no letters is ``"und"`` with confidence 0.
 

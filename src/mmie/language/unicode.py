@@ -89,7 +89,7 @@ def script_of_char(ch: str) -> str | None:
         ch: a single character.
 
     Returns:
-        An ISO 15924 code from :data:`SCRIPTS`, ``"Zzzz"`` for a letter of another script,
+        An ISO 15924 code from ``SCRIPTS``, ``"Zzzz"`` for a letter of another script,
         or ``None``.
 
     Raises:
@@ -257,8 +257,8 @@ def script_token_mask(
 
     Args:
         tokenizer: a Hugging Face tokenizer (fast or slow).
-        script: an ISO 15924 code from :data:`SCRIPTS` (``"Deva"``) or a label from
-            :data:`LANGUAGE_SCRIPT` (``"hi"`` means ``"Deva"``).
+        script: an ISO 15924 code from ``SCRIPTS`` (``"Deva"``) or a label from
+            ``LANGUAGE_SCRIPT`` (``"hi"`` means ``"Deva"``).
         vocab_size: length of the mask; pass the model's logits width when the embedding
             matrix is padded beyond ``len(tokenizer)`` (the extra ids are unmarked).
 

@@ -98,7 +98,7 @@ def generate(
     :func:`mmie.seed_context`, so results are reproducible for a given ``seed`` and
     ``batch_size`` and the caller's global RNG state is restored afterwards. Every
     processor in ``logits_processors`` that has a ``session(rows_per_prompt=...)`` method
-    (:class:`SessionProcessor`, e.g. :class:`~mmie.DynamicGatingProcessor`) runs inside that
+    (``SessionProcessor``, e.g. :class:`~mmie.DynamicGatingProcessor`) runs inside that
     session for each batch, so per-generation state (a gate's per-sequence alpha) is
     cleared when a batch finishes or raises; a dynamic gate's
     :attr:`~mmie.DynamicGatingProcessor.alpha_history` then describes the last batch.

@@ -181,9 +181,9 @@ def remove_mmie_hooks(model: nn.Module) -> int:
 class BlockIntervention:
     """Base class of interventions that edit the outputs of transformer blocks.
 
-    Subclasses implement :meth:`_build_edits`, called at attach time: that is where tensors
-    are placed on each block's device (:func:`mmie.models.blocks.block_device`), so that the edit
-    functions never move data. Optionally they override :meth:`_on_remove` to drop
+    Subclasses implement ``_build_edits``, called at attach time: that is where tensors
+    are placed on each block's device (:func:`mmie.block_device`), so that the edit
+    functions never move data. Optionally they override ``_on_remove`` to drop
     per-call state.
 
     Args:

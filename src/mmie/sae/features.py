@@ -2,15 +2,15 @@
 
 All pickers work on token-level activations (pad positions already removed, e.g.
 :meth:`mmie.ActivationCache.tokens`) encoded with the SAE's *real* activation function
-(TopK, JumpReLU, gated, ReLU — :meth:`mmie.sae.model.SparseAutoencoder.encode`), and return a
+(TopK, JumpReLU, gated, ReLU — :meth:`mmie.SparseAutoencoder.encode`), and return a
 :class:`FeatureSelection`: latent indices ranked best first, with their scores, ready for
 :class:`mmie.SAEGate`. A latent *fires* on a token when its activation is ``> 0``.
 
-Summary statistics are computed once per text set by :func:`feature_stats`; every picker
+Summary statistics are computed once per text set by :func:`~mmie.feature_stats`; every picker
 also accepts a precomputed :class:`FeatureStats` in place of activations, so several pickers
 can share one encoding pass.
 
-SAE reconstruction quality (FVU, mean L0, dead fraction) is :func:`mmie.sae.quality.sae_quality`.
+SAE reconstruction quality (FVU, mean L0, dead fraction) is :func:`mmie.sae_quality`.
 """
 
 from __future__ import annotations

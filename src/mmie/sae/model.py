@@ -17,8 +17,8 @@ Checkpoints are safetensors + JSON, never pickle. :meth:`SparseAutoencoder.load`
 mmie's own layout and SAELens directories (``cfg.json`` of SAELens 6.x and of older
 releases, ``sae_weights.safetensors``) and checks every tensor's shape against
 ``d_in``/``d_sae``. SAELens config conversion lives in :mod:`mmie.sae.saelens`, training
-(:func:`~mmie.sae.training.train_sae`) in :mod:`mmie.sae.training`, and the quality metrics and
-the reconstruction check (:func:`~mmie.sae.quality.check_reconstruction`, which fails loudly
+(:func:`~mmie.train_sae`) in :mod:`mmie.sae.training`, and the quality metrics and
+the reconstruction check (:func:`~mmie.check_reconstruction`, which fails loudly
 when an SAE cannot belong to a layer) in :mod:`mmie.sae.quality`; those names are still
 importable from here.
 

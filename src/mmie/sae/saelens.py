@@ -1,9 +1,9 @@
-"""SAELens ``cfg.json`` conversion for :class:`~mmie.sae.config.SAEConfig`.
+"""SAELens ``cfg.json`` conversion for :class:`~mmie.SAEConfig`.
 
 :func:`config_from_saelens` reads SAELens 6.x configs (``architecture``, ``k``,
 ``metadata.hook_name``) and older ones (``hook_point``, ``activation_fn_str``,
 ``activation_fn_kwargs.k``); :func:`config_to_saelens` writes a SAELens 6.x config that both
-SAELens and :meth:`mmie.sae.model.SparseAutoencoder.load` read.
+SAELens and :meth:`mmie.SparseAutoencoder.load` read.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
 def config_from_saelens(cfg: Mapping[str, Any], *, source: str) -> SAEConfig:
-    """Translate a SAELens ``cfg.json`` (6.x or older) into an :class:`~mmie.sae.config.SAEConfig`.
+    """Translate a SAELens ``cfg.json`` (6.x or older) into an :class:`~mmie.SAEConfig`.
 
     SAELens' ``"standard"`` architecture is ``"relu"`` (or ``"topk"`` when a pre-6.0
     config names it in ``activation_fn_str``); ``k`` is read from ``k`` or, for configs older
@@ -34,7 +34,7 @@ def config_from_saelens(cfg: Mapping[str, Any], *, source: str) -> SAEConfig:
         source: name used in error messages (a path).
 
     Returns:
-        The equivalent :class:`~mmie.sae.config.SAEConfig`.
+        The equivalent :class:`~mmie.SAEConfig`.
 
     Raises:
         CheckpointError: an unsupported architecture, activation function, activation

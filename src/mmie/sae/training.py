@@ -1,7 +1,7 @@
 """Training sparse autoencoders on token-level residual-stream activations.
 
 :func:`train_sae` trains a ReLU (L1) or TopK (with the dead-latent auxiliary loss of Gao et
-al., 2024) :class:`~mmie.sae.model.SparseAutoencoder` with unit-norm decoder rows;
+al., 2024) :class:`~mmie.SparseAutoencoder` with unit-norm decoder rows;
 :func:`train_sae_on_model` collects a layer's activations once and trains on them.
 """
 
@@ -99,6 +99,7 @@ def train_sae(
     ``W_enc`` at ``W_decᵀ``.
 
     Losses, per token and averaged over the batch (``x`` normalised):
+
     * relu: ``‖x − x̂‖²/d_in + l1_coefficient · Σ_i f_i / sqrt(d_in)``.
     * topk: ``‖x − x̂‖²/d_in + aux_coefficient · Σ‖e − ê‖² / Σ‖e − ē‖²``, the auxiliary
       loss of Gao et al. (2024): the residual ``e = x − x̂`` is rebuilt (``ê``) from the

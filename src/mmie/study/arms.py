@@ -160,85 +160,94 @@ class Study:
         Raises:
             InterventionError: the picker selected no feature at a layer.
         """
-
-        cfg = self.config.sae
         tokens = self._token_activations()
         if seed not in self._saes:
             saes: dict[int, SparseAutoencoder] = {}
             quality: dict[str, Any] = {}
             for layer in self.layers:
-                where = (
-                    self.artifacts / f"seed{seed}" / "sae" / f"layer{layer}"
-                    if self.artifacts is not None
-                    else None
-                )
-                if where is not None and (where / _QUALITY_FILE).is_file():
-                    # Written last, so its presence means the SAE was saved completely.
-                    sae = SparseAutoencoder.load(where)
-                    quality[str(layer)] = json.loads((where / _QUALITY_FILE).read_text())
-                    logger.info("seed %d: loaded the layer-%d SAE from %s", seed, layer, where)
-                else:
-                    acts = torch.cat([tokens["forget"][layer], tokens["retain"][layer]])
-                    sae, stats = train_sae(
-                        acts,
-                        architecture=cfg.architecture,
-                        d_sae=cfg.d_sae_multiple * acts.shape[1],
-                        k=cfg.k if cfg.architecture == "topk" else None,
-                        l1_coefficient=cfg.l1_coefficient,
-                        steps=cfg.steps,
-                        batch_size=cfg.batch_size,
-                        lr=cfg.lr,
-                        seed=seed,
-                        hook_layer=layer,
-                        hook_name=f"blocks.{layer}.hook_resid_post",
-                        show_progress=self.show_progress,
-                    )
-                    quality[str(layer)] = {
-                        "fvu": stats.final_fvu,
-                        "l0": stats.final_l0,
-                        "dead_fraction": stats.dead_fraction,
-                    }
-                    if where is not None:
-                        sae.save(where)
-                        atomic_write_json(where / _QUALITY_FILE, quality[str(layer)])
-                saes[layer] = sae
+                saes[layer], quality[str(layer)] = self._sae(seed, layer, tokens)
             self._saes[seed] = saes
             self._sae_info[seed] = quality
         saes = self._saes[seed]
-        features: dict[int, tuple[int, ...]] = {}
-        for layer, sae in saes.items():
-            forget, retain = tokens["forget"][layer], tokens["retain"][layer]
-            if cfg.picker == "contrast":
-                picked = contrast_features(
-                    sae,
-                    forget,
-                    retain,
-                    top_k=cfg.n_features,
-                    max_retain_frequency=cfg.max_retain_frequency,
-                )
-            elif cfg.picker == "threshold":
-                picked = threshold_features(sae, forget, retain, top_k=cfg.n_features)
-            else:
-                picked = script_invariant_features(
-                    sae,
-                    forget,
-                    tokens["romanized"][layer],
-                    tokens["gibberish"][layer],
-                    retain=retain,
-                    top_k=cfg.n_features,
-                    max_retain_frequency=cfg.max_retain_frequency,
-                )
-            if not picked.indices:
-                raise InterventionError(
-                    f"the {cfg.picker!r} picker selected no SAE feature at layer {layer} for "
-                    f"seed {seed}; relax sae.max_retain_frequency or train the SAE longer"
-                )
-            features[layer] = tuple(picked.indices)
+        features = {layer: self._features(sae, layer, seed, tokens) for layer, sae in saes.items()}
         info = {
             "sae_quality": self._sae_info.get(seed, {}),
             "features": {str(k): list(v) for k, v in features.items()},
         }
         return saes, features, info
+
+    def _sae(
+        self, seed: int, layer: int, tokens: dict[str, dict[int, Tensor]]
+    ) -> tuple[SparseAutoencoder, dict[str, Any]]:
+        """The seed's SAE at ``layer``: loaded from the artifacts, or trained and saved."""
+        cfg = self.config.sae
+        where = (
+            self.artifacts / f"seed{seed}" / "sae" / f"layer{layer}"
+            if self.artifacts is not None
+            else None
+        )
+        if where is not None and (where / _QUALITY_FILE).is_file():
+            # Written last, so its presence means the SAE was saved completely.
+            sae = SparseAutoencoder.load(where)
+            logger.info("seed %d: loaded the layer-%d SAE from %s", seed, layer, where)
+            return sae, json.loads((where / _QUALITY_FILE).read_text())
+        acts = torch.cat([tokens["forget"][layer], tokens["retain"][layer]])
+        sae, stats = train_sae(
+            acts,
+            architecture=cfg.architecture,
+            d_sae=cfg.d_sae_multiple * acts.shape[1],
+            k=cfg.k if cfg.architecture == "topk" else None,
+            l1_coefficient=cfg.l1_coefficient,
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            seed=seed,
+            hook_layer=layer,
+            hook_name=f"blocks.{layer}.hook_resid_post",
+            show_progress=self.show_progress,
+        )
+        quality = {
+            "fvu": stats.final_fvu,
+            "l0": stats.final_l0,
+            "dead_fraction": stats.dead_fraction,
+        }
+        if where is not None:
+            sae.save(where)
+            atomic_write_json(where / _QUALITY_FILE, quality)
+        return sae, quality
+
+    def _features(
+        self, sae: SparseAutoencoder, layer: int, seed: int, tokens: dict[str, dict[int, Tensor]]
+    ) -> tuple[int, ...]:
+        """The latents of ``sae`` the configured picker gates at ``layer``."""
+        cfg = self.config.sae
+        forget, retain = tokens["forget"][layer], tokens["retain"][layer]
+        if cfg.picker == "contrast":
+            picked = contrast_features(
+                sae,
+                forget,
+                retain,
+                top_k=cfg.n_features,
+                max_retain_frequency=cfg.max_retain_frequency,
+            )
+        elif cfg.picker == "threshold":
+            picked = threshold_features(sae, forget, retain, top_k=cfg.n_features)
+        else:
+            picked = script_invariant_features(
+                sae,
+                forget,
+                tokens["romanized"][layer],
+                tokens["gibberish"][layer],
+                retain=retain,
+                top_k=cfg.n_features,
+                max_retain_frequency=cfg.max_retain_frequency,
+            )
+        if not picked.indices:
+            raise InterventionError(
+                f"the {cfg.picker!r} picker selected no SAE feature at layer {layer} for "
+                f"seed {seed}; relax sae.max_retain_frequency or train the SAE longer"
+            )
+        return tuple(picked.indices)
 
     def release_seed(self, seed: int) -> None:
         """Drop the seed's in-memory SAEs (they stay on disk under the artifacts)."""

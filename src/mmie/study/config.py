@@ -94,7 +94,7 @@ CIMethodName = Literal["auto", "t", "percentile", "basic", "bca"]
 class DataConfig(ConfigBase):
     """Which text sets a study uses and how many texts of each.
 
-    Each set is a bundled set name (see :data:`mmie.study.datasets.BUNDLED_SETS`) or a path to a
+    Each set is a bundled set name (see :data:`mmie.BUNDLED_SETS`) or a path to a
     JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
     ``n_retain`` texts (fixed across seeds, so per-item results pair up); evaluation sets are
     the first ``n_eval`` texts of each evaluation set.
@@ -184,7 +184,7 @@ class SAETrainingConfig(ConfigBase):
 class ArmConfig(ConfigBase):
     """One unlearning arm: a method (or a combination) and its options.
 
-    ``kind`` combines :data:`ARM_PARTS` with ``+``: at most one trained part (``lora`` or
+    ``kind`` combines ``ARM_PARTS`` (``lora``, ``reft``, ``scrub``, ``sae_gate``, ``dynamic_gate``) with ``+``: at most one trained part (``lora`` or
     ``reft``), at most one gate (``sae_gate`` or ``dynamic_gate``) and optionally ``scrub``,
     e.g. ``"lora+sae_gate"`` or ``"reft+scrub"``. At inference the parts apply in the order
     trained part, scrubber, gate. Options that a part does not use are ignored.
@@ -341,7 +341,7 @@ class ExperimentConfig(ConfigBase):
     Nested sections are :class:`DataConfig`, :class:`SelectionConfig`,
     :class:`SAETrainingConfig`, a tuple of :class:`ArmConfig`, :class:`GateConfig` and
     :class:`GenerationConfig`. Build one in Python (mappings and lists are accepted for the
-    sections and converted), with :meth:`from_dict`, or from a file with :func:`load_config`.
+    sections and converted), with ``from_dict``, or from a file with :func:`load_config`.
 
     Raises:
         ConfigError: a bad value; the message names the field path (``arms[1].alpha``).
@@ -505,13 +505,13 @@ QUICK_OVERRIDES: dict[str, Any] = {
 def demo_config(*, quick: bool = False, **overrides: Any) -> ExperimentConfig:
     """The embedded default study: bundled demo model and data, every arm, three seeds.
 
-    It is :class:`ExperimentConfig` with :data:`DEMO_OVERRIDES`: the demo model, three
+    It is :class:`ExperimentConfig` with ``DEMO_OVERRIDES``: the demo model, three
     selected layers, and arms tuned for the tiny demo model (LoRA, ReFT, the SAE gate at
     alpha 0.5 and 1, the LEACE scrubber, the dynamic gate with a token penalty, and LoRA
     combined with the SAE gate). ``mmie demo`` runs it.
 
     Args:
-        quick: also apply :data:`QUICK_OVERRIDES` (fewer texts, two seeds).
+        quick: also apply ``QUICK_OVERRIDES`` (fewer texts, two seeds).
         **overrides: field values to change; sections may be given as mappings, which are
             merged into the defaults (``data={"n_eval": 8}`` keeps the other data fields).
 

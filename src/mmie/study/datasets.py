@@ -115,7 +115,7 @@ def load_texts(name_or_path: str | Path, *, dedupe: bool = True) -> list[str]:
     JSONL files (``.jsonl``, ``.json``, or any suffix but ``.txt``) hold one JSON object per
     line with a non-empty string under ``"text"``; other keys are allowed and ignored, blank
     lines are skipped. ``.txt`` files hold one text per line. Every text is normalised with
-    :func:`normalize_text`; with ``dedupe`` the first occurrence of each text is kept, in
+    ``normalize_text``; with ``dedupe`` the first occurrence of each text is kept, in
     file order.
 
     Args:

@@ -69,7 +69,7 @@ class GateResult:
     """The verdict of one gate for one arm.
 
     Attributes:
-        name: the gate (a key of :data:`GATES`).
+        name: the gate (one of ``GATES``).
         status: ``"pass"``, ``"fail"`` or ``"not evaluated"``.
         reason: one sentence with the numbers behind the verdict.
         test: the test used (``"superiority"``, ``"non-inferiority"``, ``"tost"``), if any.

@@ -141,7 +141,7 @@ class Report:
 
     @property
     def best_arm(self) -> str | None:
-        """The arm the summary highlights (see :func:`build_report`), if any."""
+        """The arm the summary highlights (the lowest mean forget ES among passing arms), if any."""
         best: str | None = self.data["summary"]["best_arm"]
         return best
 

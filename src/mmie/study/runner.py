@@ -234,6 +234,70 @@ def _prepare_output(out: Path, fingerprint: str, resume: bool) -> None:
         path.unlink()
 
 
+def _plan_units(
+    config: ExperimentConfig,
+    out: Path,
+    fingerprint: str,
+    seeds: Sequence[int],
+    arms: Sequence[str],
+    *,
+    resume: bool,
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The (seed, arm) units to compute, and those whose shards can be reused."""
+    todo = [
+        (seed, name)
+        for seed in seeds
+        for name in arms
+        if not (
+            resume
+            and _reusable(
+                unit_shard_path(out, seed, name), fingerprint, arm_fingerprint(config.arm(name))
+            )
+        )
+    ]
+    resumed = [(s, a) for s in seeds for a in arms if (s, a) not in todo]
+    if resumed:
+        logger.info(
+            "resuming: %d of %d unit(s) already have shards", len(resumed), len(resumed) + len(todo)
+        )
+    return todo, resumed
+
+
+def _evaluate_base(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: ExperimentConfig,
+    sets: EvalSets,
+    fingerprint: str,
+    env: dict[str, Any],
+    path: Path,
+) -> tuple[int, ...]:
+    """Select the layers, evaluate the base model and write the base shard."""
+    t0 = time.perf_counter()
+    with seed_context(0):
+        layers, selection = _select_layers(model, tokenizer, config, sets)
+        t1 = time.perf_counter()
+        records, generations = evaluate_model(model, tokenizer, sets, config, probe_layers=layers)
+    atomic_write_json(
+        path,
+        {
+            "format_version": SHARD_FORMAT_VERSION,
+            "kind": "base",
+            "fingerprint": fingerprint,
+            "config": config.to_dict(),
+            "layers": list(layers),
+            "selection": selection,
+            "items": sets.items(),
+            "metrics": {k: r.to_dict() for k, r in records.items()},
+            "generations": generations,
+            "environment": env,
+            "timings": {"selection_s": t1 - t0, "evaluation_s": time.perf_counter() - t1},
+        },
+    )
+    logger.info("base model evaluated; layers %s", list(layers))
+    return layers
+
+
 def run_experiment(
     config: ExperimentConfig,
     *,
@@ -288,29 +352,11 @@ def run_experiment(
     device = _resolve_device(config.device)
     env = environment_manifest(device)
 
-    computed: list[tuple[int, str]] = []
-    resumed: list[tuple[int, str]] = []
-    failures: list[UnitFailure] = []
-    todo = [
-        (seed, name)
-        for seed in run_seeds
-        for name in run_arms
-        if not (
-            resume
-            and _reusable(
-                unit_shard_path(out, seed, name),
-                fingerprint,
-                arm_fingerprint(config.arm(name)),
-            )
-        )
-    ]
-    resumed = [(s, a) for s in run_seeds for a in run_arms if (s, a) not in todo]
-    if resumed:
-        logger.info(
-            "resuming: %d of %d unit(s) already have shards", len(resumed), len(resumed) + len(todo)
-        )
+    todo, resumed = _plan_units(config, out, fingerprint, run_seeds, run_arms, resume=resume)
     base_path = base_shard_path(out)
     need_base = not (resume and _reusable(base_path, fingerprint, None))
+    computed: list[tuple[int, str]] = []
+    failures: list[UnitFailure] = []
 
     if todo or need_base:
         loader = (
@@ -323,33 +369,7 @@ def run_experiment(
             assert tok is not None
             base_model.eval()
             if need_base:
-                t0 = time.perf_counter()
-                with seed_context(0):
-                    layers, selection = _select_layers(base_model, tok, config, sets)
-                    t1 = time.perf_counter()
-                    records, generations = evaluate_model(
-                        base_model, tok, sets, config, probe_layers=layers
-                    )
-                atomic_write_json(
-                    base_path,
-                    {
-                        "format_version": SHARD_FORMAT_VERSION,
-                        "kind": "base",
-                        "fingerprint": fingerprint,
-                        "config": config.to_dict(),
-                        "layers": list(layers),
-                        "selection": selection,
-                        "items": sets.items(),
-                        "metrics": {k: r.to_dict() for k, r in records.items()},
-                        "generations": generations,
-                        "environment": env,
-                        "timings": {
-                            "selection_s": t1 - t0,
-                            "evaluation_s": time.perf_counter() - t1,
-                        },
-                    },
-                )
-                logger.info("base model evaluated; layers %s", list(layers))
+                layers = _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path)
             else:
                 layers = tuple(read_json(base_path)["layers"])
             study = Study(
@@ -481,7 +501,7 @@ def aggregate(
         plots: as ``ExperimentConfig.plots``.
 
     Returns:
-        The merged :class:`~mmie.study.report.Report`.
+        The merged :class:`~mmie.Report`.
 
     Raises:
         DataError: directories of different configs, or two different results for the same

@@ -36,7 +36,7 @@ LRSchedule = Literal["constant", "cosine"]
 class UnlearnConfig(ConfigBase):
     """How an unlearning arm is trained (shared by LoRA and ReFT).
 
-    Every field is keyword-only; :meth:`to_dict`/:meth:`from_dict` round-trip through JSON.
+    Every field is keyword-only; ``to_dict``/``from_dict`` round-trip through JSON.
 
     Raises:
         ConfigError: a field has a wrong type or value, or two fields contradict each other;

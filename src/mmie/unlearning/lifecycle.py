@@ -17,7 +17,7 @@ On exit, also when the body raises, :func:`lora_arm` unloads the LoRA layers (pe
 it computed before), :func:`reft_arm` removes the adapter's hooks, both restore the base
 parameters' ``requires_grad`` flags and train/eval mode, drop their references to the
 adapter (whose optimizer state already went when training returned) and call
-:func:`mmie.models.loading.free_memory`. Memory therefore returns to its baseline after every
+:func:`mmie.free_memory`. Memory therefore returns to its baseline after every
 seed, provided the body keeps no reference of its own to the yielded arm: the yielded
 object is invalid after the ``with`` block.
 """
