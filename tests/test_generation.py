@@ -19,6 +19,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, PreTrainedTokenizerFast
 
 import mmie
+from mmie.edits.controls import ScriptBanProcessor
 from mmie.edits.dynamic_gating import DynamicGatingProcessor
 from mmie.edits.sae_gate import SAEGate
 from mmie.errors import InterventionError, TruncationWarning
@@ -465,6 +466,46 @@ def test_penalty_never_mutates_scores_and_hits_only_drifted_target_logits(case, 
         assert torch.equal(y, expected)
         if drifted.any():
             assert y is not x
+
+
+# "E0 A4" and "E0 A5" merges (ids 259, 260), bare bytes of Devanagari and Bengali characters
+BYTE_POOL = [DEV_IDS[0], DEV_IDS[-1], 259, 260, 0xE0, 0xA4, 0xA5, 0xA6, 0x95, 65, 32]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    steps=st.lists(st.lists(st.sampled_from(BYTE_POOL), min_size=3, max_size=3), max_size=10),
+    seed=st.integers(0, 2**16),
+)
+def test_infinite_penalty_bans_what_the_script_ban_bans_in_drifted_rows(steps, seed):
+    """penalty=inf without a target mask: drifted rows get ScriptBanProcessor's byte-aware
+    ban (partial characters included), the other rows their scores unchanged."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randn(3, V, generator=g) for _ in range(len(steps) + 1)]
+    prompt = torch.tensor([[65, 66], [67, 68], [69, 70]])
+    proc = DynamicGatingProcessor(
+        FakeGate(), TOK, min_tokens=1, threshold=0.0, penalty=float("inf")
+    )
+    ban = ScriptBanProcessor(TOK, "Deva")
+    with proc.session(), ban.session():
+        outs = run_steps(proc, prompt, steps, scores_fn=lambda t: inputs[t])
+        banned = run_steps(ban, prompt, steps, scores_fn=lambda t: inputs[t])
+    hist = proc.alpha_history
+    for t, (x, y, b) in enumerate(zip(inputs, outs, banned)):
+        drifted = hist[:, t] == 1.0
+        assert torch.equal(y, torch.where(drifted[:, None], b, x))
+
+
+def test_infinite_penalty_bans_partial_characters():
+    steps = [[DEV_IDS[0], 65], [0xE0, 0xE0]]  # row 0 drifts, row 1 does not
+    proc = DynamicGatingProcessor(
+        FakeGate(), TOK, min_tokens=1, threshold=0.0, penalty=float("inf")
+    )
+    with proc.session():
+        out = run_steps(proc, torch.tensor([[65], [66]]), steps)[-1]
+    banned = (out[0] == float("-inf")).nonzero().view(-1).tolist()
+    assert banned == sorted({0xA4, 0xA5, 259, 260, *DEV_IDS})  # after a pending E0
+    assert not out[1].isinf().any()
 
 
 def test_threshold_is_compared_exactly():

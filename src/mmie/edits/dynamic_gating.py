@@ -15,7 +15,8 @@ How it works, per decoding step ``t`` (one ``__call__``):
    tokens generated since its previous call;
 3. the resulting decision is written into the gate as one alpha per row
    (:meth:`~mmie.SAEGate.set_sequence_alpha`), and optionally a penalty is subtracted from
-   the target-script logits of the rows that drifted.
+   the target-script logits of the rows that drifted (an infinite penalty bans the
+   byte-aware set of :class:`~mmie.edits.controls.ScriptBanMasks` instead).
 
 **One-step lag.** A logits processor runs *after* the forward pass that produced step
 ``t``'s logits, so the alpha written at step ``t`` first acts on the forward pass of step
@@ -38,6 +39,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from mmie._validation import is_real, positive_int, unit_interval
+from mmie.edits.controls import ScriptBanMasks
 from mmie.errors import InterventionError
 from mmie.language.unicode import SCRIPT_LANGUAGE, script_code, script_token_mask
 
@@ -139,7 +141,12 @@ class DynamicGatingProcessor(LogitsProcessor):
     act from the **next** step on (the one-step lag: a processor runs after the forward pass
     that produced the current logits). With ``penalty``, the rows whose group is high also
     get ``penalty`` subtracted from the target-script logits of the current step; the
-    caller's ``scores`` tensor is never modified (a new tensor is returned).
+    caller's ``scores`` tensor is never modified (a new tensor is returned). An infinite
+    penalty (``math.inf``) without ``target_mask`` bans, in the drifted rows, exactly what
+    :class:`~mmie.edits.controls.ScriptBanProcessor` bans: every token that would start or
+    continue a target-script character given the bytes the row has pending, so partial
+    characters of byte-level tokenizers are banned too (this reads the rows' last tokens
+    back to the host at every step).
 
     Use it through :func:`mmie.generate` (pass it in ``logits_processors``) or inside
     :meth:`session` around ``model.generate``: the session groups rows by prompt, runs the
@@ -163,7 +170,9 @@ class DynamicGatingProcessor(LogitsProcessor):
             fraction ``p/q`` with ``q <= 10000`` (``0.3`` is ``3/10``).
         min_tokens: minimum number of target-script tokens a group must have generated.
         penalty: logit penalty subtracted from target-script tokens of drifted rows (``None``
-            or ``0`` for none; ``float("inf")`` bans them).
+            or ``0`` for none). ``math.inf`` bans them: the byte-aware set of
+            :class:`~mmie.edits.controls.ScriptBanMasks`, or the tokens of ``target_mask``
+            when one is given.
         detector: optional text detector (:class:`mmie.Detector`) refining the decision.
         target_language: label the detector gives the target language (default:
             ``SCRIPT_LANGUAGE`` of ``target_script``, ``"hi"`` for Devanagari).
@@ -265,6 +274,9 @@ class DynamicGatingProcessor(LogitsProcessor):
         self.script_blind = bool(script_blind)
         self.sticky = bool(sticky)
         self._target_mask = target_mask.detach().cpu() if target_mask is not None else None
+        self._ban_masks = (
+            ScriptBanMasks(tokenizer, code) if penalty == math.inf and target_mask is None else None
+        )
         self._tables: dict[tuple[torch.device, int], tuple[Tensor, Tensor]] = {}
         self._state: _GenerationState | None = None
         self._rows_per_prompt = 1
@@ -452,10 +464,18 @@ class DynamicGatingProcessor(LogitsProcessor):
         self.gate.set_sequence_alpha(alpha, check=False)
         state.history.append(alpha)
         state.steps += 1
-        if self.penalty is None or state.target_ids.numel() == 0:
+        if self.penalty is None:
+            return scores
+        if self._ban_masks is None and state.target_ids.numel() == 0:
             return scores
         if scores.device.type == "cpu" and not bool(row_high.any()):  # free on CPU only
             return scores
+        if self._ban_masks is not None:  # byte-aware ban, per row's pending bytes
+            ban = self._ban_masks.for_rows(
+                input_ids, state.prompt_len, scores.shape[-1], scores.device
+            )
+            ban = ban.view(-1, scores.shape[-1]) & row_high[:, None]  # (rows, vocab)
+            return scores.masked_fill(ban, -math.inf)
         shift = torch.where(row_high, state.neg_penalty, state.zero)  # (rows,) -penalty or 0
         shift = shift[:, None].expand(-1, state.target_ids.numel())  # (rows, n_target_tokens)
         return scores.index_add(1, state.target_ids, shift)  # a new tensor

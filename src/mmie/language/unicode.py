@@ -486,3 +486,169 @@ def classify_tokens(
     status = torch.tensor(values, dtype=torch.int8)
     cache[key] = (status, pending)
     return status, pending
+
+
+# ------------------------------------------------------------------ incomplete characters
+_UTF8_BOUNDS = {2: (0x80, 0x7FF), 3: (0x800, 0xFFFF), 4: (0x10000, 0x10FFFF)}
+
+
+def _prefix_range(prefix: bytes) -> tuple[int, int] | None:
+    """Code points ``[lo, hi]`` whose UTF-8 encoding starts with the incomplete character
+    ``prefix``, or ``None`` if no valid character does (or ``prefix`` is complete or empty).
+    Overlong forms, surrogates and code points above U+10FFFF are excluded, as a strict
+    decoder (Python's) excludes them."""
+    if not prefix:
+        return None
+    size = _utf8_length(prefix[0])
+    if size < 2 or len(prefix) >= size or any(not 0x80 <= b <= 0xBF for b in prefix[1:]):
+        return None
+    value = prefix[0] & (0x7F >> size)
+    for b in prefix[1:]:
+        value = value << 6 | (b & 0x3F)
+    missing = 6 * (size - len(prefix))
+    lo, hi = value << missing, (value << missing) | ((1 << missing) - 1)
+    low, high = _UTF8_BOUNDS[size]
+    lo, hi = max(lo, low), min(hi, high)
+    if size == 3 and hi >= 0xD800 and lo <= 0xDFFF:  # surrogates: never valid UTF-8
+        if lo >= 0xD800:
+            lo = 0xE000
+        else:
+            hi = 0xD7FF  # only a bare ED lead reaches here: U+D000-U+DFFF
+    return (lo, hi) if lo <= hi else None
+
+
+def utf8_tail(data: bytes) -> bytes:
+    """The incomplete character at the end of ``data``: the bytes a UTF-8 decoder keeps
+    pending (``b""`` when ``data`` ends on a character boundary or in invalid bytes).
+
+    Only the last three bytes matter: a pending character starts at its lead byte, and a
+    strict decoder (Python's, and the ``errors="replace"`` decoding of Hugging Face
+    byte-level tokenizers) starts a new character at every byte that is not a continuation
+    byte, so what precedes the lead byte cannot change the tail.
+
+    Example:
+        >>> utf8_tail("क".encode()[:2]), utf8_tail("क".encode()), utf8_tail(b"a\\xe0\\x80")
+        (b'\\xe0\\xa4', b'', b'')
+    """
+    for j in range(len(data) - 1, max(len(data) - 4, -1), -1):
+        if not 0x80 <= data[j] <= 0xBF:
+            tail = data[j:]
+            return tail if _prefix_range(tail) is not None else b""
+    return b""
+
+
+@functools.lru_cache(maxsize=4096)
+def prefix_only_completes_to(prefix: bytes, code: str) -> bool:
+    """Whether the incomplete character ``prefix`` can complete into a character of script
+    ``code`` and into no letter of another script.
+
+    Script-neutral completions (digits, punctuation, the danda) do not count against it: the
+    Devanagari prefixes ``E0 A4`` and ``E0 A5`` (U+0900-U+097F) qualify, although ``E0 A5``
+    also completes into the danda and the Devanagari digits; ``E0`` alone (U+0800-U+0FFF,
+    also Bengali, Gurmukhi and others) does not, nor does an invalid prefix.
+
+    Args:
+        prefix: the bytes of an incomplete UTF-8 character (see :func:`utf8_tail`).
+        code: an ISO 15924 code from ``SCRIPTS``.
+
+    Example:
+        >>> prefix_only_completes_to(b"\\xe0\\xa4", "Deva"), prefix_only_completes_to(b"\\xe0", "Deva")
+        (True, False)
+    """
+    bounds = _prefix_range(prefix)
+    if bounds is None:
+        return False
+    lo, hi = bounds
+    has_target = any(
+        script_of_char(chr(c)) == code
+        for start, end, script in _RANGES
+        if script == code
+        for c in range(max(lo, start), min(hi, end) + 1)
+    )
+    if not has_target:
+        return False
+    return all(script_of_char(chr(c)) in (None, code) for c in range(lo, hi + 1))
+
+
+# tokenizer -> {(script, pending): ban mask [len(tokenizer)]}
+_BANNED: weakref.WeakKeyDictionary[Any, dict[tuple[str, bytes], torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def script_ban_mask(tokenizer: Any, script: str, pending: bytes = b"") -> torch.Tensor:
+    """Byte-aware mask of the tokens that would start or continue a character of ``script``.
+
+    Token ``i`` is marked when the text gets a character of ``script`` or an incomplete
+    character that can only complete into one (:func:`prefix_only_completes_to`) once its
+    bytes (:func:`token_bytes`) follow ``pending``, the incomplete character at the end of
+    the text so far (:func:`utf8_tail`; ``b""`` at a character boundary). That is, it is
+    marked when
+
+    * its first script-bearing character after ``pending`` is of ``script``
+      (:func:`classify_tokens`, the next-character machinery of ``script_mass``), or
+    * its decoded string contains a character of ``script`` (:func:`script_token_mask`;
+      the characters after the first one do not depend on ``pending``), or
+    * the text then ends in a prefix of ``script`` only (``E0 A4`` or ``E0 A5`` for
+      Devanagari; a bare ``E0`` is shared with Bengali and Gurmukhi and is not marked).
+
+    Special tokens are never marked. After a non-empty ``pending``, only tokens starting
+    with a continuation byte can join it; every other token is marked as it is after
+    ``b""`` (a decoder replaces the dangling bytes and starts afresh). Cached per tokenizer
+    and ``(script, pending)``: a new ``pending`` costs one pass over the tokens that start
+    with a continuation byte, the first one a pass over the vocabulary.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        script: a script code, name or language label (see :func:`script_code`).
+        pending: the incomplete character the text ends with.
+
+    Returns:
+        A CPU ``torch.bool`` tensor ``[len(tokenizer)]``; treat it as read-only (it is
+        cached).
+
+    Raises:
+        TypeError: ``pending`` is not ``bytes``.
+        ValueError: unknown ``script``, or ``pending`` is not an incomplete character
+            (``utf8_tail(pending) != pending``).
+
+    Example:
+        >>> from mmie.testing import byte_tokenizer
+        >>> tok = byte_tokenizer()
+        >>> ban = script_ban_mask(tok, "Deva", b"\\xe0")
+        >>> bool(ban[0xA4]), bool(ban[0xA6]), bool(script_ban_mask(tok, "Deva")[0xE0])
+        (True, False, False)
+    """
+    code = script_code(script)
+    if not isinstance(pending, bytes):
+        raise TypeError(f"pending must be bytes, got {type(pending).__name__}")
+    if utf8_tail(pending) != pending:
+        raise ValueError(f"pending must be an incomplete UTF-8 character, got {pending!r}")
+    try:
+        cache = _BANNED.setdefault(tokenizer, {})
+    except TypeError:
+        cache = {}
+    key = (code, pending)
+    cached = cache.get(key)
+    if cached is not None and cached.numel() == len(tokenizer):
+        return cached
+    raw = token_bytes(tokenizer)
+    whole = script_token_mask(tokenizer, code)
+    status, _ = classify_tokens(tokenizer, code, pending)
+    if not pending:
+        ban = whole | (status == 1)
+        for i, data in enumerate(raw):
+            if data is not None and not ban[i]:
+                ban[i] = prefix_only_completes_to(utf8_tail(data), code)
+    else:
+        ban = script_ban_mask(tokenizer, code).clone()
+        for i in _continuation_ids(tokenizer):
+            data = raw[i]
+            assert data is not None
+            ban[i] = (
+                bool(status[i] == 1)
+                or bool(whole[i])
+                or prefix_only_completes_to(utf8_tail(pending + data), code)
+            )
+    cache[key] = ban
+    return ban
