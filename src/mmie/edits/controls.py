@@ -9,15 +9,15 @@ of them is not calibrated:
   only the script of generated text would call that "forgotten".
 * :class:`ForcedEOSProcessor` ends every continuation at once. Empty outputs have no target
   language and no extraction strength; a gate must tell silence from forgetting (see
-  :func:`mmie.evaluation.output_metrics.degeneracy`).
+  :func:`mmie.degeneracy`).
 * :class:`NoiseIntervention` adds Gaussian noise to one block's hidden state. A destroyed
   model forgets everything; a gate must check that what should be kept is kept.
 * The identity control needs no class: the study runs the base model as it is.
 
-The ban is byte-aware: :class:`ScriptBanMasks` keeps, per generated row, the incomplete
+The ban is byte-aware: ``ScriptBanMasks`` keeps, per generated row, the incomplete
 UTF-8 character at the end of its text and bans the tokens that would complete a
 target-script character from it or leave a prefix that can only complete into one
-(:func:`mmie.language.unicode.script_ban_mask`), so it also works with byte-level
+(``mmie.language.unicode.script_ban_mask``), so it also works with byte-level
 tokenizers whose tokens hold single bytes of a character. :class:`~mmie.DynamicGatingProcessor`
 uses the same masks when its ``penalty`` is infinite.
 """
@@ -57,7 +57,7 @@ def _check_tokenizer(tokenizer: object) -> None:
 class ScriptBanMasks:
     """Per-row byte-aware ban masks of one tokenizer and script, cached on the scores' device.
 
-    The bans come from :func:`mmie.language.unicode.script_ban_mask`, one mask per distinct
+    The bans come from ``mmie.language.unicode.script_ban_mask``, one mask per distinct
     *pending prefix* (the incomplete UTF-8 character a row's text ends with). A row's
     pending prefix is read back from its last generated tokens (at most three bytes
     matter; special tokens, which decoding skips, are skipped), so it needs no per-row
@@ -180,7 +180,7 @@ class ScriptBanProcessor(LogitsProcessor):
     """Control arm: decoding never writes a character of the target script.
 
     Sets to ``-inf`` the logits of every token that would start or continue a character of
-    ``script`` (:class:`ScriptBanMasks`): whole-character tokens containing the script,
+    ``script`` (``ScriptBanMasks``): whole-character tokens containing the script,
     tokens that complete a target character from the bytes a row has pending, and tokens
     that leave an incomplete character that can only complete into the script (for
     Devanagari ``E0 A4``/``E0 A5``; a bare ``E0``, shared with Bengali and Gurmukhi, stays
@@ -310,7 +310,7 @@ class ForcedEOSProcessor(LogitsProcessor):
     It is a **control**: an empty output has no target language, so leakage and
     extraction-strength metrics read zero, but nothing was forgotten. A gate that accepts
     it does not check that the model still produces text
-    (:func:`mmie.evaluation.output_metrics.degeneracy` flags these outputs ``empty``).
+    (:func:`mmie.degeneracy` flags these outputs ``empty``).
     Do not combine it with ``min_new_tokens`` (which bans EOS: every token would be
     ``-inf``).
 

@@ -16,7 +16,7 @@ How it works, per decoding step ``t`` (one ``__call__``):
 3. the resulting decision is written into the gate as one alpha per row
    (:meth:`~mmie.SAEGate.set_sequence_alpha`), and optionally a penalty is subtracted from
    the target-script logits of the rows that drifted (an infinite penalty bans the
-   byte-aware set of :class:`~mmie.edits.controls.ScriptBanMasks` instead).
+   byte-aware set of ``mmie.edits.controls.ScriptBanMasks`` instead).
 
 **One-step lag.** A logits processor runs *after* the forward pass that produced step
 ``t``'s logits, so the alpha written at step ``t`` first acts on the forward pass of step
@@ -143,7 +143,7 @@ class DynamicGatingProcessor(LogitsProcessor):
     get ``penalty`` subtracted from the target-script logits of the current step; the
     caller's ``scores`` tensor is never modified (a new tensor is returned). An infinite
     penalty (``math.inf``) without ``target_mask`` bans, in the drifted rows, exactly what
-    :class:`~mmie.edits.controls.ScriptBanProcessor` bans: every token that would start or
+    ``ScriptBanProcessor`` (``mmie.edits.controls``) bans: every token that would start or
     continue a target-script character given the bytes the row has pending, so partial
     characters of byte-level tokenizers are banned too (this reads the rows' last tokens
     back to the host at every step).
@@ -171,7 +171,7 @@ class DynamicGatingProcessor(LogitsProcessor):
         min_tokens: minimum number of target-script tokens a group must have generated.
         penalty: logit penalty subtracted from target-script tokens of drifted rows (``None``
             or ``0`` for none). ``math.inf`` bans them: the byte-aware set of
-            :class:`~mmie.edits.controls.ScriptBanMasks`, or the tokens of ``target_mask``
+            ``mmie.edits.controls.ScriptBanMasks``, or the tokens of ``target_mask``
             when one is given.
         detector: optional text detector (:class:`mmie.Detector`) refining the decision.
         target_language: label the detector gives the target language (default:

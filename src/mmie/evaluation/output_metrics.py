@@ -13,7 +13,7 @@ digits in any script, punctuation, symbols and the danda ``।``/double danda ``
 * :func:`sampled_leakage`: ``n_samples`` sampled continuations per prompt, the fraction of
   them dominated by the target script and the worst-of-N target share.
 
-The control arms of :mod:`mmie.edits.controls` are what these metrics exist to expose: a
+The control arms of ``mmie.edits.controls`` are what these metrics exist to expose: a
 script ban gives target share 0 with normal-looking text, forced EOS gives empty outputs
 (``nan`` shares, ``empty`` flags), heavy noise gives degenerate loops.
 """
@@ -454,7 +454,7 @@ def sampled_leakage(
     dominated``) and the worst-of-N target share. Sampling is reproducible for a given
     ``seed`` and ``batch_size`` (see :func:`mmie.generate`); the caller's global RNG state
     is restored afterwards. ``logits_processors`` (e.g. a control arm of
-    :mod:`mmie.edits.controls`) are applied at every step, their sessions opened per
+    ``mmie.edits.controls``) are applied at every step, their sessions opened per
     batch.
 
     Args:
