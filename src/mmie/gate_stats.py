@@ -35,12 +35,13 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import gammaln, ndtr, stdtr, stdtrit, xlogy
+from scipy.special import gammaln, ndtr, stdtr, stdtrit
 from scipy.stats import rankdata
 
 from mmie._validation import boolean, choice, finite_float, positive_float, unit_interval
@@ -376,7 +377,9 @@ def _within(x: np.ndarray, name: str, low: float, high: float) -> None:
     outside = (x < low) | (x > high)
     if np.any(outside):
         bad = int(np.flatnonzero(outside)[0])
-        raise ValueError(f"{name} must lie in [{low:g}, {high:g}]; {name}[{bad}] is {x[bad]!r}")
+        raise ValueError(
+            f"{name} must lie in [{low:g}, {high:g}]; {name}[{bad}] is {float(x[bad])!r}"
+        )
 
 
 def _pair(arm: object, base: object, *, min_n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -817,46 +820,80 @@ def _tables(n: int) -> tuple[np.ndarray, np.ndarray]:
     return (c - b).astype(np.float64), b.astype(np.float64)  # n10 = j - i, n01 = i
 
 
+def _extremeness(z: np.ndarray, alternative: str) -> np.ndarray:
+    """Tango's statistic oriented so that *smaller* values speak more against the null."""
+    if alternative == "less":
+        return z
+    if alternative == "greater":
+        return -z
+    out: np.ndarray = -np.abs(z)
+    return out
+
+
+def _tie_tolerance(key: np.ndarray) -> np.ndarray:
+    out: np.ndarray = _TIE_RTOL * np.maximum(1.0, np.abs(key))
+    return out
+
+
+def _log_trinomial(n: int, delta0: float, b: np.ndarray, c: np.ndarray) -> Iterator[np.ndarray]:
+    """Log-probabilities of the tables ``(b, c, n - b - c)`` at each nuisance grid point.
+
+    The cells have probabilities ``(q + δ0, q, 1 - 2q - δ0)`` for ``q = q01`` on
+    ``_NUISANCE_GRID`` equally spaced values of ``[max(0, -δ0), (1 - δ0) / 2]`` (endpoints
+    included). Yields chunks of rows ``(grid points, tables)``; the log-likelihood is one
+    matrix product (zero probabilities are clipped to 1e-300, so ``0 · log 0`` is 0 and a
+    table that needs a zero-probability cell gets ``exp(-690 k) = 0``).
+    """
+    rest = n - b - c
+    log_coef = gammaln(n + 1.0) - gammaln(b + 1.0) - gammaln(c + 1.0) - gammaln(rest + 1.0)
+    counts = np.stack([b, c, rest])  # (3, tables)
+    grid = np.linspace(max(0.0, -delta0), (1.0 - delta0) / 2.0, _NUISANCE_GRID)
+    cells = np.stack([grid + delta0, grid, 1.0 - 2.0 * grid - delta0], axis=1)  # (grid, 3)
+    log_cells = np.log(np.clip(cells, 1e-300, 1.0))
+    rows = max(1, _CHUNK_CELLS // b.size)
+    for start in range(0, grid.size, rows):
+        yield log_coef + log_cells[start : start + rows] @ counts
+
+
+def _exact_p(n10: int, n01: int, n: int, delta0: float, alternative: str) -> float:
+    """The exact unconditional p-value of one table (Sidik 2003, with Tango's ordering).
+
+    ``sup_q P_q(key(table) <= key(observed))``: the largest probability, over the nuisance
+    parameter ``q = q01`` (on the grid of :func:`_log_trinomial`), of a table at least as
+    extreme as the observed one under ``p_arm - p_base = δ0``.
+    """
+    b, c = _tables(n)
+    key = _extremeness(_tango_z(b, c, n, delta0), alternative)
+    observed = _extremeness(
+        _tango_z(np.array([float(n10)]), np.array([float(n01)]), n, delta0), alternative
+    )
+    tail = key <= observed + _tie_tolerance(observed)
+    best = 0.0
+    for log_p in _log_trinomial(n, delta0, b[tail], c[tail]):
+        best = max(best, float(np.max(np.sum(np.exp(log_p), axis=1))))
+    return min(best, 1.0)
+
+
 def _exact_p_table(
     n: int, delta0: float, alternative: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact unconditional p-values of every table ``(n10, n01)`` of ``n`` items.
+    """:func:`_exact_p` of every table of ``n`` items at once (for simulations).
 
-    Tables are ordered by Tango's statistic (more extreme = more evidence against the null);
-    the p-value of a table is the largest, over the nuisance parameter ``q01``, probability
-    of a table at least as extreme, the tables being trinomial ``(n10, n01, rest)`` with
-    probabilities ``(q01 + δ0, q01, 1 - 2 q01 - δ0)``. The supremum is taken over
-    ``_NUISANCE_GRID`` equally spaced values of ``q01`` in ``[max(0, -δ0), (1 - δ0) / 2]``
-    (endpoints included).
+    The tables are sorted by extremeness; the tail probability of each is then a cumulative
+    sum, so all of them cost one pass over the (grid, tables) matrix.
 
     Returns:
         ``(n10, n01, p)``, one entry per table.
     """
     b, c = _tables(n)
-    z = _tango_z(b, c, n, delta0)
-    if alternative == "less":
-        key = z
-    elif alternative == "greater":
-        key = -z
-    else:
-        key = -np.abs(z)
+    key = _extremeness(_tango_z(b, c, n, delta0), alternative)
     order = np.argsort(key, kind="stable")
     key_sorted = key[order]
-    tol = _TIE_RTOL * np.maximum(1.0, np.abs(key_sorted))
-    last = np.searchsorted(key_sorted, key_sorted + tol, side="right") - 1  # ties included
-    bs, cs = b[order], c[order]
-    rest = n - bs - cs
-    log_coef = gammaln(n + 1.0) - gammaln(bs + 1.0) - gammaln(cs + 1.0) - gammaln(rest + 1.0)
-    q_lo, q_hi = max(0.0, -delta0), (1.0 - delta0) / 2.0
-    grid = np.linspace(q_lo, q_hi, _NUISANCE_GRID)
+    # index of the last table at most as extreme (ties included)
+    last = np.searchsorted(key_sorted, key_sorted + _tie_tolerance(key_sorted), side="right") - 1
     best = np.zeros(b.size)
-    rows = max(1, _CHUNK_CELLS // b.size)
-    for start in range(0, grid.size, rows):
-        q = grid[start : start + rows, None]  # (rows, 1)
-        q10 = np.clip(q + delta0, 0.0, 1.0)
-        q00 = np.clip(1.0 - 2.0 * q - delta0, 0.0, 1.0)
-        log_p = log_coef + xlogy(bs, q10) + xlogy(cs, q) + xlogy(rest, q00)
-        tail = np.cumsum(np.exp(log_p), axis=1)[:, last]  # (rows, tables)
+    for log_p in _log_trinomial(n, delta0, b[order], c[order]):
+        tail = np.cumsum(np.exp(log_p), axis=1)[:, last]
         best = np.maximum(best, np.max(tail, axis=0))
     p = np.empty(b.size)
     p[order] = np.minimum(best, 1.0)
@@ -868,7 +905,7 @@ def _binary(values: object, name: str) -> np.ndarray:
     bad = (x != 0.0) & (x != 1.0)
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name} must hold only 0 and 1; {name}[{i}] is {x[i]!r}")
+        raise ValueError(f"{name} must hold only 0 and 1; {name}[{i}] is {float(x[i])!r}")
     return x
 
 
@@ -945,8 +982,7 @@ def paired_proportions_test(
     if method == "score":
         p = float(_score_p(np.array([z]), alternative)[0])
     else:
-        b, c, table_p = _exact_p_table(n, d0, alternative)
-        p = float(table_p[(b == n10) & (c == n01)][0])
+        p = _exact_p(n10, n01, n, d0, alternative)
     relation = {"less": ">=", "greater": "<=", "two-sided": "=="}[alternative]
     return PairedProportionsTest(
         estimate=(n10 - n01) / n,
