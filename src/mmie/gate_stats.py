@@ -47,6 +47,7 @@ from scipy.stats import rankdata
 from mmie._validation import boolean, choice, finite_float, positive_float, unit_interval
 
 __all__ = [
+    "AUCDifferenceTest",
     "AUCTestResult",
     "BoundedMeanTest",
     "DeLongAUC",
@@ -54,6 +55,7 @@ __all__ = [
     "LogRatioTest",
     "MeanBound",
     "PairedProportionsTest",
+    "auc_difference_test",
     "auc_equivalence_test",
     "auc_test",
     "check_evidence",
@@ -1217,6 +1219,128 @@ def auc_equivalence_test(
 
 
 # ------------------------------------------------------------------------ log ratio
+
+
+@dataclass(frozen=True)
+class AUCDifferenceTest:
+    """Equivalence of two correlated AUCs measured on the same positives and negatives.
+
+    Attributes:
+        estimate: ``AUC_a - AUC_b``.
+        auc_a: the first model's AUC.
+        auc_b: the second model's AUC.
+        se: DeLong standard error of the difference (covariance of the two AUCs included).
+        p_value: the larger of the two one-sided p-values (TOST).
+        rejected: ``p_value <= alpha``: ``low < AUC_a - AUC_b < high`` is shown.
+        alpha: the test's level.
+        low: lower end of the equivalence band of the difference.
+        high: upper end.
+        n_pos: number of positives.
+        n_neg: number of negatives.
+        null: the null hypothesis, in words.
+    """
+
+    estimate: float
+    auc_a: float
+    auc_b: float
+    se: float
+    p_value: float
+    rejected: bool
+    alpha: float
+    low: float
+    high: float
+    n_pos: int
+    n_neg: int
+    null: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dictionary."""
+        return asdict(self)
+
+
+def auc_difference_test(
+    positives_a: npt.ArrayLike,
+    negatives_a: npt.ArrayLike,
+    positives_b: npt.ArrayLike,
+    negatives_b: npt.ArrayLike,
+    *,
+    low: float,
+    high: float,
+    alpha: float = 0.05,
+) -> AUCDifferenceTest:
+    """TOST that ``AUC_a - AUC_b`` lies in ``(low, high)`` for two models scored on the same
+    items (DeLong, DeLong & Clarke-Pearson 1988, the correlated-AUC case).
+
+    ``positives_a[i]`` and ``positives_b[i]`` are two models' scores of the same positive
+    item (e.g. an unlearned model's and the retrained reference's membership scores of one
+    forget text), likewise the negatives. With each model's placement values ``V10`` (per
+    positive) and ``V01`` (per negative), the variance of the difference is
+    ``c' (S10 / m + S01 / n) c`` with ``c = (1, -1)`` and ``S10``, ``S01`` the 2 × 2 sample
+    covariance matrices of the placement values: the covariance of the two AUCs, large when
+    the models rank the items alike, is subtracted. Rejects when both ``(d - low) / se`` and
+    ``(high - d) / se`` exceed ``z_{1-alpha}``; with ``se = 0`` it does not reject.
+
+    Args:
+        positives_a: model a's scores of the positives.
+        negatives_a: model a's scores of the negatives.
+        positives_b: model b's scores of the same positives (same order).
+        negatives_b: model b's scores of the same negatives.
+        low: lower end of the band of ``AUC_a - AUC_b``, in ``[-1, 1]``.
+        high: upper end, ``> low``.
+        alpha: the test's level, in ``(0, 1)``.
+
+    Returns:
+        A frozen :class:`AUCDifferenceTest`.
+
+    Raises:
+        TypeError: non-numeric scores; ``low``, ``high`` or ``alpha`` not real numbers.
+        ValueError: fewer than 2 scores per class, non-finite scores, positives (or
+            negatives) of the two models of different lengths, ``high <= low``, ``alpha``
+            outside ``(0, 1)``.
+
+    Example:
+        >>> pos, neg = [0.9, 0.8, 0.7, 0.4], [0.5, 0.3, 0.2, 0.1]
+        >>> r = auc_difference_test(pos, neg, pos, neg, low=-0.1, high=0.1)
+        >>> r.estimate, r.rejected  # the same model twice: no difference, but se = 0
+        (0.0, False)
+    """
+    pa, na = _scores(positives_a, negatives_a)
+    pb, nb = _scores(positives_b, negatives_b)
+    if pa.size != pb.size or na.size != nb.size:
+        raise ValueError(
+            "the two models must score the same items: got positives "
+            f"{pa.size} vs {pb.size}, negatives {na.size} vs {nb.size}"
+        )
+    lo = finite_float(low, "low", low=-1.0, high=1.0)
+    hi = finite_float(high, "high", low=-1.0, high=1.0)
+    if hi <= lo:
+        raise ValueError(f"high must be > low, got low={lo}, high={hi}")
+    a = _alpha(alpha)
+    v10a, v01a = _placements(pa, na)
+    v10b, v01b = _placements(pb, nb)
+    d10, d01 = v10a - v10b, v01a - v01b  # contrast c = (1, -1) applied per item
+    var = float(np.var(d10, ddof=1)) / pa.size + float(np.var(d01, ddof=1)) / na.size
+    se = math.sqrt(max(var, 0.0))
+    auc_a, auc_b = float(np.mean(v10a)), float(np.mean(v10b))
+    d = auc_a - auc_b
+    if se > 0:
+        p = float(ndtr(-min((d - lo) / se, (hi - d) / se)))
+    else:
+        p = 1.0
+    return AUCDifferenceTest(
+        estimate=d,
+        auc_a=auc_a,
+        auc_b=auc_b,
+        se=se,
+        p_value=p,
+        rejected=p <= a,
+        alpha=a,
+        low=lo,
+        high=hi,
+        n_pos=pa.size,
+        n_neg=na.size,
+        null=f"AUC_a - AUC_b <= {lo:g} or >= {hi:g}",
+    )
 
 
 def log_ratio_test(

@@ -27,14 +27,21 @@ from typing import Any, TypeAlias
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmie.models.blocks import input_device
-from mmie.models.logprobs import batch_logprobs, forward_logits, right_padded_batches
+from mmie.models.logprobs import (
+    batch_logprobs,
+    forward_logits,
+    right_padded_batches,
+    token_logprobs,
+)
+from mmie.models.tokenization import collate_ids
 
 __all__ = [
     "KLResult",
     "PerplexityResult",
+    "continuation_nll",
     "perplexity",
     "token_kl",
 ]
@@ -171,6 +178,85 @@ def perplexity(
     return PerplexityResult(
         perplexity=math.exp(math.fsum(nll) / total), nll=tuple(nll), n_tokens=tuple(counts)
     )
+
+
+@torch.no_grad()
+def continuation_nll(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = 1024,
+) -> PerplexityResult:
+    """NLL of each continuation given its prompt: how surprising a model finds a text.
+
+    The prompt is tokenised as it is fed to generation (with special tokens), the
+    continuation without them, and the two are concatenated; only the continuation's tokens
+    are scored. With the base model as ``model`` this is the fluency proxy of an arm's
+    outputs: the base model's perplexity of what the arm wrote.
+
+    Args:
+        model: the scoring model.
+        tokenizer: its tokenizer.
+        prompts: the prompts.
+        continuations: one continuation per prompt (empty ones score no token).
+        batch_size: sequences per forward pass.
+        max_length: longer prompt + continuation sequences are cut on the left of the prompt.
+
+    Returns:
+        A :class:`PerplexityResult` over the continuation tokens; ``n_tokens`` is 0 (and the
+        item's mean NLL ``nan``) for an empty continuation. ``perplexity`` is ``nan`` when no
+        continuation has a token.
+
+    Raises:
+        ValueError: the two sequences differ in length.
+    """
+    prompts = text_list(prompts, "prompts")
+    continuations = text_list(continuations, "continuations")
+    if len(prompts) != len(continuations):
+        raise ValueError(
+            f"prompts and continuations differ in length ({len(prompts)} vs {len(continuations)})"
+        )
+    batch_size = positive_int(batch_size, "batch_size")
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        raise ValueError("tokenizer has no pad token; call mmie.prepare_tokenizer(tokenizer)")
+    head = tokenizer(list(prompts))["input_ids"]
+    tail = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    seqs: list[tuple[list[int], int]] = []  # (ids, index where the continuation starts)
+    for p_ids, c_ids in zip(head, tail):
+        ids = list(p_ids) + list(c_ids)
+        start = len(p_ids)
+        if max_length is not None and len(ids) > max_length:
+            cut = len(ids) - max_length
+            ids, start = ids[cut:], max(1, start - cut)
+        seqs.append((ids, start))
+    nll = [0.0] * len(seqs)
+    counts = [0] * len(seqs)
+    device = input_device(model)
+    order = sorted(range(len(seqs)), key=lambda i: (-len(seqs[i][0]), i))
+    for first in range(0, len(order), batch_size):
+        idx = order[first : first + batch_size]
+        batch, attn = collate_ids([seqs[i][0] for i in idx], pad, device)
+        logp, mask = token_logprobs(
+            forward_logits(model, BatchEncoding({"input_ids": batch, "attention_mask": attn})),
+            batch,
+            attn,
+        )
+        keep = torch.zeros_like(mask)
+        for row, i in enumerate(idx):
+            start, length = seqs[i][1], len(seqs[i][0])
+            keep[row, start - 1 : length - 1] = True  # position t predicts token t + 1
+        keep &= mask
+        sums = (-logp * keep).double().sum(1).tolist()
+        ns = keep.sum(1).tolist()
+        for row, i in enumerate(idx):
+            nll[i], counts[i] = float(sums[row]), int(ns[row])
+    total = sum(counts)
+    ppl = math.exp(math.fsum(nll) / total) if total else math.nan
+    return PerplexityResult(perplexity=ppl, nll=tuple(nll), n_tokens=tuple(counts))
 
 
 # ---------------------------------------------------------------------- KL divergence

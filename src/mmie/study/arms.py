@@ -1,16 +1,24 @@
 """Build, train and release the arms of a study on the single base model.
 
 :class:`Study` holds what every (seed, arm) shares: the base model and tokenizer (one copy,
-never duplicated), the text sets, the selected layers, the base model's token activations at
-those layers (collected once) and the per-seed SAEs. :meth:`Study.arm` is a context manager
-that builds one arm on the base model, trains what needs training and yields an
-:class:`ArmState` to evaluate; on exit (also when the body raises) it removes hooks and
-unloads adapters, and checks that the base model is clean again.
+never duplicated), the text sets, the selected layers, and the ingredients arms are built
+from. :meth:`Study.arm` is a context manager that builds one arm on the base model, trains
+what needs training and yields an :class:`ArmState` to evaluate; on exit (also when the
+body raises) it removes hooks and unloads adapters, and checks that the base model is clean
+again.
+
+**Order independence.** Everything an arm is built from -- the token activations its SAEs
+are trained on and its features are picked from, the SAEs themselves, the LEACE scrubber --
+comes from the *clean* base model: :meth:`Study.arm` resolves them before it trains or
+attaches anything, and :meth:`Study.token_activations` refuses to run on a model that
+carries an adapter or a hook. SAEs (with their features) and scrubbers are cached under the
+output directory's artifacts and reused by later runs, resumed runs and separate
+``--arm`` jobs, so one (seed, arm) unit gives the same result whatever ran before it.
 
 Parts of an arm apply in a fixed order: the trained part (LoRA adapter or ReFT hooks), then
-the LEACE scrubber (fitted on the model *with* the trained part, so it sees the
-representation it will edit), then the SAE gate. SAEs and their features come from the base
-model's activations (per seed), whatever else the arm contains.
+the scrubber, then the SAE gate. Control arms (``control.identity``, ``control.script_ban``,
+``control.eos``, ``control.noise``) need no training: they exist to show that the gates
+reject what cannot be unlearning.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +38,15 @@ from torch import Tensor, nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from mmie._io import atomic_write_json
+from mmie.edits.controls import ForcedEOSProcessor, NoiseIntervention, ScriptBanProcessor
 from mmie.edits.dynamic_gating import DynamicGatingProcessor
 from mmie.edits.reft import LoReFTConfig
 from mmie.edits.sae_gate import SAEGate
-from mmie.edits.scrubber import fit_scrubber
+from mmie.edits.scrubber import Scrubber, fit_scrubber
 from mmie.errors import InterventionError
 from mmie.language.detectors import EnsembleDetector
 from mmie.models.activations import collect_activations
-from mmie.models.hooks import mmie_hooks
+from mmie.models.hooks import BlockIntervention, detached, mmie_hooks
 from mmie.sae.features import contrast_features, script_invariant_features, threshold_features
 from mmie.sae.model import SparseAutoencoder
 from mmie.sae.training import train_sae
@@ -49,7 +59,9 @@ __all__ = ["ArmState", "Study"]
 
 logger = logging.getLogger(__name__)
 
-_QUALITY_FILE = "training_quality.json"  # SAE quality at training time, next to its weights
+_QUALITY_FILE = "training_quality.json"  # SAE quality at training time, written last
+_FEATURES_FILE = "features.json"  # the picked latents, next to the SAE's weights
+_SCRUBBER_DONE = "fitted.json"  # written after the scrubber's files: marks a complete save
 
 
 @dataclass
@@ -59,13 +71,26 @@ class ArmState:
     Attributes:
         model: the model to evaluate (a ``PeftModel`` for LoRA arms, else the base model with
             hooks attached).
-        logits_processors: processors to pass to generation (dynamic gating).
+        logits_processors: processors to pass to generation (dynamic gating, controls).
         info: JSON-ready facts about the arm (features, training losses, eraser ranks).
+        hooks: the interventions this arm attached (detached to compute the base model).
+        adapter_off: for LoRA arms, ``model.disable_adapter``.
     """
 
     model: nn.Module
     logits_processors: list[LogitsProcessor] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    hooks: list[BlockIntervention] = field(default_factory=list)
+    adapter_off: Callable[[], AbstractContextManager[Any]] | None = None
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[None]:
+        """Inside the block :attr:`model` computes the clean base model (same weights)."""
+        with contextlib.ExitStack() as stack:
+            if self.adapter_off is not None:
+                stack.enter_context(self.adapter_off())
+            stack.enter_context(detached(*self.hooks))
+            yield
 
 
 def _training_info(result: UnlearnResult | ReFTUnlearnResult) -> dict[str, Any]:
@@ -90,8 +115,18 @@ def _gibberish(texts: list[str], seed: int) -> list[str]:
     return out
 
 
+@dataclass
+class _Ingredients:
+    """What an arm is built from, resolved on the clean base model before anything attaches."""
+
+    saes: dict[int, SparseAutoencoder] = field(default_factory=dict)
+    features: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    scrubber: Scrubber | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class Study:
-    """Shared state of a study: one base model, its text sets, layers and per-seed SAEs.
+    """Shared state of a study: one base model, its text sets, layers and cached ingredients.
 
     Args:
         model: the base model (never copied; arms are built on it and removed again).
@@ -99,7 +134,8 @@ class Study:
         config: the study config.
         sets: the text and prompt sets.
         layers: the selected layers.
-        artifacts: directory for per-seed artifacts (SAEs), or ``None`` to keep nothing.
+        artifacts: directory for cached ingredients (SAEs, features, scrubbers), or ``None``
+            to keep nothing on disk.
         show_progress: progress bars for training.
     """
 
@@ -123,16 +159,35 @@ class Study:
         self.show_progress = show_progress
         self._tokens: dict[str, dict[int, Tensor]] | None = None
         self._saes: dict[int, dict[int, SparseAutoencoder]] = {}  # seed -> layer -> SAE
+        self._features: dict[int, dict[int, tuple[int, ...]]] = {}  # seed -> layer -> latents
         self._sae_info: dict[int, dict[str, Any]] = {}
+        self._scrubbers: dict[str, Scrubber] = {}
 
-    # ------------------------------------------------------------------ shared caches
-    def _token_activations(self) -> dict[str, dict[int, Tensor]]:
-        """Base-model token activations at the selected layers (collected once)."""
+    # ------------------------------------------------------------------ shared ingredients
+    def _check_clean(self) -> None:
+        left = mmie_hooks(self.model)
+        if left:
+            raise InterventionError(f"the base model carries mmie hooks: {left}")
+        if any(type(m).__module__.startswith("peft") for m in self.model.modules()):
+            raise InterventionError("the base model carries a PEFT adapter")
+        self.model.eval()
+
+    def token_activations(self) -> dict[str, dict[int, Tensor]]:
+        """Clean base-model token activations at the selected layers (collected once).
+
+        Groups: ``"forget"`` and ``"retain"`` (the training texts), plus ``"romanized"`` and
+        ``"gibberish"`` for the script-invariant picker.
+
+        Raises:
+            InterventionError: the model carries an adapter or hooks (an arm is attached):
+                ingredients must come from the clean base model.
+        """
         if self._tokens is None:
+            self._check_clean()
             d = self.config.data
             groups = {"forget": self.sets.forget_train, "retain": self.sets.retain_train}
             if self.config.sae.picker == "script_invariant":
-                groups["romanized"] = self.sets.romanized_texts
+                groups["romanized"] = self.sets.picker_texts["romanized"]
                 groups["gibberish"] = _gibberish(self.sets.forget_train, seed=0)
             self._tokens = {}
             for name, texts in groups.items():
@@ -148,28 +203,36 @@ class Study:
                 self._tokens[name] = dict(acts.tokens)
         return self._tokens
 
+    def _sae_dir(self, seed: int, layer: int) -> Path | None:
+        if self.artifacts is None:
+            return None
+        return self.artifacts / f"seed{seed}" / "sae" / f"layer{layer}"
+
     def saes(
         self, seed: int
     ) -> tuple[dict[int, SparseAutoencoder], dict[int, tuple[int, ...]], dict[str, Any]]:
-        """The seed's SAEs (trained on base activations, or loaded from the artifacts) and
-        the features to gate.
+        """The seed's SAEs and the features to gate, from the clean base model.
+
+        Loaded from the artifacts when a complete save exists (SAE weights, features and
+        quality), else trained on :meth:`token_activations`, picked and saved.
 
         Returns:
             ``(layer -> SAE, layer -> feature indices, info)``.
 
         Raises:
-            InterventionError: the picker selected no feature at a layer.
+            InterventionError: the picker selected no feature at a layer, or the model is
+                not clean when something must be computed.
         """
-        tokens = self._token_activations()
         if seed not in self._saes:
             saes: dict[int, SparseAutoencoder] = {}
+            features: dict[int, tuple[int, ...]] = {}
             quality: dict[str, Any] = {}
             for layer in self.layers:
-                saes[layer], quality[str(layer)] = self._sae(seed, layer, tokens)
+                saes[layer], features[layer], quality[str(layer)] = self._sae(seed, layer)
             self._saes[seed] = saes
+            self._features[seed] = features
             self._sae_info[seed] = quality
-        saes = self._saes[seed]
-        features = {layer: self._features(sae, layer, seed, tokens) for layer, sae in saes.items()}
+        saes, features = self._saes[seed], self._features[seed]
         info = {
             "sae_quality": self._sae_info.get(seed, {}),
             "features": {str(k): list(v) for k, v in features.items()},
@@ -177,20 +240,18 @@ class Study:
         return saes, features, info
 
     def _sae(
-        self, seed: int, layer: int, tokens: dict[str, dict[int, Tensor]]
-    ) -> tuple[SparseAutoencoder, dict[str, Any]]:
-        """The seed's SAE at ``layer``: loaded from the artifacts, or trained and saved."""
-        cfg = self.config.sae
-        where = (
-            self.artifacts / f"seed{seed}" / "sae" / f"layer{layer}"
-            if self.artifacts is not None
-            else None
-        )
+        self, seed: int, layer: int
+    ) -> tuple[SparseAutoencoder, tuple[int, ...], dict[str, Any]]:
+        """The seed's SAE at ``layer`` and its gated features: loaded, or trained and saved."""
+        where = self._sae_dir(seed, layer)
         if where is not None and (where / _QUALITY_FILE).is_file():
-            # Written last, so its presence means the SAE was saved completely.
+            # The quality file is written last, so its presence means a complete save.
             sae = SparseAutoencoder.load(where)
+            features = tuple(json.loads((where / _FEATURES_FILE).read_text())["indices"])
             logger.info("seed %d: loaded the layer-%d SAE from %s", seed, layer, where)
-            return sae, json.loads((where / _QUALITY_FILE).read_text())
+            return sae, features, json.loads((where / _QUALITY_FILE).read_text())
+        tokens = self.token_activations()
+        cfg = self.config.sae
         acts = torch.cat([tokens["forget"][layer], tokens["retain"][layer]])
         sae, stats = train_sae(
             acts,
@@ -206,17 +267,16 @@ class Study:
             hook_name=f"blocks.{layer}.hook_resid_post",
             show_progress=self.show_progress,
         )
-        quality = {
-            "fvu": stats.final_fvu,
-            "l0": stats.final_l0,
-            "dead_fraction": stats.dead_fraction,
-        }
+        features = self._pick(sae, layer, seed, tokens)
+        quality = {"fvu": stats.final_fvu, "l0": stats.final_l0, "dead_fraction": stats.dead_fraction}
         if where is not None:
             sae.save(where)
+            atomic_write_json(where / _FEATURES_FILE, {"indices": list(features)})
             atomic_write_json(where / _QUALITY_FILE, quality)
-        return sae, quality
+            sae = SparseAutoencoder.load(where)  # what every later run will use, exactly
+        return sae, features, quality
 
-    def _features(
+    def _pick(
         self, sae: SparseAutoencoder, layer: int, seed: int, tokens: dict[str, dict[int, Tensor]]
     ) -> tuple[int, ...]:
         """The latents of ``sae`` the configured picker gates at ``layer``."""
@@ -249,9 +309,62 @@ class Study:
             )
         return tuple(picked.indices)
 
+    def scrubber(self, arm: ArmConfig, layers: tuple[int, ...]) -> Scrubber:
+        """The LEACE scrubber of ``arm`` at ``layers``, fitted on the clean base model.
+
+        It depends on no seed: fitted once per (layers, method, centre), cached in memory and
+        under the artifacts.
+        """
+        key = f"{arm.scrub_method}-{arm.scrub_center}-layers{'_'.join(map(str, layers))}"
+        if key in self._scrubbers:
+            return self._scrubbers[key]
+        where = None if self.artifacts is None else self.artifacts / "scrubber" / key
+        if where is not None and (where / _SCRUBBER_DONE).is_file():
+            scrubber = Scrubber.load(where, self.model)
+            logger.info("loaded the scrubber %s from %s", key, where)
+        else:
+            self._check_clean()
+            scrubber = fit_scrubber(
+                self.model,
+                self.tokenizer,
+                {"retain": self.sets.retain_train, "forget": self.sets.forget_train},
+                layers,
+                method=arm.scrub_method,
+                center="retain" if arm.scrub_center == "retain" else None,
+                batch_size=self.config.data.batch_size,
+                max_length=self.config.data.max_length,
+            )
+            if where is not None:
+                scrubber.save(where)
+                atomic_write_json(where / _SCRUBBER_DONE, {"key": key})
+                scrubber = Scrubber.load(where, self.model)  # exactly what later runs load
+        self._scrubbers[key] = scrubber
+        return scrubber
+
     def release_seed(self, seed: int) -> None:
         """Drop the seed's in-memory SAEs (they stay on disk under the artifacts)."""
         self._saes.pop(seed, None)
+        self._features.pop(seed, None)
+
+    def _ingredients(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> _Ingredients:
+        """Resolve what ``arm`` is built from while the model is still clean."""
+        out = _Ingredients()
+        if arm.scrubs:
+            out.scrubber = self.scrubber(arm, layers)
+            out.info["scrubber_ranks"] = {str(k): e.rank for k, e in out.scrubber.erasers.items()}
+        if arm.gate_part is not None:
+            saes, features, info = self.saes(seed)
+            if arm.layers:
+                missing = [layer for layer in arm.layers if layer not in saes]
+                if missing:
+                    raise InterventionError(
+                        f"arm {arm.name!r} gates layers {missing} that have no SAE; SAEs "
+                        f"exist for the selected layers {list(saes)}"
+                    )
+                features = {k: v for k, v in features.items() if k in arm.layers}
+            out.saes, out.features = saes, features
+            out.info.update(info)
+        return out
 
     # ------------------------------------------------------------------ arms
     def _unlearn_config(self, arm: ArmConfig, seed: int) -> UnlearnConfig:
@@ -283,7 +396,11 @@ class Study:
                 rank=arm.rank,
                 show_progress=self.show_progress,
             ) as result:
-                yield ArmState(model=result.model, info={"training": _training_info(result)})
+                yield ArmState(
+                    model=result.model,
+                    info={"training": _training_info(result)},
+                    adapter_off=result.model.disable_adapter,
+                )
         else:
             with reft_arm(
                 self.model,
@@ -294,54 +411,63 @@ class Study:
                 config=self._unlearn_config(arm, seed),
                 show_progress=self.show_progress,
             ) as result:
-                yield ArmState(model=self.model, info={"training": _training_info(result)})
+                yield ArmState(
+                    model=self.model,
+                    info={"training": _training_info(result)},
+                    hooks=[result.adapter],
+                )
+
+    def _control(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> ArmState:
+        state = ArmState(model=self.model, info={"control": arm.control})
+        if arm.control == "script_ban":
+            state.logits_processors.append(ScriptBanProcessor(self.tokenizer, self.config.target))
+        elif arm.control == "eos":
+            eos = self.tokenizer.eos_token_id
+            if eos is None:
+                raise InterventionError("the eos control needs a tokenizer with an EOS token")
+            state.logits_processors.append(ForcedEOSProcessor(int(eos)))
+        elif arm.control == "noise":
+            noise = NoiseIntervention(self.model, layers[0], scale=arm.noise_scale, seed=seed)
+            state.hooks.append(noise.attach())
+            state.info["noise"] = {"layer": layers[0], "scale": arm.noise_scale}
+        return state
 
     @contextlib.contextmanager
     def arm(self, arm: ArmConfig, seed: int) -> Iterator[ArmState]:
         """Build ``arm`` for ``seed`` on the base model, yield it, then release it.
 
+        The arm's ingredients (SAEs and features, scrubber) are resolved first, on the clean
+        base model; only then is the trained part trained and the rest attached.
+
         Raises:
-            InterventionError: the base model still carries hooks or an adapter after the
-                arm was released (later arms would be contaminated).
+            InterventionError: the base model carries hooks or an adapter before the arm is
+                built or after it was released (later arms would be contaminated).
         """
         layers = arm.layers or self.layers
+        self._check_clean()
         try:
             with contextlib.ExitStack() as stack:
+                if arm.control is not None:
+                    state = self._control(arm, seed, layers)
+                    for hook in state.hooks:
+                        stack.callback(hook.remove)
+                    yield state
+                    return
+                ingredients = self._ingredients(arm, seed, layers)
                 state = stack.enter_context(self._trained(arm, seed, layers))
+                state.info.update(ingredients.info)
                 model = state.model
                 model.eval()
-                if arm.scrubs:
-                    scrubber = fit_scrubber(
-                        model,
-                        self.tokenizer,
-                        {"retain": self.sets.retain_train, "forget": self.sets.forget_train},
-                        layers,
-                        method=arm.scrub_method,
-                        center="retain" if arm.scrub_center == "retain" else None,
-                        batch_size=self.config.data.batch_size,
-                        max_length=self.config.data.max_length,
-                    )
+                if ingredients.scrubber is not None:
+                    scrubber = _rebind(ingredients.scrubber, model)
                     stack.enter_context(scrubber)
-                    state.info["scrubber_ranks"] = {
-                        str(k): e.rank for k, e in scrubber.erasers.items()
-                    }
+                    state.hooks.append(scrubber)
                 if arm.gate_part is not None:
-                    saes, features, info = self.saes(seed)
-                    if arm.layers:
-                        missing = [layer for layer in arm.layers if layer not in saes]
-                        if missing:
-                            raise InterventionError(
-                                f"arm {arm.name!r} gates layers {missing} that have no SAE; "
-                                f"SAEs exist for the selected layers {list(saes)}"
-                            )
-                        features = {k: v for k, v in features.items() if k in arm.layers}
-                    state.info.update(info)
-                    if arm.gate_part == "sae_gate":
-                        gate = SAEGate(model, saes, features, alpha=arm.alpha)
-                        stack.enter_context(gate)
-                    else:
-                        gate = SAEGate(model, saes, features, alpha=arm.base_alpha)
-                        stack.enter_context(gate)
+                    alpha = arm.alpha if arm.gate_part == "sae_gate" else arm.base_alpha
+                    gate = SAEGate(model, ingredients.saes, ingredients.features, alpha=alpha)
+                    stack.enter_context(gate)
+                    state.hooks.append(gate)
+                    if arm.gate_part == "dynamic_gate":
                         state.logits_processors.append(
                             DynamicGatingProcessor(
                                 gate,
@@ -359,12 +485,9 @@ class Study:
         finally:
             self._check_clean()
 
-    def _check_clean(self) -> None:
-        left = mmie_hooks(self.model)
-        if left:
-            raise InterventionError(
-                f"the base model still carries mmie hooks after releasing an arm: {left}"
-            )
-        if any(type(m).__module__.startswith("peft") for m in self.model.modules()):
-            raise InterventionError("the base model still carries a PEFT adapter after release")
-        self.model.eval()
+
+def _rebind(scrubber: Scrubber, model: nn.Module) -> Scrubber:
+    """The cached scrubber's erasers as a scrubber of ``model`` (a LoRA arm's PeftModel)."""
+    if scrubber.model is model:
+        return scrubber
+    return Scrubber(model, scrubber.erasers, block_path=scrubber.block_path)

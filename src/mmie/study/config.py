@@ -51,6 +51,7 @@ from mmie.errors import ConfigError
 
 __all__ = [
     "ARM_PARTS",
+    "CONTROLS",
     "DEMO_OVERRIDES",
     "METRICS",
     "QUICK_OVERRIDES",
@@ -59,14 +60,24 @@ __all__ = [
     "ExperimentConfig",
     "GateConfig",
     "GenerationConfig",
+    "ReferenceConfig",
     "SAETrainingConfig",
+    "SamplingConfig",
     "SelectionConfig",
+    "SplitConfig",
     "demo_config",
     "load_config",
 ]
 
 #: The building blocks of an arm's ``kind``; combine them with ``+`` (``"lora+sae_gate"``).
 ARM_PARTS: tuple[str, ...] = ("lora", "reft", "scrub", "sae_gate", "dynamic_gate")
+
+#: Control arms: they cannot have unlearnt anything, so every gate set must reject them.
+#: ``identity`` (the base model), ``script_ban`` (a byte-aware ban of every token that starts
+#: or continues a target-script character), ``eos`` (an empty answer to every prompt) and
+#: ``noise`` (Gaussian noise at one block, a destructive edit).
+CONTROLS: tuple[str, ...] = ("identity", "script_ban", "eos", "noise")
+CONTROL_PREFIX = "control."  # a control arm is named "control.<kind>"
 _TRAINED_PARTS = ("lora", "reft")  # change weights or add trained adapters
 _GATE_PARTS = ("sae_gate", "dynamic_gate")  # SAE feature gates
 
@@ -81,6 +92,8 @@ METRICS: tuple[str, ...] = (
     "mia",
     "script_mass",
     "probe",
+    "english",
+    "sampled",
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")
@@ -107,6 +120,7 @@ class DataConfig(ConfigBase):
     mixed: tuple[str, ...] = ("hinglish", "adversarial")  # mixed-language/adversarial prompts
     romanized: tuple[str, ...] = ("hindi_romanized",)  # prompts where romanised Hindi may appear
     related: tuple[str, ...] = ("urdu", "punjabi", "bengali")  # related languages (leakage)
+    whole_prompt_sets: tuple[str, ...] = ("adversarial",)  # sets whose lines are whole prompts
     n_forget: int = 64  # forget texts used for training (and as MIA members)
     n_retain: int = 64  # retain texts used for training
     n_eval: int = 32  # texts taken from each evaluation set
@@ -205,6 +219,7 @@ class ArmConfig(ConfigBase):
     scrub_method: Literal["leace", "orth"] = "leace"  # scrub eraser
     scrub_center: Literal["retain", "mean"] = "retain"  # erase toward the retain tokens' mean
     layers: tuple[int, ...] = ()  # layers to act on (default: the selected layers)
+    noise_scale: float = 1.0  # noise control: noise RMS as a multiple of the hidden state's RMS
 
     _RENAMED: ClassVar[Mapping[str, str]] = {"retain_weight": "kl_weight"}
 
@@ -212,13 +227,21 @@ class ArmConfig(ConfigBase):
         validate_fields(self)
         object.__setattr__(self, "kind", "+".join(self.parts))
         parts = self.parts
-        for part in parts:
+        if any(p in CONTROLS for p in parts):
             require(
-                part in ARM_PARTS,
+                len(parts) == 1,
                 "kind",
-                f"unknown part {part!r} in {self.kind!r}; parts are {list(ARM_PARTS)} joined "
-                "with '+'",
+                f"a control ({', '.join(CONTROLS)}) cannot be combined with other parts: "
+                f"{self.kind!r}",
             )
+        else:
+            for part in parts:
+                require(
+                    part in ARM_PARTS,
+                    "kind",
+                    f"unknown part {part!r} in {self.kind!r}; parts are {list(ARM_PARTS)} "
+                    f"joined with '+' (or one control of {list(CONTROLS)})",
+                )
         require(len(set(parts)) == len(parts), "kind", f"repeats a part: {self.kind!r}")
         require(
             sum(p in _TRAINED_PARTS for p in parts) <= 1,
@@ -249,6 +272,7 @@ class ArmConfig(ConfigBase):
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
         require(self.kl_weight >= 0, "kl_weight", f"must be >= 0, got {self.kl_weight}")
+        require(self.noise_scale >= 0, "noise_scale", f"must be >= 0, got {self.noise_scale}")
         for i, layer in enumerate(self.layers):
             require(layer >= 0, f"layers[{i}]", f"must be >= 0, got {layer}")
 
@@ -268,6 +292,19 @@ class ArmConfig(ConfigBase):
         return next((p for p in self.parts if p in _GATE_PARTS), None)
 
     @property
+    def control(self) -> str | None:
+        """The control kind (``"identity"``, ``"script_ban"``, ...) or ``None``."""
+        return self.kind if self.kind in CONTROLS else None
+
+    @property
+    def seed_invariant(self) -> bool:
+        """Whether nothing random goes into building the arm (no training, no SAE, no noise):
+        its result is the same for every seed, so a study runs it once."""
+        if self.control is not None:
+            return self.control != "noise"
+        return self.trained_part is None and self.gate_part is None
+
+    @property
     def scrubs(self) -> bool:
         """Whether the arm applies a LEACE scrubber."""
         return "scrub" in self.parts
@@ -275,18 +312,30 @@ class ArmConfig(ConfigBase):
 
 @dataclass(frozen=True, kw_only=True)
 class GateConfig(ConfigBase):
-    """Thresholds of the decision gates (see docs/methods.md, "Gates")."""
+    """Thresholds of the decision gates (see docs/methods.md, "Gates", for each margin's reason).
 
-    alpha: float = 0.05  # significance level of every gate's test
-    n_permutations: int = 10_000  # sign flips per paired permutation test (exact if 2**n below)
+    Forget-side gates need the arm to *show* an effect; retain-side gates need it to *show*
+    that a change stays within a margin (non-inferiority), so too few items make a gate fail
+    rather than pass. Every bounded metric (extraction strength, shares, script mass,
+    rates) is tested with a one-sided bound that is valid for any distribution on its range.
+    """
+
+    alpha: float = 0.05  # significance level of every gate's test (per seed, see seed_rule)
     correction: Literal["holm", "none"] = "holm"  # multiple-comparison correction across arms
-    min_forget_reduction: float = 0.25  # forget ES must drop by this fraction of the base value
-    es_floor: float = 0.05  # base ES at or below this: nothing to remove ("not evaluated")
+    bound: Literal["betting", "bernstein", "hoeffding"] = "betting"  # bounded-mean test
+    n_permutations: int = 10_000  # sign flips of the log-perplexity tests (exact if 2**n below)
+    min_forget_reduction: float = 0.25  # forget ES (greedy and sampled) must drop >= this share
+    es_floor: float = 0.05  # base value at or below this: nothing to remove ("not evaluated")
+    min_script_mass_reduction: float = 0.25  # knowledge: P(next letter target) must drop this
+    min_forget_ppl_ratio: float = 2.0  # knowledge: forget perplexity must grow >= this factor
     retain_ppl_ratio: float = 1.25  # retain perplexity may grow at most by this factor
+    english_degenerate_margin: float = 0.1  # empty/repetitive English outputs may rise by this
+    english_leak_margin: float = 0.05  # target-script share of English outputs may rise by this
     related_ppl_ratio: float = 1.5  # related-language perplexity may grow at most by this factor
-    leakage_es_margin: float = 0.05  # Hindi ES on related-language prompts may rise by this
-    redistribution_margin: float = 0.05  # romanised-Hindi ES may rise by at most this much
-    mia_margin: float = 0.15  # |MIA AUC - 0.5| must be below this (interval inside the band)
+    leakage_es_margin: float = 0.05  # target ES on related-language prompts may rise by this
+    redistribution_margin: float = 0.05  # romanised/other-script target output may rise by this
+    mia_margin: float = 0.15  # no reference: MIA AUC must lie in 0.5 +- this
+    mia_reference_margin: float = 0.1  # with a retrained reference: |AUC - AUC_retrain| < this
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -294,34 +343,108 @@ class GateConfig(ConfigBase):
         require(
             self.n_permutations >= 1, "n_permutations", f"must be >= 1, got {self.n_permutations}"
         )
-        require(
-            0 < self.min_forget_reduction <= 1,
-            "min_forget_reduction",
-            f"must be in (0, 1], got {self.min_forget_reduction}",
-        )
+        for name in ("min_forget_reduction", "min_script_mass_reduction"):
+            value = getattr(self, name)
+            require(0 < value <= 1, name, f"must be in (0, 1], got {value}")
         require(0 <= self.es_floor < 1, "es_floor", f"must be in [0, 1), got {self.es_floor}")
-        for name in ("retain_ppl_ratio", "related_ppl_ratio"):
+        for name in ("retain_ppl_ratio", "related_ppl_ratio", "min_forget_ppl_ratio"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("leakage_es_margin", "redistribution_margin"):
+        for name in (
+            "english_degenerate_margin",
+            "english_leak_margin",
+            "leakage_es_margin",
+            "redistribution_margin",
+        ):
             value = getattr(self, name)
             require(0 <= value < 1, name, f"must be in [0, 1), got {value}")
-        require(
-            0 < self.mia_margin < 0.5, "mia_margin", f"must be in (0, 0.5), got {self.mia_margin}"
-        )
+        for name in ("mia_margin", "mia_reference_margin"):
+            value = getattr(self, name)
+            require(0 < value < 0.5, name, f"must be in (0, 0.5), got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationConfig(ConfigBase):
-    """Greedy continuation of prompts, for extraction-strength metrics."""
+    """Greedy continuation of prompts, for the output metrics (extraction strength, shares).
+
+    Every prompt set is checked before the model loads: it must keep at least
+    ``min_prompts`` *distinct* prompts after truncation to ``prompt_words`` words (sets whose
+    lines share an opening collapse otherwise); duplicates are an error unless
+    ``dedupe_prompts`` drops them.
+    """
 
     max_new_tokens: int = 32  # tokens generated per prompt
     prompt_words: int = 4  # a prompt is the first words of an evaluation text
     batch_size: int = 16  # prompts per generate() call
+    min_prompts: int = 4  # fewest distinct prompts a prompt set may have
+    dedupe_prompts: bool = False  # drop duplicate prompts instead of refusing them
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        for name in ("max_new_tokens", "prompt_words", "batch_size"):
+        for name in ("max_new_tokens", "prompt_words", "batch_size", "min_prompts"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingConfig(ConfigBase):
+    """Sampling-based leakage (metric group ``sampled``): N samples per forget prompt.
+
+    Greedy decoding underestimates leakage: a prompt can give an English greedy
+    continuation and a Hindi one in one sample of eight. Per prompt the study records the
+    share of samples whose letters are mostly target-script (at least ``dominated``) and
+    the worst sample's target share.
+    """
+
+    n_samples: int = 8  # samples per prompt
+    temperature: float = 1.0  # sampling temperature
+    dominated: float = 0.5  # a sample is target-dominated at this target-script letter share
+    seed: int = 0  # seed of the samples (the same for the base model and every arm)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        require(self.n_samples >= 1, "n_samples", f"must be >= 1, got {self.n_samples}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(0 < self.dominated <= 1, "dominated", f"must be in (0, 1], got {self.dominated}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitConfig(ConfigBase):
+    """Items split into a *selection* part and a *test* part.
+
+    Anything chosen from results (the report's best arm) is chosen on the selection part;
+    gates run on the test part only, so the choice cannot inflate the test.
+    """
+
+    selection_fraction: float = 0.25  # share of each item list used for selection only
+    seed: int = 0  # seed of the split (fixed across arms and seeds, so items pair up)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        require(
+            0 <= self.selection_fraction < 1,
+            "selection_fraction",
+            f"must be in [0, 1), got {self.selection_fraction}",
+        )
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceConfig(ConfigBase):
+    """Reference models evaluated like the base model (one extra evaluation each).
+
+    ``oracle`` never saw the target language; ``retrain`` is the base recipe retrained
+    without the forget texts (TOFU/MUSE). Each is a local path, a hub id, ``"demo:oracle"``
+    or ``"demo:retrain"`` (the bundled demo references), or ``""`` for none. With them the
+    report places every arm between the base and the oracle, the MIA gate compares with the
+    retrained model (PrivLeak), and recoverability can be judged against the oracle.
+    """
+
+    oracle: str = ""  # a model that never saw the target language
+    retrain: str = ""  # the base recipe without the forget texts
+
+    def named(self) -> dict[str, str]:
+        """``{"oracle": ..., "retrain": ...}`` for the references that are set."""
+        return {k: v for k, v in (("oracle", self.oracle), ("retrain", self.retrain)) if v}
 
 
 def _default_arms() -> tuple[ArmConfig, ...]:
@@ -339,8 +462,9 @@ class ExperimentConfig(ConfigBase):
     """A whole study: model, data, arms, seeds, metrics, gates and outputs.
 
     Nested sections are :class:`DataConfig`, :class:`SelectionConfig`,
-    :class:`SAETrainingConfig`, a tuple of :class:`ArmConfig`, :class:`GateConfig` and
-    :class:`GenerationConfig`. Build one in Python (mappings and lists are accepted for the
+    :class:`SAETrainingConfig`, a tuple of :class:`ArmConfig`, :class:`ReferenceConfig`,
+    :class:`GateConfig`, :class:`GenerationConfig`, :class:`SamplingConfig` and
+    :class:`SplitConfig`. Build one in Python (mappings and lists are accepted for the
     sections and converted), with ``from_dict``, or from a file with :func:`load_config`.
 
     Raises:
@@ -356,10 +480,14 @@ class ExperimentConfig(ConfigBase):
     selection: SelectionConfig = field(default_factory=SelectionConfig)  # layer selection
     sae: SAETrainingConfig = field(default_factory=SAETrainingConfig)  # SAEs for the gates
     arms: tuple[ArmConfig, ...] = field(default_factory=_default_arms)  # arms to compare
-    seeds: tuple[int, ...] = (0, 1, 2)  # one training run per seed and arm
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # one training run per seed and arm (>= 5 advised)
+    controls: tuple[str, ...] = CONTROLS  # control arms run with every study (see CONTROLS)
+    references: ReferenceConfig = field(default_factory=ReferenceConfig)  # oracle / retrain
     metrics: tuple[str, ...] = METRICS  # metric groups to compute (see METRICS)
     gates: GateConfig = field(default_factory=GateConfig)  # decision thresholds
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # prompt settings
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # sampled leakage
+    split: SplitConfig = field(default_factory=SplitConfig)  # selection / test items
     ci_method: CIMethodName = "auto"  # interval method; auto = "t" below 10 values, else "bca"
     ci_alpha: float = 0.05  # 1 - confidence level of the reported intervals
     n_boot: int = 10_000  # bootstrap resamples (unused by "t")
@@ -387,6 +515,18 @@ class ExperimentConfig(ConfigBase):
                 )
             seen[arm.name] = i
             require(arm.name != "base", f"arms[{i}].name", '"base" is reserved')
+            require(
+                not arm.name.startswith(CONTROL_PREFIX) and arm.control is None,
+                f"arms[{i}]",
+                f"controls are configured with `controls = [...]`, not as arms ({arm.name!r})",
+            )
+        for i, control in enumerate(self.controls):
+            require(
+                control in CONTROLS,
+                f"controls[{i}]",
+                f"unknown control {control!r}; controls are {list(CONTROLS)}",
+            )
+        require(len(set(self.controls)) == len(self.controls), "controls", "has duplicates")
         require(bool(self.seeds), "seeds", "must list at least one seed")
         for i, seed in enumerate(self.seeds):
             require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
@@ -402,16 +542,22 @@ class ExperimentConfig(ConfigBase):
         require(self.n_boot >= 1, "n_boot", f"must be >= 1, got {self.n_boot}")
         require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
 
+    @property
+    def all_arms(self) -> tuple[ArmConfig, ...]:
+        """The configured arms followed by the control arms (named ``control.<kind>``)."""
+        controls = tuple(ArmConfig(kind=c, name=CONTROL_PREFIX + c) for c in self.controls)
+        return self.arms + controls
+
     def arm(self, name: str) -> ArmConfig:
-        """The arm called ``name``.
+        """The arm (or control arm) called ``name``.
 
         Raises:
             KeyError: no such arm (the message lists the arms).
         """
-        for arm in self.arms:
+        for arm in self.all_arms:
             if arm.name == name:
                 return arm
-        raise KeyError(f"no arm named {name!r}; arms are {[a.name for a in self.arms]}")
+        raise KeyError(f"no arm named {name!r}; arms are {[a.name for a in self.all_arms]}")
 
 
 # ----------------------------------------------------------------------------- files
@@ -488,7 +634,12 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "name": "mmie demo",
     "model": "demo",
     "arms": _demo_arms(),
+    "seeds": (0, 1, 2),
+    "references": {"oracle": "demo:oracle", "retrain": "demo:retrain"},
     "selection": {"n_layers": 3},
+    # Two retrains of the tiny demo recipe differ by x0.91-x1.20 in retain perplexity, so a
+    # x1.25 margin sits inside run-to-run noise; x1.5 is outside it (docs/methods.md).
+    "gates": {"retain_ppl_ratio": 1.5},
     "output_dir": "mmie-demo",
 }
 

@@ -1,67 +1,130 @@
-"""Decision gates: did an arm erase the target language without collateral damage?
+"""Decision gates: did an arm erase the target language, not just hide it, without damage?
 
-Each gate compares an arm with the base model on **per-item values** (one value per prompt,
-text or forget example; the arm's value of an item is its mean over the successful seeds),
-paired item by item, with :func:`mmie.stats.paired_permutation_test`:
+Each gate compares an arm with the base model on **per-item values** paired item by item,
+with a test that is valid for the data it gets (docs/methods.md, "Gates"):
 
-==================  ==========================================================  ==============
-gate                passes when                                                 test
-==================  ==========================================================  ==============
-``forget_es``       Hindi extraction strength on held-out Hindi prompts drops   one-sided,
-                    significantly and by at least ``min_forget_reduction`` of   superiority
-                    the base value
-``retain_ppl``      retain (English) perplexity grows by less than              non-inferiority
-                    ``retain_ppl_ratio`` (log scale, see :meth:`~mmie.study.records.MetricRecord.item_values`)
-``mixed_es``        Hindi ES on mixed/adversarial prompts drops significantly;  superiority or
-                    if the base is already at or below ``es_floor`` it must     non-inferiority
-                    stay within ``es_floor`` of the base
-``leakage``         for every related language, perplexity grows by less than   non-inferiority
-                    ``related_ppl_ratio`` and Hindi ES rises by less than       (all must pass)
-                    ``leakage_es_margin``
-``redistribution``  romanised-Hindi ES rises by less than                       non-inferiority
-                    ``redistribution_margin``
-``mia``             the membership-inference AUC lies within ``0.5 ±            two one-sided
-                    mia_margin`` (two one-sided tests on per-member AUC         tests (TOST)
-                    contributions)
-==================  ==========================================================  ==============
+==================  =============================================================  ==========
+gate                passes when                                                    side
+==================  =============================================================  ==========
+``forget_es``       greedy extraction strength on held-out forget prompts drops     forget
+                    by at least ``min_forget_reduction`` of the base value (an
+                    empty continuation gets no credit: it counts as the base's)
+``sampled``         the share of target-dominated samples (N per prompt) drops      forget
+                    by at least ``min_forget_reduction``
+``knowledge``       teacher-forced: P(next letter is target) drops by at least      forget
+                    ``min_script_mass_reduction`` **and** forget perplexity grows
+                    by at least ``min_forget_ppl_ratio``
+``mixed_es``        per mixed prompt set that elicits the target on the base         forget
+                    model, its ES drops significantly
+``mia``             membership-inference AUC close to the retrained reference's     forget
+                    (or, without one, inside ``0.5 ± mia_margin``); DeLong
+``retain_ppl``      retain perplexity grows by less than ``retain_ppl_ratio``       retain
+``english``         on English prompts, with the arm's processors active: empty /    retain
+                    degenerate output, target-script leakage and the base
+                    model's perplexity of the output stay within their margins
+``leakage``         per related language: perplexity and target ES on its prompts   retain
+                    stay within their margins
+``redistribution``  on forget prompts: romanised-target ES and Arabic-script         retain
+                    output rise by less than ``redistribution_margin``
+==================  =============================================================  ==========
 
-A non-inferiority test with margin ``m`` tests ``mean(arm − base) < m`` one-sidedly: the
-arm passes only when the data *show* the change is below the margin, so too few items make
-a gate fail rather than pass. p-values are Holm-adjusted across arms within each gate
-(``GateConfig.correction``); an arm passes when every gate passes (an intersection-union
-test, which needs no correction across gates). A gate whose metric was not computed, or whose
-base value leaves nothing to test, is ``"not evaluated"``: never a pass.
+**Valid tests.** Bounded metrics (ES, shares, script mass, 0/1 outcomes, sampled fractions)
+are tested with one-sided bounds that hold for *any* distribution on the known range
+(``GateConfig.bound``: a betting bound, empirical Bernstein or Hoeffding), never with a
+sign-flip test that assumes symmetric differences (it falsely passed 12-45% of the time on
+zero-inflated ES differences). A relative requirement ("at least 25% lower") is a margin
+test, ``H0: mean(arm) >= (1 - r) mean(base)``. Continuous log-perplexity differences use a
+one-sided paired sign-flip permutation test. AUCs use DeLong's variance from both classes.
+
+**Seeds are training runs.** An arm passes a gate only if *every* seed passes its
+item-level test: the gate's p-value is the largest over seeds (an intersection-union test,
+valid whatever the seeds' correlation). With 3 seeds this supports "the method worked in
+each of these runs", not a population claim about the method. Seed-invariant arms (no
+training, no SAE: the scrubber, the controls but noise) are one run, labelled "no seed
+variance".
+
+**Not evaluated.** A gate whose input cannot show its effect (the base model at or below
+``es_floor`` on the prompts; the base MIA already as close to the reference as the margin;
+a metric not computed) is "not evaluated" with the reason, never "pass", and prints no
+p-value. An arm with a not-evaluated gate and no failed gate is "incomplete".
+
+**Selection apart from testing.** Every item list is split once (``ExperimentConfig.split``)
+into a selection part and a test part; gates use only the test part, and the report's best
+arm is chosen on the selection part.
+
+p-values are Holm-adjusted across the study's arms within each gate
+(``GateConfig.correction``); control arms and reference models are judged at the
+unadjusted level, the setting most favourable to them. An arm passes when every gate passes
+(an intersection-union test, which needs no correction across gates).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from mmie.errors import DataError
-from mmie.stats import holm_bonferroni, paired_permutation_test
-from mmie.study.config import GateConfig
+from mmie.gate_stats import (
+    auc_difference_test,
+    auc_equivalence_test,
+    log_ratio_test,
+    noninferiority_test,
+    paired_proportions_test,
+    relative_reduction_test,
+)
+from mmie.stats import holm_bonferroni
+from mmie.study.config import GateConfig, SplitConfig
 from mmie.study.records import MetricRecord
 
 __all__ = [
+    "FORGET_GATES",
     "GATES",
     "ArmDecision",
     "GateResult",
-    "decide",
+    "Role",
     "judge_arms",
+    "split_indices",
 ]
 
-#: Gate names in report order; each gate needs the metric group of the same name.
-GATES: tuple[str, ...] = ("forget_es", "retain_ppl", "mixed_es", "leakage", "redistribution", "mia")
+#: Gate names in report order.
+GATES: tuple[str, ...] = (
+    "forget_es",
+    "sampled",
+    "knowledge",
+    "mixed_es",
+    "mia",
+    "retain_ppl",
+    "english",
+    "leakage",
+    "redistribution",
+)
+#: The gates that ask whether the target is gone (the others ask whether the rest is kept).
+FORGET_GATES: tuple[str, ...] = ("forget_es", "sampled", "knowledge", "mixed_es", "mia")
+
+# The metric group each gate needs.
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "forget_es": ("forget_es",),
+    "sampled": ("sampled",),
+    "knowledge": ("script_mass", "forget_ppl"),
+    "mixed_es": ("mixed_es",),
+    "mia": ("mia",),
+    "retain_ppl": ("retain_ppl",),
+    "english": ("english",),
+    "leakage": ("leakage",),
+    "redistribution": ("redistribution", "forget_es"),
+}
 
 GateStatus = Literal["pass", "fail", "not evaluated"]
 Decision = Literal["pass", "fail", "incomplete", "failed"]
+Label = Literal["unlearned", "suppression", "damaging", "no effect", "incomplete", "failed"]
+Role = Literal["arm", "control", "reference"]
 
-MetricRecords = Mapping[str, MetricRecord]  # record key -> record
+Records = Mapping[str, MetricRecord]  # record key -> record
 
 
 @dataclass(frozen=True)
@@ -72,15 +135,16 @@ class GateResult:
         name: the gate (one of ``GATES``).
         status: ``"pass"``, ``"fail"`` or ``"not evaluated"``.
         reason: one sentence with the numbers behind the verdict.
-        test: the test used (``"superiority"``, ``"non-inferiority"``, ``"tost"``), if any.
-        base_value: the base model's value of the gated metric.
-        arm_value: the arm's value (mean over seeds).
-        statistic: mean paired difference (arm − base) of the per-item values.
+        test: the test used, if any (e.g. ``"margin (betting bound)"``).
+        base_value: the base model's value of the gated metric (test items).
+        arm_value: the arm's value (mean over seeds, test items).
+        statistic: the effect tested (e.g. the relative reduction, the mean difference).
         threshold: the margin or required reduction.
-        p_value: the raw p-value (for several sub-tests, the largest).
+        p_value: the largest p-value over seeds (and sub-tests); ``None`` without a test.
         p_adjusted: after the correction across arms.
-        n_items: number of paired items.
-        details: sub-test results (per related language, interval bounds, ...).
+        n_items: number of paired test items.
+        per_seed: seed -> that seed's p-value.
+        details: sub-test results (per related language, per mixed set, ...).
     """
 
     name: str
@@ -94,11 +158,12 @@ class GateResult:
     p_value: float | None = None
     p_adjusted: float | None = None
     n_items: int | None = None
+    per_seed: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
-        return asdict(self)
+        return _json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -110,12 +175,20 @@ class ArmDecision:
         decision: ``"pass"`` (every gate passed), ``"fail"`` (a gate failed),
             ``"incomplete"`` (no gate failed but some were not evaluated) or ``"failed"``
             (no seed of the arm ran successfully).
+        label: what the gates say the arm did: ``"unlearned"`` (every gate passed),
+            ``"suppression"`` (its outputs avoid the target but the teacher-forced knowledge
+            gate fails), ``"damaging"`` (the forget side passes, a retain-side gate fails),
+            ``"no effect"`` (a forget-side gate fails and it is not suppression),
+            ``"incomplete"`` or ``"failed"``.
+        role: ``"arm"``, ``"control"`` or ``"reference"``.
         reasons: one line per gate (and per failed seed).
         gates: the gate results.
     """
 
     arm: str
     decision: Decision
+    label: Label
+    role: Role
     reasons: tuple[str, ...]
     gates: tuple[GateResult, ...]
 
@@ -124,383 +197,681 @@ class ArmDecision:
         return {
             "arm": self.arm,
             "decision": self.decision,
+            "label": self.label,
+            "role": self.role,
             "reasons": list(self.reasons),
             "gates": [g.to_dict() for g in self.gates],
         }
 
 
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- the split
+def split_indices(items: str, n: int, split: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The selection and test indices of an item list of ``n`` items.
+
+    The split is a seeded permutation per item list (its name enters the seed), the same
+    for the base model, every arm and every seed, so items pair up. With
+    ``selection_fraction = 0`` every item is a test item and the selection part is the
+    whole list too (nothing is then held apart for choosing).
+
+    Returns:
+        ``(selection, test)`` sorted index arrays.
+    """
+    k = round(split.selection_fraction * n)
+    if k == 0 or k >= n:
+        everything = np.arange(n)
+        return everything, everything
+    salt = int.from_bytes(hashlib.sha256(items.encode("utf-8")).digest()[:4], "little")
+    perm = np.random.default_rng([split.seed, salt]).permutation(n)
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+# ----------------------------------------------------------------------------- seed tests
+@dataclass
+class _SeedTest:
+    """One seed's item-level test of a gate.
+
+    ``damage``: the opposite of what the gate asks was shown (a retain-side change beyond
+    its margin), so the gate fails whatever the other seeds say. ``informative``: the items
+    could have shown what the gate asks at all; a gate none of whose outcomes could pass is
+    "not evaluated" unless damage was shown.
+    """
+
+    p_value: float
+    base_value: float
+    arm_value: float
+    statistic: float
+    n_items: int
+    details: dict[str, Any] = field(default_factory=dict)
+    damage: bool = False
+    informative: bool = True
+
+
+@dataclass
+class _GateSpec:
+    """How to judge one gate: a check on the base model, a per-seed test, and its text."""
+
+    name: str
+    test: str
+    threshold: float
+    describe: Callable[[float, float, float], str]  # (base, arm, statistic) -> text
+    not_evaluated: str | None = None  # the reason, when the base cannot show the effect
+    run: Callable[[Records], _SeedTest] | None = None
+
+
+def _test_values(record: MetricRecord, split: SplitConfig) -> np.ndarray:
+    values = record.item_values()
+    _, test = split_indices(record.items or "", record.n_items, split)
+    return values[test]
+
+
+def _pair(
+    base: Records, arm: Records, key: str, split: SplitConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    if key not in base:
+        raise DataError(f"the base model has no {key!r} record")
+    if key not in arm:
+        raise DataError(f"an arm seed has no {key!r} record")
+    b, a = base[key], arm[key]
+    if a.n_items != b.n_items:
+        raise DataError(f"{key!r}: the arm has {a.n_items} items but the base {b.n_items}")
+    return _test_values(b, split), _test_values(a, split)
+
+
+def _reduction_test(
+    b: np.ndarray, a: np.ndarray, r: float, cfg: GateConfig
+) -> tuple[float, float, bool]:
+    """H0: mean(a) >= (1 - r) mean(b) for values in [0, 1].
+
+    Returns:
+        ``(p, relative reduction, informative)``; not informative when even an arm at 0 on
+        every item could not show the reduction with these items.
+    """
+    p = relative_reduction_test(a, b, reduction=r, alpha=cfg.alpha, method=cfg.bound).p_value
+    best = relative_reduction_test(
+        np.zeros_like(b), b, reduction=r, alpha=cfg.alpha, method=cfg.bound
+    ).rejected
+    mb = float(b.mean())
+    return p, (mb - float(a.mean())) / mb if mb > 0 else 0.0, bool(best)
+
+
+@dataclass
+class _NonInferiority:
+    """A non-inferiority sub-test: was the change shown to stay within its margin?"""
+
+    p_value: float  # H0: the change reaches the margin
+    damage: bool  # the opposite was shown: the change exceeds the margin
+    informative: bool  # could any outcome of these items have shown non-inferiority
+
+
+def _rise_test(b: np.ndarray, a: np.ndarray, margin: float, cfg: GateConfig) -> _NonInferiority:
+    """H0: mean(a - b) >= margin for values in [0, 1]."""
+    test = noninferiority_test(a, b, margin=margin, alpha=cfg.alpha, method=cfg.bound)
+    worse = noninferiority_test(b, a, margin=-margin, alpha=cfg.alpha, method=cfg.bound)
+    zero = np.zeros_like(a)
+    best = noninferiority_test(zero, zero, margin=margin, alpha=cfg.alpha, method=cfg.bound)
+    return _NonInferiority(test.p_value, bool(worse.rejected), bool(best.rejected))
+
+
+def _rate_test(b: np.ndarray, a: np.ndarray, margin: float, cfg: GateConfig) -> _NonInferiority:
+    """H0: p_a - p_b >= margin for paired 0/1 outcomes (exact unconditional score test)."""
+    test = paired_proportions_test(a, b, delta0=margin, alternative="less", alpha=cfg.alpha)
+    worse = paired_proportions_test(a, b, delta0=margin, alternative="greater", alpha=cfg.alpha)
+    zero = np.zeros_like(a)
+    best = paired_proportions_test(zero, zero, delta0=margin, alternative="less", alpha=cfg.alpha)
+    return _NonInferiority(test.p_value, bool(worse.rejected), bool(best.rejected))
+
+
+def _log_rise_test(b: np.ndarray, a: np.ndarray, ratio: float, cfg: GateConfig) -> _NonInferiority:
+    """H0: mean(log_a - log_b) >= log(ratio) (non-inferiority of a perplexity; paired t)."""
+    test = log_ratio_test(a, b, max_ratio=ratio, alpha=cfg.alpha)
+    worse = log_ratio_test(b, a, max_ratio=1.0 / ratio, alpha=cfg.alpha)
+    return _NonInferiority(test.p_value, bool(worse.rejected), True)
+
+
+def _log_gain_test(b: np.ndarray, a: np.ndarray, ratio: float, cfg: GateConfig) -> float:
+    """H0: mean(log_a - log_b) <= log(ratio): the perplexity did not grow by ``ratio``."""
+    return log_ratio_test(b, a, max_ratio=1.0 / ratio, alpha=cfg.alpha).p_value
+
+
+def _combine(subs: Mapping[str, _NonInferiority]) -> tuple[float, bool, bool]:
+    """Sub-tests of one gate: ``(p, damage, informative)`` of the intersection."""
+    p = max(s.p_value for s in subs.values())
+    damage = any(s.damage for s in subs.values())
+    informative = all(s.informative for s in subs.values())
+    return p, damage, informative
+
+
+def _no_credit_for_empty(
+    arm: Records, base: np.ndarray, values: np.ndarray, split: SplitConfig
+) -> np.ndarray:
+    """An empty continuation is its own outcome, never a success: it keeps the base's value."""
+    empty = arm.get("forget_empty")
+    if empty is None:
+        return values
+    flags = _test_values(empty, split) > 0.5
+    return np.where(flags, base, values)
+
+
+# ----------------------------------------------------------------------------- gates
+def _sub(sub: _NonInferiority, b: np.ndarray, a: np.ndarray, **extra: Any) -> dict[str, Any]:
+    return {
+        "base": float(np.mean(b)),
+        "arm": float(np.mean(a)),
+        "p_value": sub.p_value,
+        "damage_shown": sub.damage,
+        "informative": sub.informative,
+        **extra,
+    }
+
+
+def _gate_specs(
+    base: Records,
+    cfg: GateConfig,
+    split: SplitConfig,
+    *,
+    mixed: Sequence[str],
+    related: Sequence[str],
+    retrain: Records | None,
+) -> dict[str, _GateSpec]:
+    r = cfg.min_forget_reduction
+    specs: dict[str, _GateSpec] = {}
+
+    def base_mean(key: str) -> float:
+        return float(_test_values(base[key], split).mean())
+
+    # -- forget ES (greedy): a margin test on the relative reduction
+    def forget_es(arm: Records) -> _SeedTest:
+        b, a = _pair(base, arm, "forget_es", split)
+        a = _no_credit_for_empty(arm, b, a, split)
+        p, red, informative = _reduction_test(b, a, r, cfg)
+        return _SeedTest(p, float(b.mean()), float(a.mean()), red, b.size, informative=informative)
+
+    if "forget_es" in base:
+        specs["forget_es"] = _GateSpec(
+            "forget_es",
+            f"margin: reduction >= {r:.0%} ({cfg.bound} bound)",
+            r,
+            lambda b, a, s: f"forget ES {b:.3f} → {a:.3f} ({s:+.0%} reduction)",
+            _floor_reason("forget ES", base_mean("forget_es"), cfg.es_floor),
+            forget_es,
+        )
+
+    # -- sampled leakage: the same margin test on the share of target-dominated samples
+    def sampled(arm: Records) -> _SeedTest:
+        b, a = _pair(base, arm, "forget_sampled", split)
+        p, red, informative = _reduction_test(b, a, r, cfg)
+        return _SeedTest(p, float(b.mean()), float(a.mean()), red, b.size, informative=informative)
+
+    if "forget_sampled" in base:
+        specs["sampled"] = _GateSpec(
+            "sampled",
+            f"margin: reduction >= {r:.0%} ({cfg.bound} bound)",
+            r,
+            lambda b, a, s: f"target-dominated samples {b:.3f} → {a:.3f} ({s:+.0%} reduction)",
+            _floor_reason(
+                "the share of target-dominated samples", base_mean("forget_sampled"), cfg.es_floor
+            ),
+            sampled,
+        )
+
+    # -- knowledge (teacher-forced): script mass down AND forget perplexity up
+    rk, ratio = cfg.min_script_mass_reduction, cfg.min_forget_ppl_ratio
+
+    def knowledge(arm: Records) -> _SeedTest:
+        b, a = _pair(base, arm, "forget_script_mass", split)
+        p_mass, red, informative = _reduction_test(b, a, rk, cfg)
+        lb, la = _pair(base, arm, "forget_ppl", split)
+        p_ppl = _log_gain_test(lb, la, ratio, cfg)
+        details = {
+            "script_mass": {"base": float(b.mean()), "arm": float(a.mean()), "p_value": p_mass},
+            "forget_ppl": {"ratio": math.exp(float((la - lb).mean())), "p_value": p_ppl},
+        }
+        return _SeedTest(
+            max(p_mass, p_ppl), float(b.mean()), float(a.mean()), red, b.size, details,
+            informative=informative,
+        )  # fmt: skip
+
+    if "forget_script_mass" in base and "forget_ppl" in base:
+        specs["knowledge"] = _GateSpec(
+            "knowledge",
+            f"margins: script mass -{rk:.0%} ({cfg.bound} bound), forget perplexity "
+            f"x{ratio:g} (paired t)",
+            rk,
+            lambda b, a, s: (
+                f"P(next letter target) {b:.3f} → {a:.3f} ({s:+.0%}); forget "
+                "perplexity ratio in details"
+            ),
+            _floor_reason("P(next letter target)", base_mean("forget_script_mass"), cfg.es_floor),
+            knowledge,
+        )
+
+    # -- mixed prompt sets: each set that elicits the target must show a drop
+    present = [m for m in mixed if f"mixed_es.{m}" in base]
+    evaluable = [m for m in present if base_mean(f"mixed_es.{m}") > cfg.es_floor]
+
+    def mixed_es(arm: Records) -> _SeedTest:
+        subs: dict[str, Any] = {}
+        informative = True
+        for m in evaluable:
+            b, a = _pair(base, arm, f"mixed_es.{m}", split)
+            p, _, ok = _reduction_test(b, a, 0.0, cfg)  # superiority: H0 no drop
+            informative &= ok
+            subs[m] = {"base": float(b.mean()), "arm": float(a.mean()), "p_value": p}
+        p = max(s["p_value"] for s in subs.values())
+        bm = float(np.mean([s["base"] for s in subs.values()]))
+        am = float(np.mean([s["arm"] for s in subs.values()]))
+        return _SeedTest(p, bm, am, am - bm, 0, subs, informative=informative)
+
+    if present:
+        skipped = [m for m in present if m not in evaluable]
+        specs["mixed_es"] = _GateSpec(
+            "mixed_es",
+            f"superiority per set ({cfg.bound} bound)",
+            0.0,
+            lambda b, a, s: (
+                f"target ES on mixed prompts {b:.3f} → {a:.3f}"
+                + (
+                    f" (sets not eliciting the target on the base: {', '.join(skipped)})"
+                    if skipped
+                    else ""
+                )
+            ),
+            None
+            if evaluable
+            else "no mixed prompt set elicits the target on the base model (ES <= es_floor="
+            f"{cfg.es_floor}): {', '.join(present)}",
+            mixed_es,
+        )
+
+    # -- membership inference (DeLong)
+    if "mia_auc" in base and "member_scores" in base["mia_auc"].extra:
+        specs["mia"] = _mia_spec(base, cfg, split, retrain)
+
+    # -- retain perplexity
+    def retain(arm: Records) -> _SeedTest:
+        b, a = _pair(base, arm, "retain_ppl", split)
+        sub = _log_rise_test(b, a, cfg.retain_ppl_ratio, cfg)
+        lr = float((a - b).mean())
+        return _SeedTest(
+            sub.p_value, math.exp(float(b.mean())), math.exp(float(a.mean())), math.exp(lr),
+            b.size, damage=sub.damage,
+        )  # fmt: skip
+
+    if "retain_ppl" in base:
+        specs["retain_ppl"] = _GateSpec(
+            "retain_ppl",
+            "non-inferiority (paired t on log perplexity)",
+            cfg.retain_ppl_ratio,
+            lambda b, a, s: (
+                f"retain perplexity {b:.3g} → {a:.3g} (x{s:.3f}, limit x{cfg.retain_ppl_ratio})"
+            ),
+            None,
+            retain,
+        )
+
+    # -- English outputs: degenerate, target leakage, fluency
+    def english(arm: Records) -> _SeedTest:
+        bd, ad = _pair(base, arm, "english_degenerate", split)
+        bs, as_ = _pair(base, arm, "english_share", split)
+        subs = {
+            "degenerate": _rate_test(bd, ad, cfg.english_degenerate_margin, cfg),
+            "target_share": _rise_test(bs, as_, cfg.english_leak_margin, cfg),
+        }
+        details = {
+            "degenerate": _sub(subs["degenerate"], bd, ad),
+            "target_share": _sub(subs["target_share"], bs, as_),
+        }
+        if "english_fluency" in base and "english_fluency" in arm:
+            bf, af = _pair(base, arm, "english_fluency", split)
+            both = np.isfinite(bf) & np.isfinite(af)
+            if both.sum() >= 2:
+                subs["fluency"] = _log_rise_test(bf[both], af[both], cfg.retain_ppl_ratio, cfg)
+                details["fluency"] = _sub(
+                    subs["fluency"], bf[both], af[both], n_items=int(both.sum())
+                )
+        p, damage, informative = _combine(subs)
+        return _SeedTest(
+            p, float(bd.mean()), float(ad.mean()), float(ad.mean() - bd.mean()), bd.size,
+            details, damage, informative,
+        )  # fmt: skip
+
+    if "english_degenerate" in base:
+        specs["english"] = _GateSpec(
+            "english",
+            "non-inferiority (exact paired proportions; bounded mean; paired t on NLL)",
+            cfg.english_degenerate_margin,
+            lambda b, a, s: (
+                f"empty/degenerate English outputs {b:.3f} → {a:.3f} (limit "
+                f"+{cfg.english_degenerate_margin}; target share and fluency in details)"
+            ),
+            None,
+            english,
+        )
+
+    # -- related languages
+    def leakage(arm: Records) -> _SeedTest:
+        subs: dict[str, _NonInferiority] = {}
+        details: dict[str, Any] = {}
+        for lang in related:
+            lb, la = _pair(base, arm, f"related_ppl.{lang}", split)
+            b, a = _pair(base, arm, f"related_es.{lang}", split)
+            subs[f"{lang}.ppl"] = _log_rise_test(lb, la, cfg.related_ppl_ratio, cfg)
+            subs[f"{lang}.es"] = _rise_test(b, a, cfg.leakage_es_margin, cfg)
+            details[lang] = {
+                "ppl_ratio": math.exp(float((la - lb).mean())),
+                "ppl": _sub(subs[f"{lang}.ppl"], lb, la),
+                "es": _sub(subs[f"{lang}.es"], b, a),
+            }
+        p, damage, informative = _combine(subs)
+        worst = max(d["ppl_ratio"] for d in details.values())
+        rise = max(d["es"]["arm"] - d["es"]["base"] for d in details.values())
+        return _SeedTest(p, 1.0, worst, rise, 0, details, damage, informative)
+
+    if related and all(f"related_ppl.{lang}" in base for lang in related):
+        specs["leakage"] = _GateSpec(
+            "leakage",
+            f"non-inferiority per language ({cfg.bound} bound; paired t on log perplexity)",
+            cfg.related_ppl_ratio,
+            lambda b, a, s: (
+                f"related languages ({', '.join(related)}): worst perplexity "
+                f"x{a:.3f} (limit x{cfg.related_ppl_ratio}), worst target ES change {s:+.3f} "
+                f"(limit +{cfg.leakage_es_margin})"
+            ),
+            None,
+            leakage,
+        )
+
+    # -- redistribution on the forget prompts: romanised target, Arabic script
+    def redistribution(arm: Records) -> _SeedTest:
+        subs: dict[str, _NonInferiority] = {}
+        details: dict[str, Any] = {}
+        for key in ("forget_romanized_es", "forget_scripts.Arab"):
+            if key in base:
+                b, a = _pair(base, arm, key, split)
+                subs[key] = _rise_test(b, a, cfg.redistribution_margin, cfg)
+                details[key] = _sub(subs[key], b, a)
+        p, damage, informative = _combine(subs)
+        rise = max(d["arm"] - d["base"] for d in details.values())
+        first = next(iter(details.values()))
+        return _SeedTest(p, first["base"], first["arm"], rise, 0, details, damage, informative)
+
+    if "forget_romanized_es" in base:
+        specs["redistribution"] = _GateSpec(
+            "redistribution",
+            f"non-inferiority ({cfg.bound} bound)",
+            cfg.redistribution_margin,
+            lambda b, a, s: (
+                f"romanised-target ES on forget prompts {b:.3f} → {a:.3f}; "
+                f"largest rise {s:+.3f} (limit +{cfg.redistribution_margin})"
+            ),
+            None,
+            redistribution,
+        )
+    return specs
+
+
+def _floor_reason(what: str, value: float, floor: float) -> str | None:
+    if value > floor:
+        return None
+    return (
+        f"{what} of the base model is {value:.3f} <= es_floor={floor} on these prompts: "
+        "there is nothing to remove, so the data cannot show an effect"
+    )
+
+
+def _mia_spec(
+    base: Records, cfg: GateConfig, split: SplitConfig, retrain: Records | None
+) -> _GateSpec:
+    def scores(records: Records) -> tuple[np.ndarray, np.ndarray]:
+        rec = records["mia_auc"]
+        members = np.asarray(rec.extra["member_scores"], dtype=np.float64)
+        nonmembers = np.asarray(rec.extra["nonmember_scores"], dtype=np.float64)
+        _, mt = split_indices("forget_train", members.size, split)
+        _, nt = split_indices("forget_eval", nonmembers.size, split)
+        return members[mt], nonmembers[nt]
+
+    bm, bn = scores(base)
+    if retrain is not None and "mia_auc" in retrain:
+        rm, rn = scores(retrain)
+        m = cfg.mia_reference_margin
+        base_gap = auc_difference_test(bm, bn, rm, rn, low=-m, high=m, alpha=cfg.alpha)
+
+        def with_ref(arm: Records) -> _SeedTest:
+            am, an = scores(arm)
+            t = auc_difference_test(am, an, rm, rn, low=-m, high=m, alpha=cfg.alpha)
+            return _SeedTest(t.p_value, t.auc_b, t.auc_a, t.estimate, am.size)
+
+        inside = abs(base_gap.estimate) < m
+        return _GateSpec(
+            "mia",
+            f"equivalence to the retrained model (DeLong, |ΔAUC| < {m})",
+            m,
+            lambda b, a, s: (
+                f"MIA AUC {a:.3f} vs the retrained model's {b:.3f} (Δ {s:+.3f}, band ±{m})"
+            ),
+            (
+                f"the base model's MIA AUC is already within ±{m} of the retrained model's "
+                f"({base_gap.auc_a:.3f} vs {base_gap.auc_b:.3f}): the test cannot show a change"
+            )
+            if inside
+            else None,
+            with_ref,
+        )
+    m = cfg.mia_margin
+    base_t = auc_equivalence_test(bm, bn, low=0.5 - m, high=0.5 + m, alpha=cfg.alpha)
+
+    def band(arm: Records) -> _SeedTest:
+        am, an = scores(arm)
+        t = auc_equivalence_test(am, an, low=0.5 - m, high=0.5 + m, alpha=cfg.alpha)
+        return _SeedTest(t.p_value, base_t.estimate, t.estimate, t.estimate - 0.5, am.size)
+
+    return _GateSpec(
+        "mia",
+        f"equivalence to chance (DeLong, AUC in 0.5 ± {m})",
+        m,
+        lambda b, a, s: f"MIA AUC {b:.3f} → {a:.3f} (band 0.5 ± {m}; no retrained reference)",
+        (
+            f"the base model's MIA AUC {base_t.estimate:.3f} is already inside 0.5 ± {m}: the "
+            "test cannot tell an unlearned model from the base"
+        )
+        if abs(base_t.estimate - 0.5) < m
+        else None,
+        band,
+    )
+
+
+# ----------------------------------------------------------------------------- judging
 @dataclass
 class _Pending:
     """A gate whose p-value still has to be adjusted across arms."""
 
     result: GateResult
-    describe: str  # "forget ES 0.62 → 0.10"
-    extra_ok: bool = True
-    extra_reason: str = ""
+    describe: str
 
 
-def _items(records: MetricRecords, key: str) -> np.ndarray | None:
-    record = records.get(key)
-    if record is None:
-        return None
-    return record.item_values()
-
-
-def _arm_items(seed_records: Sequence[MetricRecords], key: str) -> np.ndarray | None:
-    """Per-item mean over seeds; ``None`` if any seed lacks the metric."""
-    rows = [_items(r, key) for r in seed_records]
-    if not rows or any(r is None for r in rows):
-        return None
-    sizes = {r.size for r in rows if r is not None}
-    if len(sizes) != 1:
-        raise DataError(f"metric {key!r} has different item counts across seeds: {sorted(sizes)}")
-    return np.mean(np.stack([r for r in rows if r is not None]), axis=0)
-
-
-def _value(records: MetricRecords, key: str) -> float:
-    return float(records[key].value)
-
-
-def _arm_value(seed_records: Sequence[MetricRecords], key: str) -> float:
-    return float(np.mean([_value(r, key) for r in seed_records]))
-
-
-def _not_evaluated(name: str, reason: str) -> GateResult:
-    return GateResult(name=name, status="not evaluated", reason=reason)
-
-
-def _test(
-    arm: np.ndarray,
-    base: np.ndarray,
-    *,
-    margin: float,
-    alternative: Literal["less", "greater"],
-    cfg: GateConfig,
-) -> float:
-    """p-value of ``mean(arm - base) < margin`` (or ``> margin`` for ``greater``)."""
-    return paired_permutation_test(
-        arm - margin, base, alternative=alternative, n_permutations=cfg.n_permutations, seed=0
-    ).p_value
-
-
-def _paired(
-    base: MetricRecords, seeds: Sequence[MetricRecords], key: str, name: str
-) -> tuple[np.ndarray, np.ndarray] | GateResult:
-    b = _items(base, key)
-    a = _arm_items(seeds, key)
-    if b is None:
-        return _not_evaluated(name, f"the base model has no {key!r} values")
-    if a is None:
-        return _not_evaluated(name, f"{key!r} was not computed for every successful seed")
-    if a.size != b.size:
-        raise DataError(f"{key!r}: the arm has {a.size} items but the base {b.size}")
-    if a.size < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        return _not_evaluated(name, f"{key!r} has fewer than 2 finite items")
-    return a, b
-
-
-def _es_gate(
+def _judge_gate(
+    spec: _GateSpec | None,
     name: str,
-    key: str,
-    base: MetricRecords,
-    seeds: Sequence[MetricRecords],
+    seeds: Mapping[int, Records],
+    computed: Sequence[str],
+) -> GateResult | _Pending:
+    missing = [g for g in _GROUPS[name] if g not in computed]
+    if missing:
+        return GateResult(name, "not evaluated", f"metric group {missing[0]!r} was not computed")
+    if spec is None:
+        return GateResult(name, "not evaluated", "the base model has no value for this gate")
+    if not seeds:
+        return GateResult(name, "not evaluated", "no successful seed")
+    if spec.not_evaluated is not None:
+        return GateResult(name, "not evaluated", spec.not_evaluated, test=spec.test)
+    assert spec.run is not None
+    tests = {seed: spec.run(records) for seed, records in sorted(seeds.items())}
+    p = max(t.p_value for t in tests.values())
+    base_v = float(np.mean([t.base_value for t in tests.values()]))
+    arm_v = float(np.mean([t.arm_value for t in tests.values()]))
+    stat = float(np.mean([t.statistic for t in tests.values()]))
+    first = next(iter(tests.values()))
+    result = GateResult(
+        name,
+        "fail",
+        "",
+        test=spec.test,
+        base_value=base_v,
+        arm_value=arm_v,
+        statistic=stat,
+        threshold=spec.threshold,
+        p_value=p,
+        n_items=first.n_items or None,
+        per_seed={str(s): t.p_value for s, t in tests.items()},
+        details=first.details if len(tests) == 1 else {str(s): t.details for s, t in tests.items()},
+    )
+    describe = spec.describe(base_v, arm_v, stat)
+    damaged = [s for s, t in tests.items() if t.damage]
+    if damaged:
+        return replace(
+            result,
+            reason=f"{describe}: a change beyond the margin is shown (seed(s) {damaged})",
+        )
+    if not all(t.informative for t in tests.values()):
+        return replace(
+            result,
+            status="not evaluated",
+            p_value=None,
+            per_seed={},
+            reason=f"{describe}: with these test items no outcome could pass this gate (too "
+            "few items for its margin); use more evaluation items or a larger margin",
+        )
+    return _Pending(result, describe)
+
+
+def _finalise(pending: _Pending, p_adj: float, cfg: GateConfig, n_seeds: int) -> GateResult:
+    r = pending.result
+    level = f"every seed's p <= {cfg.alpha}" if n_seeds > 1 else f"p <= {cfg.alpha}"
+    p_text = f"p_adj={p_adj:.3g}" if p_adj != r.p_value else f"p={p_adj:.3g}"
+    if n_seeds > 1:
+        p_text += f", largest over {n_seeds} seeds"
+    if p_adj <= cfg.alpha:
+        return replace(
+            r, status="pass", p_adjusted=p_adj, reason=f"{pending.describe}: {p_text} ({level})"
+        )
+    return replace(
+        r,
+        status="fail",
+        p_adjusted=p_adj,
+        reason=f"{pending.describe}: not shown at level {cfg.alpha} ({p_text})",
+    )
+
+
+def _label(gates: Sequence[GateResult], decision: Decision) -> Label:
+    if decision == "failed":
+        return "failed"
+    status = {g.name: g.status for g in gates}
+    forget_fail = any(status.get(g) == "fail" for g in FORGET_GATES)
+    retain_fail = any(s == "fail" for g, s in status.items() if g not in FORGET_GATES)
+    if status.get("forget_es") == "pass" and status.get("knowledge") == "fail":
+        return "suppression"
+    if forget_fail:
+        return "no effect"
+    if retain_fail:
+        return "damaging"
+    if decision == "incomplete":
+        return "incomplete"
+    return "unlearned"
+
+
+def judge_arms(
+    base: Records,
+    arms: Mapping[str, Mapping[int, Records]],
     cfg: GateConfig,
     *,
-    label: str,
-    floor_rule: Literal["not evaluated", "non-inferiority"],
-) -> GateResult | _Pending:
-    pair = _paired(base, seeds, key, name)
-    if isinstance(pair, GateResult):
-        return pair
-    a, b = pair
-    b_mean, a_mean = float(b.mean()), float(a.mean())
-    describe = f"{label} {b_mean:.3f} → {a_mean:.3f}"
-    common: dict[str, Any] = {
-        "base_value": b_mean,
-        "arm_value": a_mean,
-        "statistic": a_mean - b_mean,
-    }
-    if b_mean <= cfg.es_floor:
-        if floor_rule == "not evaluated":
-            return GateResult(
-                name=name,
-                status="not evaluated",
-                reason=(
-                    f"{label} of the base model is {b_mean:.3f} <= es_floor={cfg.es_floor}: "
-                    "there is nothing to remove"
-                ),
-                n_items=a.size,
-                **common,
-            )
-        p = _test(a, b, margin=cfg.es_floor, alternative="less", cfg=cfg)
-        return _Pending(
-            GateResult(
-                name=name,
-                status="fail",
-                reason="",
-                test="non-inferiority",
-                threshold=cfg.es_floor,
-                p_value=p,
-                n_items=a.size,
-                details={"base_below_floor": True},
-                **common,
-            ),
-            describe=f"{describe} (base at or below es_floor; must stay within {cfg.es_floor})",
-        )
-    p = _test(a, b, margin=0.0, alternative="less", cfg=cfg)
-    reduction = (b_mean - a_mean) / b_mean
-    enough = reduction >= cfg.min_forget_reduction
-    return _Pending(
-        GateResult(
-            name=name,
-            status="fail",
-            reason="",
-            test="superiority",
-            threshold=cfg.min_forget_reduction,
-            p_value=p,
-            n_items=a.size,
-            details={"relative_reduction": reduction},
-            **common,
-        ),
-        describe=f"{describe} ({-100 * reduction:+.0f}%)",
-        extra_ok=enough,
-        extra_reason=(
-            f"the reduction {100 * reduction:.0f}% is below the required "
-            f"{100 * cfg.min_forget_reduction:.0f}%"
-        ),
-    )
-
-
-def _ppl_subtest(
-    key: str, base: MetricRecords, seeds: Sequence[MetricRecords], ratio: float, cfg: GateConfig
-) -> dict[str, Any] | GateResult:
-    pair = _paired(base, seeds, key, key)
-    if isinstance(pair, GateResult):
-        return pair
-    a, b = pair  # linearised log-perplexity values (see item_values)
-    p = _test(a, b, margin=math.log(ratio), alternative="less", cfg=cfg)
-    base_ppl, arm_ppl = _value(base, key), _arm_value(seeds, key)
-    return {
-        "metric": key,
-        "base": base_ppl,
-        "arm": arm_ppl,
-        "ratio": arm_ppl / base_ppl,
-        "threshold": ratio,
-        "log_ratio": float((a - b).mean()),
-        "p_value": p,
-        "n_items": int(a.size),
-    }
-
-
-def _retain_gate(
-    base: MetricRecords, seeds: Sequence[MetricRecords], cfg: GateConfig
-) -> GateResult | _Pending:
-    sub = _ppl_subtest("retain_ppl", base, seeds, cfg.retain_ppl_ratio, cfg)
-    if isinstance(sub, GateResult):
-        return replace(sub, name="retain_ppl")
-    return _Pending(
-        GateResult(
-            name="retain_ppl",
-            status="fail",
-            reason="",
-            test="non-inferiority",
-            base_value=sub["base"],
-            arm_value=sub["arm"],
-            statistic=sub["log_ratio"],
-            threshold=cfg.retain_ppl_ratio,
-            p_value=sub["p_value"],
-            n_items=sub["n_items"],
-            details={"ratio": sub["ratio"]},
-        ),
-        describe=(
-            f"retain perplexity {sub['base']:.3g} → {sub['arm']:.3g} "
-            f"(x{sub['ratio']:.3f}, limit x{cfg.retain_ppl_ratio})"
-        ),
-    )
-
-
-def _leakage_gate(
-    base: MetricRecords,
-    seeds: Sequence[MetricRecords],
-    cfg: GateConfig,
-    related: Sequence[str],
-) -> GateResult | _Pending:
-    if not related:
-        return _not_evaluated("leakage", "no related languages are configured")
-    subs: dict[str, Any] = {}
-    for lang in related:
-        ppl = _ppl_subtest(f"related_ppl.{lang}", base, seeds, cfg.related_ppl_ratio, cfg)
-        if isinstance(ppl, GateResult):
-            return replace(ppl, name="leakage")
-        pair = _paired(base, seeds, f"related_es.{lang}", "leakage")
-        if isinstance(pair, GateResult):
-            return pair
-        a, b = pair
-        p_es = _test(a, b, margin=cfg.leakage_es_margin, alternative="less", cfg=cfg)
-        subs[lang] = {
-            "ppl": ppl,
-            "es": {
-                "base": float(b.mean()),
-                "arm": float(a.mean()),
-                "threshold": cfg.leakage_es_margin,
-                "p_value": p_es,
-                "n_items": int(a.size),
-            },
-        }
-    p = max(max(s["ppl"]["p_value"], s["es"]["p_value"]) for s in subs.values())
-    worst_ratio = max(s["ppl"]["ratio"] for s in subs.values())
-    worst_es = max(s["es"]["arm"] - s["es"]["base"] for s in subs.values())
-    return _Pending(
-        GateResult(
-            name="leakage",
-            status="fail",
-            reason="",
-            test="non-inferiority",
-            statistic=worst_es,
-            threshold=cfg.related_ppl_ratio,
-            p_value=p,
-            details=subs,
-        ),
-        describe=(
-            f"related languages ({', '.join(related)}): worst perplexity x{worst_ratio:.3f} "
-            f"(limit x{cfg.related_ppl_ratio}), worst Hindi ES change {worst_es:+.3f} "
-            f"(limit +{cfg.leakage_es_margin})"
-        ),
-    )
-
-
-def _redistribution_gate(
-    base: MetricRecords, seeds: Sequence[MetricRecords], cfg: GateConfig
-) -> GateResult | _Pending:
-    pair = _paired(base, seeds, "romanized_es", "redistribution")
-    if isinstance(pair, GateResult):
-        return pair
-    a, b = pair
-    p = _test(a, b, margin=cfg.redistribution_margin, alternative="less", cfg=cfg)
-    b_mean, a_mean = float(b.mean()), float(a.mean())
-    return _Pending(
-        GateResult(
-            name="redistribution",
-            status="fail",
-            reason="",
-            test="non-inferiority",
-            base_value=b_mean,
-            arm_value=a_mean,
-            statistic=a_mean - b_mean,
-            threshold=cfg.redistribution_margin,
-            p_value=p,
-            n_items=a.size,
-        ),
-        describe=(
-            f"romanised-Hindi ES {b_mean:.3f} → {a_mean:.3f} (limit +{cfg.redistribution_margin})"
-        ),
-    )
-
-
-def _mia_gate(
-    base: MetricRecords, seeds: Sequence[MetricRecords], cfg: GateConfig
-) -> GateResult | _Pending:
-    u = _arm_items(seeds, "mia_auc")
-    if u is None:
-        return _not_evaluated("mia", "'mia_auc' was not computed for every successful seed")
-    if u.size < 2:
-        return _not_evaluated("mia", "fewer than 2 members were scored")
-    lo, hi = 0.5 - cfg.mia_margin, 0.5 + cfg.mia_margin
-    zeros = np.zeros_like(u)
-    p_low = paired_permutation_test(
-        u - lo, zeros, alternative="greater", n_permutations=cfg.n_permutations, seed=0
-    ).p_value
-    p_high = paired_permutation_test(
-        u - hi, zeros, alternative="less", n_permutations=cfg.n_permutations, seed=0
-    ).p_value
-    auc = _arm_value(seeds, "mia_auc")
-    base_auc = _value(base, "mia_auc") if "mia_auc" in base else None
-    return _Pending(
-        GateResult(
-            name="mia",
-            status="fail",
-            reason="",
-            test="tost",
-            base_value=base_auc,
-            arm_value=auc,
-            statistic=float(u.mean()) - 0.5,
-            threshold=cfg.mia_margin,
-            p_value=max(p_low, p_high),
-            n_items=u.size,
-            details={"p_lower": p_low, "p_upper": p_high, "band": [lo, hi]},
-        ),
-        describe=(
-            "MIA AUC "
-            + (f"{base_auc:.3f} → " if base_auc is not None else "")
-            + f"{auc:.3f} (band 0.5 ± {cfg.mia_margin})"
-        ),
-    )
-
-
-def _gates_for_arm(
-    base: MetricRecords,
-    seeds: Sequence[MetricRecords],
-    cfg: GateConfig,
     computed: Sequence[str],
-    related: Sequence[str],
-) -> dict[str, GateResult | _Pending]:
-    out: dict[str, GateResult | _Pending] = {}
-    for name in GATES:
-        if name not in computed:
-            out[name] = _not_evaluated(name, f"metric group {name!r} was not computed")
-            continue
-        if not seeds:
-            out[name] = _not_evaluated(name, "no successful seed")
-            continue
-        if name == "forget_es":
-            out[name] = _es_gate(
-                name, "forget_es", base, seeds, cfg, label="forget ES", floor_rule="not evaluated"
-            )
-        elif name == "mixed_es":
-            out[name] = _es_gate(
-                name, "mixed_es", base, seeds, cfg, label="mixed-prompt ES",
-                floor_rule="non-inferiority",
-            )  # fmt: skip
-        elif name == "retain_ppl":
-            out[name] = _retain_gate(base, seeds, cfg)
-        elif name == "leakage":
-            out[name] = _leakage_gate(base, seeds, cfg, related)
-        elif name == "redistribution":
-            out[name] = _redistribution_gate(base, seeds, cfg)
-        else:
-            out[name] = _mia_gate(base, seeds, cfg)
-    return out
-
-
-def _finalise(pending: _Pending, p_adj: float, cfg: GateConfig) -> GateResult:
-    r = pending.result
-    significant = p_adj <= cfg.alpha
-    p_text = f"p_adj={p_adj:.3g}" if cfg.correction != "none" else f"p={p_adj:.3g}"
-    if significant and pending.extra_ok:
-        return replace(
-            r,
-            status="pass",
-            p_adjusted=p_adj,
-            reason=f"{pending.describe}: {p_text} <= {cfg.alpha}",
-        )
-    why = pending.extra_reason if significant else f"not shown at level {cfg.alpha} ({p_text})"
-    return replace(r, status="fail", p_adjusted=p_adj, reason=f"{pending.describe}: {why}")
-
-
-def decide(
-    arm: str, gates: Sequence[GateResult], failed_seeds: Mapping[int, str], *, n_ok: int
-) -> ArmDecision:
-    """Combine gate verdicts into an arm decision (see :class:`ArmDecision`).
+    split: SplitConfig | None = None,
+    mixed: Sequence[str] = (),
+    related: Sequence[str] = (),
+    roles: Mapping[str, Role] | None = None,
+    references: Mapping[str, Records] | None = None,
+    failed: Mapping[str, Mapping[int, str]] | None = None,
+) -> dict[str, ArmDecision]:
+    """Run every gate for every arm (and control and reference) and decide.
 
     Args:
-        arm: the arm name.
-        gates: its gate results.
-        failed_seeds: seed -> error message of the seeds that failed.
-        n_ok: number of seeds that ran successfully.
+        base: the base model's metric records.
+        arms: arm name -> seed -> metric records of the successful seeds (a seed-invariant
+            arm has one seed; a reference model is an "arm" with one seed too).
+        cfg: gate thresholds.
+        computed: the metric groups the study computed (others are "not evaluated").
+        split: the selection/test split (default: :class:`~mmie.study.config.SplitConfig`).
+        mixed: the mixed prompt sets.
+        related: the related languages of the leakage gate.
+        roles: arm name -> ``"arm"`` (default), ``"control"`` or ``"reference"``; only
+            ``"arm"``s form the family of the Holm correction.
+        references: ``"retrain"`` (and ``"oracle"``) records: the MIA gate compares with the
+            retrained model when it exists.
+        failed: arm name -> seed -> error message of failed seeds.
 
     Returns:
-        The :class:`ArmDecision`.
+        Arm name -> :class:`ArmDecision`, in the order of ``arms``.
+
+    Raises:
+        DataError: per-item values that do not pair up (different item counts).
     """
+    split = split or SplitConfig()
+    failed = failed or {}
+    roles = roles or {}
+    references = references or {}
+    specs = _gate_specs(
+        base, cfg, split, mixed=mixed, related=related, retrain=references.get("retrain")
+    )
+    per_arm = {
+        name: {gate: _judge_gate(specs.get(gate), gate, seeds, computed) for gate in GATES}
+        for name, seeds in arms.items()
+    }
+    adjusted: dict[tuple[str, str], float] = {}
+    for gate in GATES:
+        family = [
+            a
+            for a in per_arm
+            if isinstance(per_arm[a][gate], _Pending) and roles.get(a, "arm") == "arm"
+        ]
+        raw = [_pending_p(per_arm[a][gate]) for a in family]
+        if family:
+            adj = holm_bonferroni(raw) if cfg.correction == "holm" else np.asarray(raw)
+            adjusted.update({(a, gate): float(p) for a, p in zip(family, adj.tolist())})
+    decisions: dict[str, ArmDecision] = {}
+    for name, gates in per_arm.items():
+        n_seeds = len(arms[name])
+        final = []
+        for gate, g in gates.items():
+            if isinstance(g, _Pending):
+                p = adjusted.get((name, gate), float(g.result.p_value or 1.0))
+                final.append(_finalise(g, p, cfg, n_seeds))
+            else:
+                final.append(g)
+        decisions[name] = _decide(
+            name, final, failed.get(name, {}), n_ok=n_seeds, role=roles.get(name, "arm")
+        )
+    return decisions
+
+
+def _pending_p(gate: GateResult | _Pending) -> float:
+    assert isinstance(gate, _Pending)
+    assert gate.result.p_value is not None
+    return float(gate.result.p_value)
+
+
+def _decide(
+    arm: str, gates: Sequence[GateResult], failed_seeds: Mapping[int, str], *, n_ok: int, role: Role
+) -> ArmDecision:
     reasons = [f"{g.name}: {g.status} — {g.reason}" for g in gates]
     reasons += [f"seed {s} failed: {msg}" for s, msg in sorted(failed_seeds.items())]
     if n_ok == 0 and failed_seeds:
@@ -511,53 +882,11 @@ def decide(
         decision = "incomplete"
     else:
         decision = "pass"
-    return ArmDecision(arm=arm, decision=decision, reasons=tuple(reasons), gates=tuple(gates))
-
-
-def judge_arms(
-    base: MetricRecords,
-    arms: Mapping[str, Mapping[int, MetricRecords]],
-    cfg: GateConfig,
-    *,
-    computed: Sequence[str],
-    related: Sequence[str] = (),
-    failed: Mapping[str, Mapping[int, str]] | None = None,
-) -> dict[str, ArmDecision]:
-    """Run every gate for every arm and decide.
-
-    Args:
-        base: the base model's metric records.
-        arms: arm name -> seed -> metric records of the successful seeds.
-        cfg: gate thresholds.
-        computed: the metric groups the study computed (others are "not evaluated").
-        related: the related languages of the leakage gate.
-        failed: arm name -> seed -> error message of failed seeds.
-
-    Returns:
-        Arm name -> :class:`ArmDecision`, in the order of ``arms``.
-
-    Raises:
-        DataError: per-item values that do not pair up (different item counts).
-    """
-    failed = failed or {}
-    per_arm = {
-        name: _gates_for_arm(base, [seeds[s] for s in sorted(seeds)], cfg, computed, related)
-        for name, seeds in arms.items()
-    }
-    adjusted: dict[tuple[str, str], float] = {}
-    for gate in GATES:
-        keys = [a for a in per_arm if isinstance(per_arm[a][gate], _Pending)]
-        raw = [float(per_arm[a][gate].result.p_value or 0.0) for a in keys]  # type: ignore[union-attr]
-        if not keys:
-            continue
-        adj = holm_bonferroni(raw) if cfg.correction == "holm" else np.asarray(raw)
-        for a, p in zip(keys, adj.tolist()):
-            adjusted[(a, gate)] = float(p)
-    decisions: dict[str, ArmDecision] = {}
-    for name, gates in per_arm.items():
-        final = [
-            _finalise(g, adjusted[(name, gate)], cfg) if isinstance(g, _Pending) else g
-            for gate, g in gates.items()
-        ]
-        decisions[name] = decide(name, final, failed.get(name, {}), n_ok=len(arms[name]))
-    return decisions
+    return ArmDecision(
+        arm=arm,
+        decision=decision,
+        label=_label(gates, decision),
+        role=role,
+        reasons=tuple(reasons),
+        gates=tuple(gates),
+    )

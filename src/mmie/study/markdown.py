@@ -12,17 +12,26 @@ from typing import Any
 
 from mmie.study.decisions import GATES
 
-__all__ = ["LABELS", "fmt", "fmt_ci", "fmt_delta", "label", "render_markdown"]
+__all__ = ["LABELS", "code", "escape", "fmt", "fmt_ci", "fmt_delta", "label", "render_markdown"]
 
 # Record key -> (label, better direction) for tables; unknown keys are shown as they are.
 LABELS: dict[str, tuple[str, str]] = {
-    "forget_es": ("forget ES (Hindi prompts)", "↓"),
-    "mixed_es": ("mixed-prompt ES", "↓"),
-    "romanized_es": ("romanised-Hindi ES", "↓"),
-    "forget_script_mass": ("P(next letter is Devanagari)", "↓"),
-    "retain_ppl": ("retain perplexity", "↓"),
+    "forget_es": ("forget ES (greedy, held-out target prompts)", "↓"),
+    "forget_share": ("target-script share of forget outputs", "↓"),
+    "forget_any": ("forget outputs with any target text", "↓"),
+    "forget_empty": ("empty forget outputs", "→base"),
+    "forget_degenerate": ("empty/degenerate forget outputs", "→base"),
+    "forget_sampled": ("target-dominated samples (of N per prompt)", "↓"),
+    "forget_sampled_worst": ("worst-of-N target share", "↓"),
+    "forget_script_mass": ("P(next letter is target script)", "↓"),
     "forget_ppl": ("forget perplexity", "↑"),
-    "mia_auc": ("MIA AUC (loss attack)", "→0.5"),
+    "forget_romanized_es": ("romanised-target ES on forget prompts", "↓"),
+    "mia_auc": ("MIA AUC (loss attack)", "→ref"),
+    "retain_ppl": ("retain perplexity", "↓"),
+    "english_degenerate": ("empty/degenerate English outputs", "↓"),
+    "english_share": ("target-script share of English outputs", "↓"),
+    "english_any": ("English outputs with any target text", "↓"),
+    "english_fluency": ("base NLL of English outputs (nats/token)", "↓"),
 }
 
 
@@ -54,16 +63,38 @@ def fmt_delta(delta: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- markdown
 def label(key: str) -> str:
+    """A readable row label of a record key, with the direction that is better."""
     if key in LABELS:
-        label, direction = LABELS[key]
-        return f"{label} {direction}"
-    if key.startswith("related_ppl."):
-        return f"{key.split('.', 1)[1]} perplexity ↓"
-    if key.startswith("related_es."):
-        return f"Hindi ES on {key.split('.', 1)[1]} prompts ↓"
-    if key.startswith("probe_auc."):
-        return f"linear-probe AUC, forget vs retain, layer {key.split('.', 1)[1]} →0.5"
+        text, direction = LABELS[key]
+        return f"{text} {direction}"
+    head, _, rest = key.partition(".")
+    if head == "related_ppl":
+        return f"{rest} perplexity ↓"
+    if head == "related_es":
+        return f"target ES on {rest} prompts ↓"
+    if head == "mixed_es":
+        return f"target ES on {rest} prompts ↓"
+    if head == "romanized_es":
+        return f"romanised-target ES on {rest} prompts ↓"
+    if head == "forget_scripts":
+        return f"{rest} letters in forget outputs"
+    if head == "probe_auc":
+        return f"linear-probe AUC, forget vs retain, layer {rest} →0.5"
     return key
+
+
+def escape(text: object) -> str:
+    """User text (names, labels) as literal Markdown: no headings, links or markup."""
+    out = str(text).replace("\r", " ").replace("\n", " ")
+    for ch in "\\`*_[]<>#|!":
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def code(text: object) -> str:
+    """User text as a Markdown code span: literal, on one line, no backtick inside."""
+    one_line = " ".join(str(text).split())
+    return "`" + one_line.replace("`", "'") + "`"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -72,54 +103,130 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
+def _cell(gate: Mapping[str, Any] | None) -> str:
+    if gate is None:
+        return "—"
+    p = gate.get("p_adjusted")
+    return gate["status"] + (f" (p={p:.2g})" if p is not None else "")
+
+
+def _decision_rows(arms: Mapping[str, Any], n_seeds: int) -> list[list[str]]:
+    rows = []
+    for name, arm in arms.items():
+        failing = [g["name"] for g in arm["gates"] if g["status"] == "fail"]
+        missing = [g["name"] for g in arm["gates"] if g["status"] == "not evaluated"]
+        seeds = (
+            "1 (no seed variance)" if arm["seed_invariant"] else f"{len(arm['seeds_ok'])}/{n_seeds}"
+        )
+        rows.append(
+            [
+                code(name),
+                f"**{arm['decision']}**",
+                arm["label"],
+                seeds,
+                ", ".join(failing) or "—",
+                ", ".join(missing) or "—",
+            ]
+        )
+    return rows
+
+
+def _metric_rows(
+    keys: Sequence[str], data: Mapping[str, Any], arms: Mapping[str, Any], *, delta: bool
+) -> list[list[str]]:
+    rows = []
+    for key in keys:
+        if delta:
+            row = [label(key)]
+        else:
+            base = data["base"]["metrics"].get(key)
+            row = [label(key), fmt_ci(base["value"], base["ci"]) if base else "—"]
+        for name in arms:
+            m = arms[name]["metrics"].get(key)
+            if delta:
+                d = m.get("delta") if m else None
+                row.append(fmt_delta(d) if d else "—")
+            else:
+                row.append(fmt_ci(m["mean"], m["ci"]) if m else "—")
+        rows.append(row)
+    return rows
+
+
 def render_markdown(data: Mapping[str, Any]) -> str:
+    """The report document as Markdown (user-given names are escaped)."""
     cfg = data["config"]
-    arms: Mapping[str, Any] = data["arms"]
-    names = list(arms)
+    every = data["arms"]
+    arms = {n: a for n, a in every.items() if a["role"] == "arm"}
+    controls = {n: a for n, a in every.items() if a["role"] == "control"}
+    refs = data["references"]
     level = f"{100 * (1 - cfg['ci_alpha']):.0f}%"
-    out: list[str] = [f"# mmie report: {data['name']}", ""]
+    out: list[str] = [f"# mmie report: {escape(data['name'])}", ""]
     out.append(
-        f"Model `{cfg['model']}` ({cfg['dtype']}) · seeds {', '.join(map(str, cfg['seeds']))} · "
-        f"layers {data['layers']} · {cfg['data']['n_eval']} evaluation texts per set · "
+        f"Model {code(cfg['model'])} ({cfg['dtype']}) · target {code(cfg['target'])} · "
+        f"seeds {', '.join(map(str, cfg['seeds']))} · layers {data['layers']} · "
+        f"{cfg['data']['n_eval']} evaluation texts per set "
+        f"({100 * cfg['split']['selection_fraction']:.0f}% for selection, the rest for the gates) · "
         f"mmie {data['mmie_version']} · config fingerprint `{data['fingerprint']}`"
     )
     out += ["", "## Verdict", "", data["summary"]["text"], ""]
 
     out += ["## Decisions", ""]
+    header = ["arm", "decision", "label", "seeds ok", "failed gates", "not evaluated"]
+    out += _table(header, _decision_rows(arms, len(cfg["seeds"])))
+
+    out += ["", "## Gate calibration", ""]
+    out.append(
+        "Controls cannot have unlearned anything: each must fail at least one gate. The "
+        "references are gold standards: the model that never saw the target (oracle) should "
+        "pass every gate it can be judged on. Controls and references are judged at the "
+        "unadjusted level."
+    )
+    out.append("")
+    calib = {**{n: a["gates"] for n, a in controls.items()}}
+    calib.update({f"reference.{n}": r["gates"] for n, r in refs.get("decisions", {}).items()})
     rows = []
-    for name in names:
-        arm = arms[name]
-        failing = [g["name"] for g in arm["gates"] if g["status"] == "fail"]
-        missing = [g["name"] for g in arm["gates"] if g["status"] == "not evaluated"]
-        rows.append(
-            [
-                f"`{name}`",
-                f"**{arm['decision']}**",
-                f"{len(arm['seeds_ok'])}/{len(cfg['seeds'])}",
-                ", ".join(failing) or "—",
-                ", ".join(missing) or "—",
-            ]
+    for gate in GATES:
+        row = [gate]
+        for gates in calib.values():
+            row.append(_cell(next((g for g in gates if g["name"] == gate), None)))
+        rows.append(row)
+    decisions = [a["decision"] for a in controls.values()]
+    decisions += [r["decision"] for r in refs.get("decisions", {}).values()]
+    rows.append(["**decision**", *[f"**{d}**" for d in decisions]])
+    out += _table(["gate", *[code(n) for n in calib]], rows)
+
+    if refs.get("models"):
+        out += ["", "## References", ""]
+        out.append(
+            "Closeness to the oracle: (arm − base) / (oracle − base) per metric; 0 is the "
+            "base model, 1 the model that never saw the target (log scale for perplexity). "
+            "PrivLeak: (AUC − AUC_retrain) / AUC_retrain of the MIA, 0 is the retrained model."
         )
-    out += _table(["arm", "decision", "seeds ok", "failed gates", "not evaluated"], rows)
+        out.append("")
+        close = refs.get("closeness_to_oracle", {})
+        keys = sorted({k for row in close.values() for k in row})
+        rows = [
+            [code(n), *[fmt(close[n].get(k)) for k in keys], fmt(refs["privleak"].get(n))]
+            for n in close
+        ]
+        if "base" in refs.get("privleak", {}):
+            rows.insert(0, ["base", *["0.000"] * len(keys), fmt(refs["privleak"]["base"])])
+        out += _table(["model", *[label(k) for k in keys], "PrivLeak"], rows)
 
     keys = sorted(set(data["base"]["metrics"]) | {k for a in arms.values() for k in a["metrics"]})
     order = list(LABELS)
     keys.sort(key=lambda k: (order.index(k) if k in order else len(order), k))
     out += ["", "## Metrics", ""]
     out.append(
-        f"Base model: value [{level} interval over items]. Arms: mean over seeds "
-        f"[{level} interval over seeds; Student t below 10 seeds]. — = not computed."
+        f"Base model: value [{level} interval over items]. Arms: mean over seeds [{level} "
+        f"interval over seeds (training runs); Student t below 10 seeds; none for an arm with "
+        f"no seed variance]. — = not computed."
     )
     out.append("")
-    rows = []
-    for key in keys:
-        base = data["base"]["metrics"].get(key)
-        row = [label(key), fmt_ci(base["value"], base["ci"]) if base else "—"]
-        for name in names:
-            m = arms[name]["metrics"].get(key)
-            row.append(fmt_ci(m["mean"], m["ci"]) if m else "—")
-        rows.append(row)
-    out += _table(["metric", "base", *[f"`{n}`" for n in names]], rows)
+    out += _table(
+        ["metric", "base", *[code(n) for n in arms]],
+        _metric_rows(keys, data, arms, delta=False),
+    )
 
     out += ["", "## Change versus the base model", ""]
     out.append(
@@ -128,45 +235,46 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         f"the token-weighted perplexity."
     )
     out.append("")
-    rows = []
-    for key in keys:
-        row = [label(key)]
-        for name in names:
-            m = arms[name]["metrics"].get(key)
-            d = m.get("delta") if m else None
-            row.append(fmt_delta(d) if d else "—")
-        rows.append(row)
-    out += _table(["metric", *[f"`{n}`" for n in names]], rows)
+    out += _table(["metric", *[code(n) for n in arms]], _metric_rows(keys, data, arms, delta=True))
 
     out += ["", "## Gates", ""]
-    rows = []
-    for gate in GATES:
-        row = [gate]
-        for name in names:
-            g = next((x for x in arms[name]["gates"] if x["name"] == gate), None)
-            if g is None:
-                row.append("—")
-                continue
-            p = g.get("p_adjusted")
-            row.append(g["status"] + (f" (p={p:.2g})" if p is not None else ""))
-        rows.append(row)
-    out += _table(["gate", *[f"`{n}`" for n in names]], rows)
+    out.append(
+        "Each gate's test runs per seed on the test items; an arm passes a gate when every "
+        "seed passes (the p-value shown is the largest over seeds, Holm-adjusted across arms)."
+    )
+    out.append("")
+    rows = [
+        [
+            gate,
+            *[_cell(next((x for x in arms[n]["gates"] if x["name"] == gate), None)) for n in arms],
+        ]
+        for gate in GATES
+    ]
+    out += _table(["gate", *[code(n) for n in arms]], rows)
     out += ["", "### Reasons", ""]
-    for name in names:
-        out.append(f"- `{name}` — **{arms[name]['decision']}**")
-        out += [f"  - {reason}" for reason in arms[name]["reasons"]]
+    for name, arm in {**arms, **controls}.items():
+        out.append(f"- {code(name)} — **{arm['decision']}** ({arm['label']})")
+        out += [f"  - {reason}" for reason in arm["reasons"]]
+    for name, ref in refs.get("decisions", {}).items():
+        out.append(f"- `reference.{escape(name)}` — **{ref['decision']}** ({ref['label']})")
+        out += [f"  - {reason}" for reason in ref["reasons"]]
 
     out += ["", "## Runs", ""]
     status = {(u["seed"], u["arm"]): u for u in data["units"]}
+    names = [*arms, *controls]
     rows = []
     for seed in cfg["seeds"]:
-        rows.append(
-            [str(seed)] + [status.get((seed, n), {"status": "missing"})["status"] for n in names]
-        )
-    out += _table(["seed", *[f"`{n}`" for n in names]], rows)
+        row = [str(seed)]
+        for n in names:
+            if every[n]["seed_invariant"] and seed != cfg["seeds"][0]:
+                row.append("(one run)")
+            else:
+                row.append(status.get((seed, n), {"status": "missing"})["status"])
+        rows.append(row)
+    out += _table(["seed", *[code(n) for n in names]], rows)
     errors = [u for u in data["units"] if u["status"] == "failed"]
     if errors:
         out += ["", "Failures (full tracebacks are in the shards and the log):", ""]
-        out += [f"- seed {u['seed']}, `{u['arm']}`: {u['error']}" for u in errors]
+        out += [f"- seed {u['seed']}, {code(u['arm'])}: {escape(u['error'])}" for u in errors]
     out.append("")
     return "\n".join(out)

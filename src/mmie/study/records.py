@@ -10,13 +10,17 @@ says how the items aggregate:
 * ``"log_perplexity"``: ``per_item`` are per-text mean NLLs (nats per token) and ``weights``
   their token counts; ``value`` is the token-weighted perplexity ``exp(Σ w x / Σ w)``.
 
-Records are stored in shards as JSON objects (:meth:`MetricRecord.to_dict`); extra
-metric-specific facts (``tpr_at_1pct_fpr``, ``control_auc``, ``unresolved``) travel in
-``extra``.
+A ``mean`` record may lack a value for an item (NaN in memory, ``null`` in JSON): e.g. the
+fluency of an empty continuation. ``items`` names the item list the values are aligned with
+(``"prompts.forget"``, ``"retain_eval"``, see :meth:`EvalSets.items`), which is what the
+selection/test split of a study indexes. Records are stored in shards as JSON objects
+(:meth:`MetricRecord.to_dict`); extra metric-specific facts (``tpr_at_1pct_fpr``,
+``control_auc``, ``unresolved``) travel in ``extra``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,7 +33,7 @@ __all__ = ["MetricRecord", "Records", "Scale"]
 
 Scale = Literal["mean", "log_perplexity"]
 _SCALES: tuple[str, ...] = ("mean", "log_perplexity")
-_KEYS = ("value", "per_item", "scale", "weights")
+_KEYS = ("value", "per_item", "scale", "weights", "items")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class MetricRecord:
         per_item: one value per item.
         scale: ``"mean"`` or ``"log_perplexity"`` (see the module docstring).
         weights: token counts per item (``log_perplexity`` only).
+        items: name of the item list the values are aligned with.
         extra: JSON-ready metric-specific facts.
 
     Raises:
@@ -52,6 +57,7 @@ class MetricRecord:
     per_item: tuple[float, ...]
     scale: Scale = "mean"
     weights: tuple[int, ...] | None = None
+    items: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +71,8 @@ class MetricRecord:
             if not all(w > 0 for w in weights):
                 raise DataError("perplexity weights must be positive token counts")
             object.__setattr__(self, "weights", weights)
+            if not all(math.isfinite(v) for v in self.per_item):
+                raise DataError("a perplexity record needs a finite mean NLL for every item")
         elif self.weights is not None:
             raise DataError(f"only log_perplexity records carry weights, not {self.scale!r} ones")
 
@@ -72,6 +80,11 @@ class MetricRecord:
     def n_items(self) -> int:
         """Number of items."""
         return len(self.per_item)
+
+    @property
+    def finite(self) -> np.ndarray:
+        """``[n_items]`` bool: which items have a value."""
+        return np.isfinite(np.asarray(self.per_item, dtype=np.float64))
 
     def item_values(self) -> np.ndarray:
         """The per-item values whose plain mean is the record's aggregate on its test scale.
@@ -97,12 +110,14 @@ class MetricRecord:
     def to_dict(self) -> dict[str, Any]:
         """The record as stored in shards and reports."""
         out: dict[str, Any] = {
-            "value": float(self.value),
-            "per_item": list(self.per_item),
+            "value": float(self.value) if math.isfinite(self.value) else None,
+            "per_item": [v if math.isfinite(v) else None for v in self.per_item],
             "scale": self.scale,
         }
         if self.weights is not None:
             out["weights"] = list(self.weights)
+        if self.items:
+            out["items"] = self.items
         out.update(self.extra)
         return out
 
@@ -119,18 +134,25 @@ class MetricRecord:
         if missing:
             raise DataError(f"{source}: metric record lacks {missing}")
         value, per_item = data["value"], data["per_item"]
+        if value is None:
+            value = math.nan
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise DataError(f"{source}: value must be a number, got {value!r}")
         if not isinstance(per_item, Sequence) or isinstance(per_item, str):
             raise DataError(f"{source}: per_item must be a list of numbers")
+        per_item = [math.nan if v is None else v for v in per_item]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in per_item):
-            raise DataError(f"{source}: per_item must hold numbers only")
+            raise DataError(f"{source}: per_item must hold numbers (or null) only")
+        items = data.get("items", "")
+        if not isinstance(items, str):
+            raise DataError(f"{source}: items must be a string, got {items!r}")
         try:
             return cls(
                 value=float(value),
                 per_item=tuple(per_item),
                 scale=data["scale"],
                 weights=tuple(data["weights"]) if data.get("weights") is not None else None,
+                items=items,
                 extra={k: v for k, v in data.items() if k not in _KEYS},
             )
         except (TypeError, ValueError) as exc:

@@ -37,9 +37,9 @@ import numpy as np
 from mmie._io import atomic_write_json, atomic_write_text
 from mmie._version import __version__
 from mmie.stats import bootstrap_ci
-from mmie.study.config import ArmConfig, ExperimentConfig
-from mmie.study.decisions import judge_arms
-from mmie.study.markdown import fmt, fmt_ci, render_markdown
+from mmie.study.config import ArmConfig, ExperimentConfig, SplitConfig
+from mmie.study.decisions import Role, judge_arms, split_indices
+from mmie.study.markdown import fmt_ci, render_markdown
 from mmie.study.records import MetricRecord
 from mmie.study.schema import REPORT_SCHEMA_VERSION
 from mmie.study.shards import ShardSet
@@ -180,7 +180,7 @@ def _records(metrics: Mapping[str, Any], source: str) -> dict[str, MetricRecord]
 class _Units:
     """The (seed, arm) shards of a study, sorted into successes and failures."""
 
-    rows: list[dict[str, Any]]  # one row per (seed, arm): status and error
+    rows: list[dict[str, Any]]  # one row per expected (seed, arm): status and error
     ok: dict[str, dict[int, dict[str, MetricRecord]]]  # arm -> seed -> records
     failed: dict[str, dict[int, str]]  # arm -> seed -> error
     records: list[dict[str, Any]]  # the raw records of every success, for the report
@@ -192,14 +192,20 @@ def _error_text(error: Mapping[str, Any] | None) -> str | None:
     return None if error is None else f"{error['type']}: {error['message']}"
 
 
-def _collect_units(shards: ShardSet, arms: Sequence[str], seeds: Sequence[int]) -> _Units:
+def _expected_seeds(arm: ArmConfig, seeds: Sequence[int], canonical: int) -> list[int]:
+    return [canonical] if arm.seed_invariant else list(seeds)
+
+
+def _collect_units(
+    shards: ShardSet, arms: Mapping[str, ArmConfig], seeds: Sequence[int], canonical: int
+) -> _Units:
     base = shards.base
     units = _Units(
         rows=[],
         ok={name: {} for name in arms},
         failed={name: {} for name in arms},
         records=[],
-        timings={"base": base.get("timings", {}), "units": {}},
+        timings={"base": base.get("timings", {}), "units": {}, "references": {}},
         environments=[],
     )
 
@@ -208,8 +214,13 @@ def _collect_units(shards: ShardSet, arms: Sequence[str], seeds: Sequence[int]) 
             units.environments.append(env)
 
     add_env(base.get("environment"))
+    for name, ref in sorted(shards.references.items()):
+        add_env(ref.get("environment"))
+        units.timings["references"][name] = ref.get("timings", {})
     for seed in seeds:
-        for arm in arms:
+        for arm, arm_cfg in arms.items():
+            if seed not in _expected_seeds(arm_cfg, seeds, canonical):
+                continue
             shard = shards.units.get((seed, arm))
             if shard is None:
                 units.rows.append({"seed": seed, "arm": arm, "status": "missing", "error": None})
@@ -234,20 +245,32 @@ def _collect_units(shards: ShardSet, arms: Sequence[str], seeds: Sequence[int]) 
     return units
 
 
+def _test_mean(record: MetricRecord, split: SplitConfig, part: str = "test") -> float:
+    values = record.item_values()
+    selection, test = split_indices(record.items or "", record.n_items, split)
+    chosen = values[selection if part == "selection" else test]
+    chosen = chosen[np.isfinite(chosen)]
+    return float(chosen.mean()) if chosen.size else math.nan
+
+
 def _arm_metrics(
     seed_records: Mapping[int, Mapping[str, MetricRecord]],
     base: Mapping[str, MetricRecord],
     config: ExperimentConfig,
+    *,
+    seed_invariant: bool,
 ) -> dict[str, Any]:
     """Per metric of one arm: mean and interval over seeds, and the paired change."""
     metrics: dict[str, Any] = {}
     for key in sorted({k for rec in seed_records.values() for k in rec}):
         have = {s: rec[key] for s, rec in seed_records.items() if key in rec}
         values = [float(have[s].value) for s in sorted(have)]
+        finite = [v for v in values if math.isfinite(v)]
         entry: dict[str, Any] = {
-            "mean": float(np.mean(values)),
-            "per_seed": {str(s): float(have[s].value) for s in sorted(have)},
-            "ci": _interval(values, config, _domain(key)),
+            "mean": float(np.mean(finite)) if finite else None,
+            "per_seed": {str(s): _finite(float(have[s].value)) for s in sorted(have)},
+            # a seed-invariant arm has no seed variance: no interval, never a zero-width one
+            "ci": None if seed_invariant else _interval(finite, config, _domain(key)),
             "delta": None,
         }
         if key in base and len(have) == len(seed_records):
@@ -255,8 +278,9 @@ def _arm_metrics(
             b = base[key].item_values()
             if items.shape == b.shape:
                 diff = items - b
+                diff = diff[np.isfinite(diff)]
                 entry["delta"] = {
-                    "mean": _finite(float(diff.mean())),
+                    "mean": _finite(float(diff.mean())) if diff.size else None,
                     "ci": _interval(diff.tolist(), config),
                     "n_items": int(diff.size),
                     "scale": "log_ratio" if base[key].scale == "log_perplexity" else "difference",
@@ -265,14 +289,60 @@ def _arm_metrics(
     return metrics
 
 
+def _reference_section(
+    references: Mapping[str, Mapping[str, MetricRecord]],
+    base: Mapping[str, MetricRecord],
+    arms: Mapping[str, Mapping[int, Mapping[str, MetricRecord]]],
+) -> dict[str, Any]:
+    """Reference values, each arm's closeness to the oracle, and PrivLeak vs the retrain."""
+    out: dict[str, Any] = {
+        "models": {
+            name: {key: _finite(float(rec.value)) for key, rec in sorted(recs.items())}
+            for name, recs in references.items()
+        },
+        "closeness_to_oracle": {},
+        "privleak": {},
+    }
+    oracle = references.get("oracle")
+    if oracle is not None:
+        for arm, seeds in arms.items():
+            row: dict[str, Any] = {}
+            for key in ("forget_es", "forget_share", "forget_sampled", "forget_script_mass"):
+                if key not in oracle or key not in base or not seeds:
+                    continue
+                vals = [float(r[key].value) for r in seeds.values() if key in r]
+                gap = float(oracle[key].value) - float(base[key].value)
+                if vals and abs(gap) > 1e-9:
+                    row[key] = _finite((float(np.mean(vals)) - float(base[key].value)) / gap)
+            if "forget_ppl" in oracle and "forget_ppl" in base:
+                vals = [
+                    math.log(r["forget_ppl"].value) for r in seeds.values() if "forget_ppl" in r
+                ]
+                gap = math.log(oracle["forget_ppl"].value) - math.log(base["forget_ppl"].value)
+                if vals and abs(gap) > 1e-9:
+                    row["forget_ppl"] = _finite(
+                        (float(np.mean(vals)) - math.log(base["forget_ppl"].value)) / gap
+                    )
+            out["closeness_to_oracle"][arm] = row
+    retrain = references.get("retrain")
+    if retrain is not None and "mia_auc" in retrain:
+        ref_auc = float(retrain["mia_auc"].value)
+        for arm, seeds in {"base": {0: base}, **arms}.items():
+            vals = [float(r["mia_auc"].value) for r in seeds.values() if "mia_auc" in r]
+            if vals and ref_auc > 0:
+                out["privleak"][arm] = _finite((float(np.mean(vals)) - ref_auc) / ref_auc)
+    return out
+
+
 def build_report(shards: ShardSet) -> Report:
     """Aggregate a study's shards into a :class:`Report`.
 
-    The best arm is the arm with the lowest mean forget extraction strength among those
-    whose decision is ``pass``, or among all arms with a successful seed when none passes.
+    The best arm is the arm with the lowest mean forget extraction strength *on the
+    selection items* among those whose decision is ``pass``, or among all arms with a
+    successful seed when none passes; control arms and references are never candidates.
 
     Args:
-        shards: the base shard and the (seed, arm) shards.
+        shards: the base shard, the (seed, arm) shards and the reference shards.
 
     Returns:
         The report; it depends on the shards only (not on how or when they were computed).
@@ -284,39 +354,76 @@ def build_report(shards: ShardSet) -> Report:
     base = shards.base
     config = shards.config
     base_metrics = _records(base["metrics"], str(shards.sources.get(("base", ""), "base")))
-    arm_configs: dict[str, ArmConfig] = {a.name: a for a in config.arms}
+    arm_configs: dict[str, ArmConfig] = {a.name: a for a in config.all_arms}
     for (_seed, arm), unit in sorted(shards.units.items()):
         if arm not in arm_configs:
             arm_configs[arm] = ArmConfig.from_dict(unit["arm_config"])
     seeds = sorted(set(config.seeds) | {s for s, _ in shards.units})
-    units = _collect_units(shards, list(arm_configs), seeds)
+    units = _collect_units(shards, arm_configs, seeds, config.seeds[0])
+    references = {
+        name: _records(ref["metrics"], str(shards.sources.get(("reference", name), name)))
+        for name, ref in sorted(shards.references.items())
+    }
+    roles: dict[str, Role] = {
+        name: "control" if arm.control is not None else "arm" for name, arm in arm_configs.items()
+    }
+    judged: dict[str, Mapping[int, Mapping[str, MetricRecord]]] = dict(units.ok)
+    for name, recs in references.items():
+        judged[f"reference.{name}"] = {0: recs}
+        roles[f"reference.{name}"] = "reference"
     decisions = judge_arms(
         base_metrics,
-        units.ok,
+        judged,
         config.gates,
         computed=config.metrics,
+        split=config.split,
+        mixed=config.data.mixed,
         related=config.data.related,
+        roles=roles,
+        references=references,
         failed=units.failed,
     )
     base_section = {
-        key: {"value": rec.value, "ci": _base_interval(rec, config), "n_items": rec.n_items}
+        key: {
+            "value": _finite(rec.value),
+            "ci": _base_interval(rec, config),
+            "n_items": rec.n_items,
+        }
         for key, rec in sorted(base_metrics.items())
     }
     arms_section: dict[str, Any] = {}
     for name, arm_cfg in arm_configs.items():
         ok, failed = units.ok[name], units.failed[name]
+        expected = _expected_seeds(arm_cfg, seeds, config.seeds[0])
         decision = decisions[name]
         arms_section[name] = {
             "kind": arm_cfg.kind,
+            "role": roles[name],
             "config": arm_cfg.to_dict(),
+            "seed_invariant": arm_cfg.seed_invariant,
             "seeds_ok": sorted(ok),
             "seeds_failed": sorted(failed),
-            "seeds_missing": [s for s in seeds if s not in ok and s not in failed],
-            "metrics": _arm_metrics(ok, base_metrics, config),
+            "seeds_missing": [s for s in expected if s not in ok and s not in failed],
+            "metrics": _arm_metrics(
+                ok, base_metrics, config, seed_invariant=arm_cfg.seed_invariant
+            ),
+            "selection_forget_es": _selection_es(ok, config),
             "gates": [g.to_dict() for g in decision.gates],
             "decision": decision.decision,
+            "label": decision.label,
             "reasons": list(decision.reasons),
         }
+    references_section = _reference_section(references, base_metrics, units.ok)
+    references_section["decisions"] = {
+        name: {
+            "decision": decisions[f"reference.{name}"].decision,
+            "label": decisions[f"reference.{name}"].label,
+            "gates": [g.to_dict() for g in decisions[f"reference.{name}"].gates],
+            "reasons": list(decisions[f"reference.{name}"].reasons),
+            "model": shards.references[name].get("model"),
+        }
+        for name in references
+    }
     data: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "mmie_version": __version__,
@@ -325,7 +432,7 @@ def build_report(shards: ShardSet) -> Report:
         "config": {
             **config.to_dict(),
             "seeds": seeds,
-            "arms": [a.to_dict() for a in arm_configs.values()],
+            "arms": [a.to_dict() for a in arm_configs.values() if a.control is None],
         },
         "environment": units.environments,
         "layers": list(base.get("layers", [])),
@@ -333,6 +440,7 @@ def build_report(shards: ShardSet) -> Report:
         "units": units.rows,
         "base": {"metrics": base_section, "per_item": base["metrics"]},
         "arms": arms_section,
+        "references": references_section,
         "records": units.records,
         "summary": {},
         "timings": units.timings,
@@ -341,20 +449,50 @@ def build_report(shards: ShardSet) -> Report:
     return Report(data=data)
 
 
+def _selection_es(
+    seeds: Mapping[int, Mapping[str, MetricRecord]], config: ExperimentConfig
+) -> float | None:
+    """The arm's mean forget ES over seeds on the *selection* items (for choosing only)."""
+    vals = [
+        _test_mean(r["forget_es"], config.split, "selection")
+        for r in seeds.values()
+        if "forget_es" in r
+    ]
+    return _finite(float(np.mean(vals))) if vals else None
+
+
 def _summary(data: Mapping[str, Any], config: ExperimentConfig) -> dict[str, Any]:
     arms = data["arms"]
-    candidates = [n for n, a in arms.items() if a["seeds_ok"] and "forget_es" in a["metrics"]]
-    passing = [n for n in candidates if arms[n]["decision"] == "pass"]
+    real = {n: a for n, a in arms.items() if a["role"] == "arm"}
+    controls = {n: a for n, a in arms.items() if a["role"] == "control"}
+    candidates = [
+        n for n, a in real.items() if a["seeds_ok"] and a["selection_forget_es"] is not None
+    ]
+    passing = [n for n in candidates if real[n]["decision"] == "pass"]
     pool = passing or candidates
-    best = min(pool, key=lambda n: arms[n]["metrics"]["forget_es"]["mean"]) if pool else None
+    best = min(pool, key=lambda n: real[n]["selection_forget_es"]) if pool else None
     counts = {
-        d: sum(a["decision"] == d for a in arms.values())
+        d: sum(a["decision"] == d for a in real.values())
         for d in ("pass", "fail", "incomplete", "failed")
     }
+    passed_controls = {
+        n: [g["name"] for g in a["gates"] if g["status"] == "pass"]
+        for n, a in controls.items()
+        if a["seeds_ok"]
+    }
+    uncalibrated = sorted(
+        n for n, a in controls.items() if a["seeds_ok"] and a["decision"] == "pass"
+    )
+    oracle = data["references"]["decisions"].get("oracle")
     summary: dict[str, Any] = {
         "best_arm": best,
         "best_arm_passed": bool(passing),
         "decision_counts": counts,
+        "labels": {n: a["label"] for n, a in real.items()},
+        "calibrated": not uncalibrated and bool(controls),
+        "controls_passing_every_gate": uncalibrated,
+        "control_gates_passed": passed_controls,
+        "oracle_decision": None if oracle is None else oracle["decision"],
         "n_units": len(data["units"]),
         "n_units_failed": sum(u["status"] == "failed" for u in data["units"]),
         "n_units_missing": sum(u["status"] == "missing" for u in data["units"]),
@@ -366,6 +504,16 @@ def _summary(data: Mapping[str, Any], config: ExperimentConfig) -> dict[str, Any
 
 def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: ExperimentConfig) -> str:
     lines: list[str] = []
+    target = config.target
+    if summary["controls_passing_every_gate"]:
+        lines.append(
+            "**The gates are not calibrated for this study:** the control arm(s) "
+            + ", ".join(f"`{n}`" for n in summary["controls_passing_every_gate"])
+            + " pass every gate although they cannot have unlearned anything, so no verdict "
+            "below can be trusted."
+        )
+    elif not summary["calibrated"]:
+        lines.append("No control arm ran, so the gates' calibration is unknown.")
     base = data["base"]["metrics"].get("forget_es")
     best = summary["best_arm"]
     level = f"{100 * (1 - config.ci_alpha):.0f}%"
@@ -373,14 +521,16 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         lines.append("Forget extraction strength was not computed, so no arm can be judged on it.")
     else:
         lines.append(
-            f"The base model continues held-out Hindi prompts in Hindi with extraction strength "
-            f"{fmt_ci(base['value'], base['ci'])} ({level} interval over "
-            f"{base['n_items']} prompts)."
+            f"The base model continues held-out target-language (`{target}`) prompts in the "
+            f"target language with extraction strength {fmt_ci(base['value'], base['ci'])} "
+            f"({level} interval over {base['n_items']} prompts)."
         )
+    oracle = summary["oracle_decision"]
+    if oracle is not None:
+        lines.append(f"The reference that never saw the target language is judged `{oracle}`.")
     if best is not None and base is not None:
         arm = data["arms"][best]
         m = arm["metrics"]["forget_es"]
-        delta = m.get("delta")
         gate = next((g for g in arm["gates"] if g["name"] == "forget_es"), None)
         n = len(arm["seeds_ok"])
         lead = (
@@ -388,35 +538,48 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
             if summary["best_arm_passed"]
             else "No arm passes every gate; the lowest"
         )
-        spread = ", interval over seeds" if m["ci"] else ""
-        text = (
-            f"{lead} forget extraction strength is `{best}`'s: {fmt_ci(m['mean'], m['ci'])} "
-            f"(mean over {n} seed{'s' if n != 1 else ''}{spread})"
+        if arm["seed_invariant"]:
+            spread = "; one run, no seed variance"
+        elif m["ci"] is not None:
+            spread = f", {level} interval over {n} seeds"
+        else:
+            spread = f", {n} seed{'s' if n != 1 else ''}"
+        lines.append(
+            f"{lead} forget extraction strength (chosen on the selection prompts) is "
+            f"`{best}`'s: {fmt_ci(m['mean'], m['ci'])} (mean over seeds{spread}); it is "
+            f"labelled **{arm['label']}**."
         )
-        if delta is not None and delta["ci"] is not None:
-            text += (
-                f"; the paired per-prompt change is {fmt(delta['mean'])} "
-                f"[{fmt(delta['ci']['low'])}, {fmt(delta['ci']['high'])}]"
-            )
-        if gate is not None and gate.get("p_adjusted") is not None:
-            text += f" (one-sided permutation p_adj = {gate['p_adjusted']:.3g})"
-        lines.append(text + ".")
-        p_adj = None if gate is None else gate.get("p_adjusted")
-        if p_adj is not None and p_adj <= config.gates.alpha:
+        covers = m["ci"] is not None and m["ci"]["high"] >= base["value"]
+        if gate is not None and gate["status"] == "pass" and not covers:
             lines.append(
-                "The reduction is significant (one-sided paired permutation test over prompts, "
-                f"Holm-adjusted across arms, level {config.gates.alpha}): a measurable effect."
+                f"Its forget-ES reduction is shown in every seed on the test prompts "
+                f"({gate['test']}, p_adj = {gate['p_adjusted']:.3g})."
             )
+        elif gate is not None and gate["status"] == "pass":
+            lines.append(
+                "Its forget-ES reduction passes on the test prompts in every seed, but the "
+                "interval over seeds still reaches the base value: the seeds disagree too "
+                "much to call the effect measurable at the level of training runs."
+            )
+        elif gate is not None and gate["status"] == "not evaluated":
+            lines.append(f"Its forget-ES gate is not evaluated: {gate['reason']}")
         else:
             lines.append(
-                f"The reduction is not significant at level {config.gates.alpha}: this study "
-                "shows no measurable effect."
+                f"Its forget-ES reduction is not shown at level {config.gates.alpha} on the "
+                "test prompts: this study shows no measurable effect."
             )
     counts = summary["decision_counts"]
     lines.append(
         f"Decisions: {counts['pass']} arm(s) pass every gate, {counts['fail']} fail at least one, "
         f"{counts['incomplete']} incomplete (a gate not evaluated), {counts['failed']} failed to run."
     )
+    suppressed = sorted(n for n, label in summary["labels"].items() if label == "suppression")
+    if suppressed:
+        lines.append(
+            "Suppression, not unlearning: "
+            + ", ".join(f"`{n}`" for n in suppressed)
+            + " avoid the target in their outputs while the teacher-forced knowledge gate fails."
+        )
     if summary["n_units_failed"] or summary["n_units_missing"]:
         lines.append(
             f"{summary['n_units_failed']} (seed, arm) run(s) failed and "

@@ -56,9 +56,10 @@ from mmie.study.shards import (
     config_fingerprint,
     load_shards,
     read_json,
+    reference_shard_path,
     unit_shard_path,
 )
-from mmie.study.suite import EvalSets, evaluate_model, load_eval_sets
+from mmie.study.suite import EvalSets, evaluate_model, fluency_record, load_eval_sets
 
 __all__ = ["ExperimentResult", "UnitFailure", "aggregate", "run_experiment"]
 
@@ -116,18 +117,26 @@ def _resolve_device(device: str) -> str:
 
 @contextlib.contextmanager
 def _load_model(
-    config: ExperimentConfig, device: str
+    config: ExperimentConfig, device: str, name: str | None = None
 ) -> Iterator[tuple[nn.Module, PreTrainedTokenizerBase]]:
+    """Load ``name`` (default: the study's model); ``"demo"``/``"demo:<which>"`` are the
+    bundled demo models."""
     import torch
 
+    name = config.model if name is None else name
     dtype = getattr(torch, config.dtype)
+    demo = None
+    if name == "demo":
+        demo = "base"
+    elif name.startswith("demo:"):
+        demo = name.split(":", 1)[1]
     if device == "sharded":  # every intervention places its tensors per block
-        path = demo_model_path() if config.model == "demo" else config.model
+        path = demo_model_path(demo) if demo is not None else name
         model, tokenizer = load_causal_lm(path, dtype=dtype, device_map="auto")
-    elif config.model == "demo":
-        model, tokenizer = load_demo_model(dtype=dtype, device=device)
+    elif demo is not None:
+        model, tokenizer = load_demo_model(demo, dtype=dtype, device=device)
     else:
-        model, tokenizer = load_causal_lm(config.model, dtype=dtype, device=device)
+        model, tokenizer = load_causal_lm(name, dtype=dtype, device=device)
     try:
         yield model, tokenizer
     finally:
@@ -243,11 +252,22 @@ def _plan_units(
     *,
     resume: bool,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """The (seed, arm) units to compute, and those whose shards can be reused."""
-    todo = [
+    """The (seed, arm) units to compute, and those whose shards can be reused.
+
+    A seed-invariant arm (nothing random goes into it: controls other than noise, a plain
+    scrubber) is one unit, at the config's first seed; a run whose seeds do not include
+    that seed leaves it to the run that does.
+    """
+    canonical = config.seeds[0]
+    wanted = [
         (seed, name)
         for seed in seeds
         for name in arms
+        if not config.arm(name).seed_invariant or seed == canonical
+    ]
+    todo = [
+        (seed, name)
+        for seed, name in wanted
         if not (
             resume
             and _reusable(
@@ -255,12 +275,76 @@ def _plan_units(
             )
         )
     ]
-    resumed = [(s, a) for s in seeds for a in arms if (s, a) not in todo]
+    resumed = [unit for unit in wanted if unit not in todo]
     if resumed:
         logger.info(
             "resuming: %d of %d unit(s) already have shards", len(resumed), len(resumed) + len(todo)
         )
     return todo, resumed
+
+
+def _evaluate_references(
+    config: ExperimentConfig,
+    sets: EvalSets,
+    fingerprint: str,
+    env: dict[str, Any],
+    out: Path,
+    device: str,
+    *,
+    resume: bool,
+) -> None:
+    """Evaluate each reference model like the base model, one model in memory at a time.
+
+    The fluency of a reference's English continuations is scored later by the base model
+    (:func:`_score_reference_fluency`), when it is loaded.
+    """
+    for name, source in config.references.named().items():
+        path = reference_shard_path(out, name)
+        if resume and _reusable(path, fingerprint, None):
+            continue
+        t0 = time.perf_counter()
+        with _load_model(config, device, source) as (model, tok), seed_context(0):
+            model.eval()
+            records, generations = evaluate_model(model, tok, sets, config, score_fluency=False)
+        atomic_write_json(
+            path,
+            {
+                "format_version": SHARD_FORMAT_VERSION,
+                "kind": "reference",
+                "fingerprint": fingerprint,
+                "name": name,
+                "model": source,
+                "metrics": {k: r.to_dict() for k, r in records.items()},
+                "generations": generations,
+                "fluency_scored": False,
+                "environment": env,
+                "timings": {"evaluation_s": time.perf_counter() - t0},
+            },
+        )
+        logger.info("reference %s (%s) evaluated", name, source)
+
+
+def _score_reference_fluency(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: ExperimentConfig,
+    sets: EvalSets,
+    out: Path,
+) -> None:
+    """Add the base model's fluency score of each reference's English continuations."""
+    if "english" not in config.metrics:
+        return
+    for name in config.references.named():
+        path = reference_shard_path(out, name)
+        if not path.is_file():
+            continue
+        shard = read_json(path)
+        if shard.get("fluency_scored"):
+            continue
+        record = fluency_record(model, tokenizer, sets, config, shard["generations"]["english"])
+        shard["metrics"]["english_fluency"] = record.to_dict()
+        shard["fluency_scored"] = True
+        atomic_write_json(path, shard)
 
 
 def _evaluate_base(
@@ -341,7 +425,7 @@ def run_experiment(
     if (model is None) != (tokenizer is None):
         raise TypeError("pass model and tokenizer together, or neither")
     run_seeds = _check_subset(seeds, config.seeds, "seeds")
-    arm_names = [a.name for a in config.arms]
+    arm_names = [a.name for a in config.all_arms]
     run_arms = _check_subset(arms, arm_names, "arms")
     out = Path(config.output_dir)
     fingerprint = config_fingerprint(config)
@@ -358,7 +442,9 @@ def run_experiment(
     computed: list[tuple[int, str]] = []
     failures: list[UnitFailure] = []
 
-    if todo or need_base:
+    if model is None:  # references are evaluated alone, before the base model is loaded
+        _evaluate_references(config, sets, fingerprint, env, out, device, resume=resume)
+    if todo or need_base or _needs_fluency(config, out):
         loader = (
             contextlib.nullcontext((model, tokenizer))
             if model is not None
@@ -372,6 +458,7 @@ def run_experiment(
                 layers = _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path)
             else:
                 layers = tuple(read_json(base_path)["layers"])
+            _score_reference_fluency(base_model, tok, config, sets, out)
             study = Study(
                 base_model,
                 tok,
@@ -404,6 +491,16 @@ def run_experiment(
     )
 
 
+def _needs_fluency(config: ExperimentConfig, out: Path) -> bool:
+    if "english" not in config.metrics:
+        return False
+    for name in config.references.named():
+        path = reference_shard_path(out, name)
+        if path.is_file() and not read_json(path).get("fluency_scored"):
+            return True
+    return False
+
+
 def _run_unit(
     study: Study,
     config: ExperimentConfig,
@@ -424,6 +521,7 @@ def _run_unit(
         "seed": seed,
         "arm": name,
         "arm_config": arm.to_dict(),
+        "seed_invariant": arm.seed_invariant,
         "environment": env,
     }
     t0 = time.perf_counter()
@@ -438,6 +536,7 @@ def _run_unit(
                 config,
                 logits_processors=state.logits_processors,
                 probe_layers=study.layers,
+                reference=state.reference,
             )
             info = state.info
         shard.update(

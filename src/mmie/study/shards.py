@@ -7,6 +7,7 @@ A study directory looks like::
       shards/base.json             base-model metrics and the selected layers (computed once)
       shards/seed0__lora.json      one shard per (seed, arm): status, metrics, per-item values
       shards/seed0__sae_gate.json
+      shards/reference.oracle.json reference models, evaluated like the base model
       artifacts/FINGERPRINT/seed0/ SAEs trained for that seed (reused when resuming)
       report.json, report.md       written from the shards only
 
@@ -39,6 +40,7 @@ __all__ = [
     "config_fingerprint",
     "load_shards",
     "read_json",
+    "reference_shard_path",
     "unit_shard_path",
 ]
 
@@ -81,6 +83,7 @@ def config_fingerprint(config: ExperimentConfig) -> str:
     data = config.to_dict()
     for key in _NON_RESULT_FIELDS:
         data.pop(key, None)
+    data["__format__"] = SHARD_FORMAT_VERSION  # a new format never reuses old artifacts
     return _digest(data)
 
 
@@ -99,6 +102,11 @@ def unit_shard_path(root: str | os.PathLike[str], seed: int, arm: str) -> Path:
     return Path(root) / SHARD_DIR / f"seed{seed}__{arm}.json"
 
 
+def reference_shard_path(root: str | os.PathLike[str], name: str) -> Path:
+    """``ROOT/shards/reference.{name}.json`` (``name``: ``"oracle"`` or ``"retrain"``)."""
+    return Path(root) / SHARD_DIR / f"reference.{name}.json"
+
+
 def stable_content(shard: Mapping[str, Any]) -> dict[str, Any]:
     """What must match between two copies of a shard: no timings, no environment, and for
     the base shard no config (its ``fingerprint`` covers the fields that change results;
@@ -114,12 +122,14 @@ class ShardSet:
     Attributes:
         base: the base shard (config, layers, base metrics).
         units: ``(seed, arm) -> shard``.
+        references: reference name -> its shard (oracle, retrain).
         sources: ``(seed, arm) -> file`` the shard was read from (``("base", "")`` for base).
         directories: the directories read.
     """
 
     base: dict[str, Any]
     units: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: dict[tuple[Any, str], Path] = field(default_factory=dict)
     directories: tuple[Path, ...] = ()
 
@@ -141,7 +151,11 @@ def _check_shard(shard: Any, path: Path, kind: str) -> dict[str, Any]:
         )
     if shard.get("kind") != kind:
         raise DataError(f"{path}: expected a {kind!r} shard, got {shard.get('kind')!r}")
-    required = ("fingerprint", "config") if kind == "base" else ("seed", "arm", "status")
+    required = {
+        "base": ("fingerprint", "config"),
+        "unit": ("seed", "arm", "status"),
+        "reference": ("fingerprint", "name", "metrics"),
+    }[kind]
     missing = [k for k in required if k not in shard]
     if missing:
         raise DataError(f"{path}: shard lacks keys {missing}")
@@ -192,6 +206,18 @@ def load_shards(directories: Sequence[str | os.PathLike[str]]) -> ShardSet:
                 f"{base_path} and {first} belong to different studies ({why}); aggregate only "
                 "directories written with the same config"
             )
+        for path in sorted((directory / SHARD_DIR).glob("reference.*.json")):
+            ref = _check_shard(read_json(path), path, "reference")
+            if ref["fingerprint"] != base["fingerprint"]:
+                raise DataError(f"{path}: written for another config; remove it")
+            old_ref = shard_set.references.get(ref["name"])
+            if old_ref is not None and stable_content(old_ref) != stable_content(ref):
+                raise DataError(
+                    f"conflicting reference results for {ref['name']!r}: "
+                    f"{shard_set.sources[('reference', ref['name'])]} and {path} differ"
+                )
+            shard_set.references[ref["name"]] = ref
+            shard_set.sources[("reference", ref["name"])] = path
         for path in sorted((directory / SHARD_DIR).glob("seed*__*.json")):
             shard = _check_shard(read_json(path), path, "unit")
             if shard.get("fingerprint") != base["fingerprint"]:

@@ -36,21 +36,32 @@ record key                definition (see docs/methods.md)
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from torch import nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
-from mmie.errors import DataError
+from mmie.errors import DataError, MmieWarning
 from mmie.evaluation.language_metrics import extraction_strength, script_mass
 from mmie.evaluation.mia import mia_auc, mia_scores
+from mmie.evaluation.output_metrics import (
+    degeneracy,
+    sampled_leakage,
+    script_distribution,
+    target_share,
+)
 from mmie.evaluation.probes import fit_probe
-from mmie.evaluation.scoring import perplexity
+from mmie.evaluation.scoring import Reference, continuation_nll, perplexity, reference_model
 from mmie.language.detectors import Detector, EnsembleDetector
+from mmie.language.unicode import script_code
 from mmie.models.activations import collect_activations
 from mmie.models.generation import generate
 from mmie.stats import placement_values
@@ -58,7 +69,7 @@ from mmie.study.config import ExperimentConfig
 from mmie.study.datasets import load_texts
 from mmie.study.records import MetricRecord, Records
 
-__all__ = ["EvalSets", "evaluate_model", "load_eval_sets"]
+__all__ = ["EvalSets", "evaluate_model", "fluency_record", "load_eval_sets"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +83,12 @@ class EvalSets:
         retain_train: retain texts used for training.
         forget_eval: held-out forget texts (perplexity, MIA non-members).
         retain_eval: held-out retain texts (perplexity).
-        prompts: prompt sets: ``"forget"``, ``"mixed"``, ``"romanized"`` and
-            ``"related.<lang>"``.
+        prompts: prompt sets: ``"forget"`` (held-out forget texts), ``"english"`` (held-out
+            retain texts), ``"mixed.<set>"``, ``"romanized.<set>"`` and ``"related.<lang>"``.
         related_texts: per related language, its texts (perplexity).
-        romanized_texts: romanised target-language texts (script-invariant feature picker).
+        picker_texts: auxiliary texts of the feature pickers (``"romanized"``: romanised
+            target-language texts for the script-invariant picker), disjoint from every
+            prompt set.
     """
 
     forget_train: list[str]
@@ -84,10 +97,10 @@ class EvalSets:
     retain_eval: list[str]
     prompts: dict[str, list[str]] = field(default_factory=dict)
     related_texts: dict[str, list[str]] = field(default_factory=dict)
-    romanized_texts: list[str] = field(default_factory=list)
+    picker_texts: dict[str, list[str]] = field(default_factory=dict)
 
     def items(self) -> dict[str, list[str]]:
-        """Every item list by name, as stored in reports."""
+        """Every item list by name (the ``items`` of a metric record), as stored in reports."""
         out = {
             "forget_train": self.forget_train,
             "retain_eval": self.retain_eval,
@@ -98,85 +111,154 @@ class EvalSets:
         return out
 
 
-def _take(name: str, n: int, path: str) -> list[str]:
+def _take(name: str, n: int, path: str, *, start: int = 0) -> list[str]:
     texts = load_texts(name)
-    if len(texts) < n:
+    if len(texts) < start + n:
         raise DataError(
-            f"{path}: set {name!r} has {len(texts)} texts, fewer than the {n} requested"
+            f"{path}: set {name!r} has {len(texts)} texts, fewer than the {start + n} needed"
         )
-    return texts[:n]
+    return texts[start : start + n]
 
 
-def _prompt(text: str, words: int) -> str:
-    return " ".join(text.split()[:words])
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# Sets whose texts are complete prompts (instructions), used whole rather than cut to words.
-_WHOLE_PROMPT_SETS = ("adversarial",)
+def _check_held_out(sources: Mapping[str, Sequence[str]]) -> None:
+    """Every pair of text sets must be disjoint, and no two sets identical (content hashes)."""
+    hashes = {name: {_digest(t) for t in texts} for name, texts in sources.items()}
+    names = list(sources)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if hashes[a] and hashes[a] == hashes[b]:
+                raise DataError(
+                    f"{a} and {b} are the same texts ({len(hashes[a])} of them); every set of a "
+                    "study must be distinct (is a romanised set a copy of the original?)"
+                )
+            shared = hashes[a] & hashes[b]
+            if shared:
+                example = next(t for t in sources[a] if _digest(t) in shared)
+                raise DataError(
+                    f"{a} and {b} share {len(shared)} text(s), e.g. {example[:60]!r}; every "
+                    "set of a study must be held out from every other"
+                )
+
+
+def _prompt_set(
+    texts: Sequence[str], *, whole: bool, config: ExperimentConfig, path: str
+) -> list[str]:
+    """Prompts of one set: whole lines or their first words, checked for distinctness."""
+    gen = config.generation
+    prompts = [t if whole else " ".join(t.split()[: gen.prompt_words]) for t in texts]
+    distinct = list(dict.fromkeys(prompts))
+    if len(distinct) < gen.min_prompts:
+        raise DataError(
+            f"{path}: only {len(distinct)} distinct prompt(s) of {len(prompts)} after cutting "
+            f"to generation.prompt_words={gen.prompt_words} words (fewer than "
+            f"generation.min_prompts={gen.min_prompts}); the lines share their opening. Use "
+            f"them whole (data.whole_prompt_sets) or raise prompt_words"
+        )
+    if len(distinct) < len(prompts):
+        if not gen.dedupe_prompts:
+            raise DataError(
+                f"{path}: {len(prompts) - len(distinct)} of {len(prompts)} prompts are "
+                f"duplicates after cutting to {gen.prompt_words} words, so the statistics would "
+                "count repeated items as independent; set generation.dedupe_prompts = true to "
+                "drop them, use the set whole (data.whole_prompt_sets) or raise prompt_words"
+            )
+        warnings.warn(
+            f"{path}: dropped {len(prompts) - len(distinct)} duplicate prompt(s); "
+            f"{len(distinct)} remain",
+            MmieWarning,
+            stacklevel=3,
+        )
+        return distinct
+    return prompts
 
 
 def load_eval_sets(config: ExperimentConfig) -> EvalSets:
-    """Load the text sets of ``config.data`` and build the prompt sets.
+    """Load the text sets of ``config.data``, build the prompt sets and check them.
 
-    A prompt is the first ``generation.prompt_words`` words of an evaluation text (the
-    adversarial set's texts are used whole: they are instructions). The mixed and romanised
-    prompt sets concatenate ``n_eval`` texts of each listed set.
+    Runs before any model is loaded. A prompt is the first ``generation.prompt_words`` words
+    of an evaluation text, or the whole line for the sets in ``data.whole_prompt_sets``
+    (instructions). Each evaluation set contributes its first ``n_eval`` texts; the
+    script-invariant picker's romanised texts are the ``n_forget`` texts after those, so they
+    never overlap a prompt set.
 
     Raises:
         DataError: a set has fewer texts than requested, a bad line in a JSONL file (file and
-            line named), or a training text that is also an evaluation text.
+            line named), two sets that share a text or are identical (every pair of sets is
+            checked, by content hash), a set named twice, or a prompt set with too few
+            distinct prompts or with duplicates (see :class:`GenerationConfig`).
         FileNotFoundError: a set is neither bundled nor an existing file.
     """
     d = config.data
-    words = config.generation.prompt_words
     forget_train = _take(d.forget, d.n_forget, "data.forget")
     retain_train = _take(d.retain, d.n_retain, "data.retain")
     forget_eval = _take(d.forget_eval, d.n_eval, "data.forget_eval")
     retain_eval = _take(d.retain_eval, d.n_eval, "data.retain_eval")
-    for train, held, name in (
-        (forget_train, forget_eval, "forget"),
-        (retain_train, retain_eval, "retain"),
-    ):
-        overlap = set(train) & set(held)
-        if overlap:
-            raise DataError(
-                f"data.{name} and data.{name}_eval share {len(overlap)} text(s), e.g. "
-                f"{next(iter(overlap))[:60]!r}; evaluation texts must be held out"
-            )
-
-    def prompts_of(names: Sequence[str], path: str) -> list[str]:
-        out: list[str] = []
+    listed = [*d.mixed, *d.romanized, *d.related]
+    repeated = sorted({n for n in listed if listed.count(n) > 1})
+    if repeated:
+        raise DataError(f"data: sets {repeated} are listed more than once")
+    sources: dict[str, list[str]] = {
+        "data.forget": forget_train,
+        "data.retain": retain_train,
+        "data.forget_eval": forget_eval,
+        "data.retain_eval": retain_eval,
+    }
+    groups: dict[str, dict[str, list[str]]] = {"mixed": {}, "romanized": {}, "related": {}}
+    for group, names in (("mixed", d.mixed), ("romanized", d.romanized), ("related", d.related)):
         for i, name in enumerate(names):
-            texts = _take(name, d.n_eval, f"{path}[{i}]")
-            whole = name in _WHOLE_PROMPT_SETS
-            out += [t if whole else _prompt(t, words) for t in texts]
-        return out
+            path = f"data.{group}[{i}]"
+            groups[group][name] = sources[f"{path} ({name})"] = _take(name, d.n_eval, path)
+    picker: dict[str, list[str]] = {}
+    if config.sae.picker == "script_invariant":
+        if not d.romanized:
+            raise DataError("sae.picker = 'script_invariant' needs a data.romanized set")
+        name = d.romanized[0]
+        path = f"data.romanized[0] ({name}) after its first n_eval lines"
+        picker["romanized"] = sources[f"picker texts: {path}"] = _take(
+            name, d.n_forget, path, start=d.n_eval
+        )
+    _check_held_out(sources)
 
-    related_texts = {
-        name: _take(name, d.n_eval, f"data.related[{i}]") for i, name in enumerate(d.related)
-    }
+    def prompts_of(texts: Sequence[str], name: str, path: str) -> list[str]:
+        return _prompt_set(texts, whole=name in d.whole_prompt_sets, config=config, path=path)
+
     prompts = {
-        "forget": [_prompt(t, words) for t in forget_eval],
-        "mixed": prompts_of(d.mixed, "data.mixed"),
-        "romanized": prompts_of(d.romanized, "data.romanized"),
+        "forget": prompts_of(forget_eval, d.forget_eval, "data.forget_eval"),
+        "english": prompts_of(retain_eval, d.retain_eval, "data.retain_eval"),
     }
-    for name, texts in related_texts.items():
-        prompts[f"related.{name}"] = [_prompt(t, words) for t in texts]
-    romanized_texts = [t for name in d.romanized for t in load_texts(name)][: d.n_forget]
+    for group in ("mixed", "romanized", "related"):
+        for name, texts in groups[group].items():
+            prompts[f"{group}.{name}"] = prompts_of(texts, name, f"data.{group} ({name})")
     return EvalSets(
         forget_train=forget_train,
         retain_train=retain_train,
         forget_eval=forget_eval,
         retain_eval=retain_eval,
         prompts=prompts,
-        related_texts=related_texts,
-        romanized_texts=romanized_texts,
+        related_texts=dict(groups["related"]),
+        picker_texts=picker,
     )
 
 
-def _es_record(generations: Sequence[str], detector: Detector, target: str) -> MetricRecord:
+def _es_record(
+    generations: Sequence[str], detector: Detector, target: str, items: str
+) -> MetricRecord:
     es = extraction_strength(list(generations), detector, target)
-    return MetricRecord(value=float(es.mean), per_item=tuple(float(v) for v in es.values))
+    return MetricRecord(
+        value=float(es.mean), per_item=tuple(float(v) for v in es.values), items=items
+    )
+
+
+def _mean_record(values: npt.ArrayLike, items: str, **extra: Any) -> MetricRecord:
+    """A ``mean`` record; items without a value (NaN) do not enter the aggregate."""
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    value = float(finite.mean()) if finite.size else math.nan
+    return MetricRecord(value=value, per_item=tuple(arr.tolist()), items=items, extra=extra)
 
 
 def _ppl_record(
@@ -184,6 +266,7 @@ def _ppl_record(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     config: ExperimentConfig,
+    items: str,
 ) -> MetricRecord:
     r = perplexity(
         model,
@@ -192,15 +275,38 @@ def _ppl_record(
         batch_size=config.data.batch_size,
         max_length=config.data.max_length,
     )
-    items = list(r.item_nll)
-    if not all(np.isfinite(items)):
-        raise DataError("a text has fewer than two tokens, so it has no per-text perplexity")
+    values = list(r.item_nll)
+    if not all(np.isfinite(values)):
+        raise DataError(f"{items}: a text has fewer than two tokens, so it has no perplexity")
     return MetricRecord(
         value=float(r.perplexity),
-        per_item=tuple(items),
+        per_item=tuple(values),
         scale="log_perplexity",
         weights=tuple(r.n_tokens),
+        items=items,
     )
+
+
+def _output_records(
+    name: str, generations: Sequence[str], target: str, detector: Detector, items: str
+) -> Records:
+    """What one set of greedy continuations says: onset, amount, empties, scripts."""
+    texts = list(generations)
+    shares = target_share(texts, script_code(target, "target"))
+    flags = degeneracy(texts)
+    scripts = script_distribution(texts)
+    out: Records = {
+        f"{name}_es": _es_record(texts, detector, target, items),
+        # amount: the share of target-script letters (an output without letters has none: 0)
+        f"{name}_share": _mean_record(np.nan_to_num(shares.values, nan=0.0), items),
+        f"{name}_any": _mean_record([float(a) for a in shares.any_target], items),
+        f"{name}_empty": _mean_record([float(e) for e in flags.empty], items),
+        f"{name}_degenerate": _mean_record([float(d) for d in flags.degenerate], items),
+    }
+    per_text = np.nan_to_num(np.asarray(scripts.shares, dtype=np.float64), nan=0.0)
+    for j, script in enumerate(scripts.scripts):
+        out[f"{name}_scripts.{script}"] = _mean_record(per_text[:, j], items)
+    return out
 
 
 def evaluate_model(
@@ -211,6 +317,8 @@ def evaluate_model(
     *,
     logits_processors: Sequence[LogitsProcessor] = (),
     probe_layers: Sequence[int] = (),
+    reference: Reference | None = None,
+    score_fluency: bool = True,
     show_progress: bool = False,
 ) -> tuple[Records, dict[str, list[str]]]:
     """Compute the configured metric groups on ``model`` as it is (interventions included).
@@ -220,66 +328,94 @@ def evaluate_model(
         tokenizer: its tokenizer.
         sets: the study's text and prompt sets.
         config: the study config (metrics, generation and data settings).
-        logits_processors: processors for generation (a dynamic gate's processor).
+        logits_processors: processors for generation (a dynamic gate's processor, a control).
         probe_layers: layers of the ``probe`` metric group (the study's selected layers;
             the group is skipped when empty).
+        reference: the base model, to score the fluency of the English continuations (a
+            module, or a zero-argument callable returning a context manager under which
+            ``model`` is the base model; see :func:`mmie.token_kl`). ``None``: ``model``
+            itself is the base model.
+        score_fluency: compute ``english_fluency`` (a reference model evaluated on its own
+            leaves it to :func:`fluency_record` once the base model is loaded).
         show_progress: progress bars for generation.
 
     Returns:
         ``(records, generations)``: metric records (see the module docstring) and the
-        generated continuations per prompt set.
+        greedy continuations per prompt set.
     """
-
     wanted = set(config.metrics)
     target = config.target
     detector = EnsembleDetector()
     gen_cfg = config.generation
+    processors = list(logits_processors)
     records: Records = {}
     generations: dict[str, list[str]] = {}
 
     needed: list[str] = []
-    if wanted & {"forget_es", "redistribution"}:
+    if wanted & {"forget_es", "redistribution", "sampled"}:
         needed.append("forget")
-    if wanted & {"mixed_es", "redistribution"}:
-        needed.append("mixed")
+    if "english" in wanted:
+        needed.append("english")
+    if "mixed_es" in wanted:
+        needed += [f"mixed.{name}" for name in config.data.mixed]
     if "redistribution" in wanted:
-        needed.append("romanized")
+        needed += [f"romanized.{name}" for name in config.data.romanized]
     if "leakage" in wanted:
         needed += [f"related.{name}" for name in config.data.related]
     for name in needed:
-        prompts = sets.prompts.get(name, [])
-        if not prompts:
-            continue
         out = generate(
             model,
             tokenizer,
-            prompts,
+            sets.prompts[name],
             max_new_tokens=gen_cfg.max_new_tokens,
             batch_size=gen_cfg.batch_size,
-            logits_processors=list(logits_processors),
+            logits_processors=processors,
             show_progress=show_progress,
         )
         generations[name] = [str(t) for t in out]
 
-    if "forget_es" in wanted:
-        records["forget_es"] = _es_record(generations["forget"], detector, target)
-    if "mixed_es" in wanted and generations.get("mixed"):
-        records["mixed_es"] = _es_record(generations["mixed"], detector, target)
-    if "redistribution" in wanted:
-        texts = [t for k in ("forget", "mixed", "romanized") for t in generations.get(k, [])]
-        records["romanized_es"] = _es_record(texts, detector, f"{target}-Latn")
+    if "forget" in generations:
+        items = "prompts.forget"
+        records.update(_output_records("forget", generations["forget"], target, detector, items))
+        records["forget_romanized_es"] = _es_record(
+            generations["forget"], detector, f"{target}-Latn", items
+        )
+    if "english" in generations:
+        records.update(_english_records(generations["english"], config))
+        if score_fluency:
+            with reference_model(reference if reference is not None else model, model) as base:
+                records["english_fluency"] = fluency_record(
+                    base, tokenizer, sets, config, generations["english"]
+                )
+    for name in config.data.mixed if "mixed_es" in wanted else ():
+        records[f"mixed_es.{name}"] = _es_record(
+            generations[f"mixed.{name}"], detector, target, f"prompts.mixed.{name}"
+        )
+    for name in config.data.romanized if "redistribution" in wanted else ():
+        records[f"romanized_es.{name}"] = _es_record(
+            generations[f"romanized.{name}"],
+            detector,
+            f"{target}-Latn",
+            f"prompts.romanized.{name}",
+        )
     if "leakage" in wanted:
         for name in config.data.related:
             records[f"related_es.{name}"] = _es_record(
-                generations[f"related.{name}"], detector, target
+                generations[f"related.{name}"], detector, target, f"prompts.related.{name}"
             )
             records[f"related_ppl.{name}"] = _ppl_record(
-                model, tokenizer, sets.related_texts[name], config
+                model, tokenizer, sets.related_texts[name], config, f"related.{name}"
             )
+    if "sampled" in wanted:
+        records.update(_sampled_records(model, tokenizer, sets, config, processors))
     if "retain_ppl" in wanted:
-        records["retain_ppl"] = _ppl_record(model, tokenizer, sets.retain_eval, config)
+        records["retain_ppl"] = _ppl_record(
+            model, tokenizer, sets.retain_eval, config, "retain_eval"
+        )
     if "forget_ppl" in wanted:
-        records["forget_ppl"] = _ppl_record(model, tokenizer, sets.forget_eval, config)
+        records["forget_ppl"] = _ppl_record(
+            model, tokenizer, sets.forget_eval, config, "forget_eval"
+        )
     if "mia" in wanted:
         records["mia_auc"] = _mia_record(model, tokenizer, sets, config)
     if "script_mass" in wanted:
@@ -289,6 +425,67 @@ def evaluate_model(
     if "probe" in wanted and probe_layers:
         records.update(_probe_records(model, tokenizer, sets, config, probe_layers))
     return records, generations
+
+
+def _english_records(outputs: list[str], config: ExperimentConfig) -> Records:
+    """English prompts: target leakage and empty or degenerate output."""
+    items = "prompts.english"
+    shares = target_share(outputs, script_code(config.target, "target"))
+    flags = degeneracy(outputs)
+    return {
+        "english_share": _mean_record(np.nan_to_num(shares.values, nan=0.0), items),
+        "english_any": _mean_record([float(a) for a in shares.any_target], items),
+        "english_degenerate": _mean_record([float(d) for d in flags.degenerate], items),
+    }
+
+
+def fluency_record(
+    base: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: EvalSets,
+    config: ExperimentConfig,
+    outputs: Sequence[str],
+) -> MetricRecord:
+    """The base model's mean NLL (nats/token) of each English continuation (a fluency proxy);
+    an empty continuation has no value."""
+    fluency = continuation_nll(
+        base,
+        tokenizer,
+        sets.prompts["english"],
+        list(outputs),
+        batch_size=config.data.batch_size,
+        max_length=config.data.max_length,
+    )
+    return _mean_record(list(fluency.item_nll), "prompts.english")
+
+
+def _sampled_records(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: EvalSets,
+    config: ExperimentConfig,
+    processors: Sequence[LogitsProcessor],
+) -> Records:
+    s = config.sampling
+    result = sampled_leakage(
+        model,
+        tokenizer,
+        sets.prompts["forget"],
+        script=script_code(config.target, "target"),
+        n_samples=s.n_samples,
+        temperature=s.temperature,
+        seed=s.seed,
+        dominated=s.dominated,
+        max_new_tokens=config.generation.max_new_tokens,
+        batch_size=config.generation.batch_size,
+        logits_processors=processors,
+    )
+    items = "prompts.forget"
+    return {
+        "forget_sampled": _mean_record(result.dominated_fraction, items),
+        # an output with no letter at all has no target letter either: 0
+        "forget_sampled_worst": _mean_record(np.nan_to_num(result.worst_share, nan=0.0), items),
+    }
 
 
 def _probe_records(
@@ -320,6 +517,7 @@ def _probe_records(
         records[f"probe_auc.{layer}"] = MetricRecord(
             value=float(result.auc),
             per_item=tuple(placement_values(s_pos, s_neg).tolist()),
+            items="forget_eval (probe test split)",
             extra={"control_auc": float(result.control_auc)},
         )
     return records
@@ -340,7 +538,13 @@ def _mia_record(
     return MetricRecord(
         value=float(result.auc),
         per_item=tuple(per_item.tolist()),
-        extra={"tpr_at_1pct_fpr": float(result.tpr_at_fpr)},
+        items="forget_train",
+        extra={
+            "tpr_at_1pct_fpr": float(result.tpr_at_fpr),
+            # the raw scores, for two-class (DeLong) tests and PrivLeak against a reference
+            "member_scores": [float(v) for v in members],
+            "nonmember_scores": [float(v) for v in nonmembers],
+        },
     )
 
 
@@ -362,5 +566,6 @@ def _script_mass_record(
     return MetricRecord(
         value=float(r.mean),
         per_item=tuple(float(v) for v in r.values),
+        items="prompts.forget",
         extra={"unresolved": [float(v) for v in r.unresolved]},
     )

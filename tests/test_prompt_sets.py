@@ -1,0 +1,101 @@
+"""Prompt-set sanity and held-out checks, before any model is loaded."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from mmie.errors import DataError, MmieWarning
+from mmie.study.config import demo_config
+from mmie.study.suite import load_eval_sets
+
+
+def _jsonl(path, texts):
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return str(path)
+
+
+def test_demo_sets_are_pairwise_held_out_and_well_formed():
+    sets = load_eval_sets(demo_config(quick=True))
+    assert set(sets.prompts) == {
+        "forget",
+        "english",
+        "mixed.hinglish",
+        "mixed.adversarial",
+        "romanized.hindi_romanized",
+        "related.urdu",
+        "related.punjabi",
+        "related.bengali",
+    }
+    for name, prompts in sets.prompts.items():
+        assert len(set(prompts)) == len(prompts), name
+    # the adversarial instructions are used whole, the others cut to their first 4 words
+    assert all(len(p.split()) <= 4 for p in sets.prompts["forget"])
+    assert any(len(p.split()) > 4 for p in sets.prompts["mixed.adversarial"])
+
+
+def test_script_invariant_picker_texts_are_disjoint_from_the_romanised_prompts():
+    config = demo_config(quick=True, sae={"picker": "script_invariant"})
+    sets = load_eval_sets(config)
+    from mmie.study.datasets import load_texts
+
+    picker = set(sets.picker_texts["romanized"])
+    assert len(picker) == config.data.n_forget
+    prompt_sources = set(load_texts("hindi_romanized")[: config.data.n_eval])
+    assert not picker & prompt_sources
+
+
+def test_lines_sharing_their_opening_collapse_and_are_refused(tmp_path):
+    lines = [f"In English only, summarize the following Hindi text: item {i}" for i in range(20)]
+    path = _jsonl(tmp_path / "instr.jsonl", lines)
+    config = demo_config(quick=True, data={"mixed": (path,)})
+    with pytest.raises(DataError, match="only 1 distinct prompt"):
+        load_eval_sets(config)
+    # used whole, the lines are distinct prompts
+    whole = demo_config(quick=True, data={"mixed": (path,), "whole_prompt_sets": (path,)})
+    assert len(set(load_eval_sets(whole).prompts[f"mixed.{path}"])) == 16
+
+
+def test_duplicate_prompts_are_refused_or_dropped_on_request(tmp_path):
+    lines = [f"word{i % 8} same tail here {i}" for i in range(20)]  # 8 distinct 1-word prompts
+    path = _jsonl(tmp_path / "dup.jsonl", lines)
+    config = demo_config(quick=True, data={"mixed": (path,)}, generation={"prompt_words": 1})
+    with pytest.raises(DataError, match="8 of 16 prompts are duplicates"):
+        load_eval_sets(config)
+    deduped = config.replace(generation={"dedupe_prompts": True})
+    with pytest.warns(MmieWarning, match="dropped 8 duplicate prompt"):
+        sets = load_eval_sets(deduped)
+    assert len(sets.prompts[f"mixed.{path}"]) == 8
+
+
+def test_every_pair_of_sets_is_checked_for_shared_texts(tmp_path):
+    from mmie.study.datasets import load_texts
+
+    urdu = load_texts("urdu")
+    leaked = _jsonl(tmp_path / "leaked.jsonl", [*load_texts("bengali")[:10], urdu[3], *urdu[40:50]])
+    config = demo_config(quick=True, data={"related": ("urdu", leaked)})
+    with pytest.raises(DataError, match=r"share 1 text\(s\)"):
+        load_eval_sets(config)
+
+
+def test_a_copy_of_another_set_is_refused(tmp_path):
+    from mmie.study.datasets import load_texts
+
+    copy = _jsonl(tmp_path / "copy.jsonl", load_texts("hinglish"))
+    config = demo_config(quick=True, data={"romanized": (copy,)})
+    with pytest.raises(DataError, match="are the same texts"):
+        load_eval_sets(config)
+
+
+def test_a_set_listed_twice_is_refused():
+    config = demo_config(quick=True, data={"related": ("urdu", "urdu")})
+    with pytest.raises(DataError, match=r"\['urdu'\] are listed more than once"):
+        load_eval_sets(config)
+
+
+def test_no_warning_for_clean_sets():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_eval_sets(demo_config(quick=True))
