@@ -145,12 +145,26 @@ def old_sign_flip_false_passes(n, reps, margin=0.05, seed=0, n_permutations=1000
 
 
 def proportions_false_passes(method, n, reps, delta0=0.05, q01=0.1, seed=0):
+    """False passes of paired_proportions_test(alternative="less") at p_arm - p_base = delta0.
+
+    The score test is called per data set; the exact test's decisions are looked up in the
+    table of all its p-values for n items (equal to the per-call ones, see
+    test_exact_table_matches_single_table_p_values).
+    """
     rng = np.random.default_rng(seed)
+    if method == "exact":
+        b, c, p = gs._exact_p_table(n, delta0, "less")
+        p_of = {(int(i), int(j)): float(v) for i, j, v in zip(b, c, p)}
     hits = 0
     for _ in range(reps):
         arm, base = paired_binary(rng, n, q10=q01 + delta0, q01=q01)
-        r = paired_proportions_test(arm, base, delta0=delta0, alternative="less", method=method)
-        hits += r.rejected
+        if method == "exact":
+            n10 = int(np.sum((arm == 1) & (base == 0)))
+            n01 = int(np.sum((arm == 0) & (base == 1)))
+            hits += p_of[(n10, n01)] <= ALPHA
+        else:
+            r = paired_proportions_test(arm, base, delta0=delta0, alternative="less", method=method)
+            hits += r.rejected
     return hits / reps
 
 
@@ -243,8 +257,9 @@ def test_tango_score_holds_its_size_on_realistic_paired_outcomes(n):
     assert proportions_false_passes("score", n, FAST) <= limit(FAST)
 
 
-def test_exact_unconditional_holds_its_size_in_simulation():
-    assert proportions_false_passes("exact", 32, 200) <= limit(200)
+@pytest.mark.parametrize("n", [16, 64])
+def test_exact_unconditional_holds_its_size_in_simulation(n):
+    assert proportions_false_passes("exact", n, FAST) <= limit(FAST)
 
 
 @pytest.mark.parametrize("kind", ["tost", "less", "greater"])
@@ -287,10 +302,9 @@ def test_slow_control_old_sign_flip_test_is_inflated(n):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["score", "exact"])
 @pytest.mark.parametrize("q01", [0.05, 0.2])
-@pytest.mark.parametrize("n", [16, 64])
+@pytest.mark.parametrize("n", [16, 64, 128])
 def test_slow_paired_proportions_size(method, q01, n):
-    reps = SLOW if method == "score" else 1000
-    assert proportions_false_passes(method, n, reps, q01=q01, seed=1) <= limit(reps)
+    assert proportions_false_passes(method, n, SLOW, q01=q01, seed=1) <= limit(SLOW)
 
 
 @pytest.mark.slow
