@@ -59,12 +59,18 @@ def main() -> None:
     )
     print(f"{'base':<10} {'':<11} {base['value']:.3f}")
     for name, arm in report.data["arms"].items():
+        if arm["role"] != "arm":
+            continue  # the control arms are summarised below
         m = arm["metrics"]["forget_es"]
         ci, d = m["ci"], m["delta"]
+        spread = "no seed variance" if ci is None else f"[{ci['low']:.3f}, {ci['high']:.3f}]"
         print(
-            f"{name:<10} {arm['decision']:<11} {m['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
-            f"        {d['mean']:+.3f} [{d['ci']['low']:+.3f}, {d['ci']['high']:+.3f}]"
+            f"{name:<10} {arm['decision']:<11} {m['mean']:.3f} {spread:<18}"
+            f" {d['mean']:+.3f} [{d['ci']['low']:+.3f}, {d['ci']['high']:+.3f}]"
         )
+    # Controls cannot have unlearned anything; each must fail at least one gate.
+    summary = report.data["summary"]
+    print(f"gates calibrated (every control fails a gate): {summary['calibrated']}")
     best = report.best_arm
     print(f"\nwhy `{best}` got its decision:")
     for reason in report.data["arms"][best]["reasons"]:

@@ -121,3 +121,18 @@ def test_ingredients_are_never_computed_from_a_model_carrying_an_arm(tiny):
     with gate, pytest.raises(InterventionError, match="carries mmie hooks"):
         fresh.token_activations()
     mmie.assert_no_mmie_hooks(model)
+
+
+def test_arms_sharing_a_trained_part_train_it_once(tmp_path, tiny, monkeypatch):
+    """``lora`` and ``lora+sae_gate`` (and ``lora+scrub``) share one adapter per seed."""
+    model, tok = tiny
+    trainings = []
+    original = Study._train
+
+    def counting(self, arm, seed, layers, **kwargs):
+        trainings.append((seed, arm.trained_part))
+        return original(self, arm, seed, layers, **kwargs)
+
+    monkeypatch.setattr(Study, "_train", counting)
+    mmie.run_experiment(config(tmp_path / "count"), model=model, tokenizer=tok, show_progress=False)
+    assert trainings == [(0, "lora")]

@@ -24,6 +24,7 @@ reject what cannot be unlearning.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -40,7 +41,7 @@ from transformers import LogitsProcessor, PreTrainedTokenizerBase
 from mmie._io import atomic_write_json
 from mmie.edits.controls import ForcedEOSProcessor, NoiseIntervention, ScriptBanProcessor
 from mmie.edits.dynamic_gating import DynamicGatingProcessor
-from mmie.edits.reft import LoReFTConfig
+from mmie.edits.reft import LoReFTConfig, ReFTAdapter
 from mmie.edits.sae_gate import SAEGate
 from mmie.edits.scrubber import Scrubber, fit_scrubber
 from mmie.errors import InterventionError
@@ -53,7 +54,8 @@ from mmie.sae.training import train_sae
 from mmie.study.config import ArmConfig, ExperimentConfig
 from mmie.study.suite import EvalSets
 from mmie.unlearning.config import ReFTUnlearnResult, UnlearnConfig, UnlearnResult
-from mmie.unlearning.lifecycle import lora_arm, reft_arm
+from mmie.unlearning.lifecycle import lora_arm, reft_arm, restored_lora_arm
+from mmie.unlearning.lora_checkpoint import save_lora
 
 __all__ = ["ArmState", "Study"]
 
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 _QUALITY_FILE = "training_quality.json"  # SAE quality at training time, written last
 _FEATURES_FILE = "features.json"  # the picked latents, next to the SAE's weights
 _SCRUBBER_DONE = "fitted.json"  # written after the scrubber's files: marks a complete save
+_TRAINING_FILE = "training.json"  # a trained adapter's training record, written after it
 
 
 @dataclass
@@ -268,7 +271,11 @@ class Study:
             show_progress=self.show_progress,
         )
         features = self._pick(sae, layer, seed, tokens)
-        quality = {"fvu": stats.final_fvu, "l0": stats.final_l0, "dead_fraction": stats.dead_fraction}
+        quality = {
+            "fvu": stats.final_fvu,
+            "l0": stats.final_l0,
+            "dead_fraction": stats.dead_fraction,
+        }
         if where is not None:
             sae.save(where)
             atomic_write_json(where / _FEATURES_FILE, {"indices": list(features)})
@@ -379,14 +386,55 @@ class Study:
             seed=seed,
         )
 
+    def _adapter_dir(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> Path | None:
+        """Where the trained part of ``arm`` for ``seed`` is cached: one directory per set of
+        training options, so ``lora`` and ``lora+sae_gate`` share one trained adapter."""
+        if self.artifacts is None or arm.trained_part is None:
+            return None
+        options = {
+            "part": arm.trained_part,
+            "unlearn": self._unlearn_config(arm, seed).to_dict(),
+            "rank": arm.rank,
+            "layers": list(layers) if arm.trained_part == "reft" else None,
+        }
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+        return self.artifacts / f"seed{seed}" / arm.trained_part / digest
+
     @contextlib.contextmanager
     def _trained(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> Iterator[ArmState]:
         part = arm.trained_part
         if part is None:
             yield ArmState(model=self.model)
             return
-        sets = self.sets
+        where = self._adapter_dir(arm, seed, layers)
+        if where is None:
+            with self._train(arm, seed, layers) as state:
+                yield state
+            return
+        if not (where / _TRAINING_FILE).is_file():
+            with self._train(arm, seed, layers, save_to=where) as state:
+                pass  # trained and saved; evaluated below from the saved adapter, as reruns are
+        info = json.loads((where / _TRAINING_FILE).read_text())
         if part == "lora":
+            with restored_lora_arm(self.model, where) as peft_model:
+                yield ArmState(
+                    model=peft_model,
+                    info={"training": info},
+                    adapter_off=peft_model.disable_adapter,
+                )
+        else:
+            adapter = ReFTAdapter.load(where, self.model)
+            with adapter:
+                yield ArmState(model=self.model, info={"training": info}, hooks=[adapter])
+        logger.debug("seed %d: %s evaluated from the adapter saved in %s", seed, part, where)
+
+    @contextlib.contextmanager
+    def _train(
+        self, arm: ArmConfig, seed: int, layers: tuple[int, ...], *, save_to: Path | None = None
+    ) -> Iterator[ArmState]:
+        """Train the arm's LoRA or ReFT part (and save it to ``save_to``, the info last)."""
+        sets = self.sets
+        if arm.trained_part == "lora":
             with lora_arm(
                 self.model,
                 self.tokenizer,
@@ -396,9 +444,13 @@ class Study:
                 rank=arm.rank,
                 show_progress=self.show_progress,
             ) as result:
+                info = _training_info(result)
+                if save_to is not None:
+                    save_lora(result.model, save_to)
+                    atomic_write_json(save_to / _TRAINING_FILE, info)
                 yield ArmState(
                     model=result.model,
-                    info={"training": _training_info(result)},
+                    info={"training": info},
                     adapter_off=result.model.disable_adapter,
                 )
         else:
@@ -411,11 +463,11 @@ class Study:
                 config=self._unlearn_config(arm, seed),
                 show_progress=self.show_progress,
             ) as result:
-                yield ArmState(
-                    model=self.model,
-                    info={"training": _training_info(result)},
-                    hooks=[result.adapter],
-                )
+                info = _training_info(result)
+                if save_to is not None:
+                    result.adapter.save(save_to)
+                    atomic_write_json(save_to / _TRAINING_FILE, info)
+                yield ArmState(model=self.model, info={"training": info}, hooks=[result.adapter])
 
     def _control(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> ArmState:
         state = ArmState(model=self.model, info={"control": arm.control})

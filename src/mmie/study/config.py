@@ -368,8 +368,8 @@ class GenerationConfig(ConfigBase):
 
     Every prompt set is checked before the model loads: it must keep at least
     ``min_prompts`` *distinct* prompts after truncation to ``prompt_words`` words (sets whose
-    lines share an opening collapse otherwise); duplicates are an error unless
-    ``dedupe_prompts`` drops them.
+    lines share an opening collapse otherwise); duplicates are a :class:`~mmie.MmieWarning`
+    (each would count as an item) unless ``dedupe_prompts`` drops them.
     """
 
     max_new_tokens: int = 32  # tokens generated per prompt
@@ -527,6 +527,13 @@ class ExperimentConfig(ConfigBase):
                 f"unknown control {control!r}; controls are {list(CONTROLS)}",
             )
         require(len(set(self.controls)) == len(self.controls), "controls", "has duplicates")
+        for name, source in self.references.named().items():
+            require(
+                not source.startswith("demo:") or self.model == "demo",
+                f"references.{name}",
+                f"{source!r} is a reference of the bundled demo model and cannot serve "
+                f"model {self.model!r} (they must share a tokenizer and a recipe)",
+            )
         require(bool(self.seeds), "seeds", "must list at least one seed")
         for i, seed in enumerate(self.seeds):
             require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
@@ -637,6 +644,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "seeds": (0, 1, 2),
     "references": {"oracle": "demo:oracle", "retrain": "demo:retrain"},
     "selection": {"n_layers": 3},
+    "generation": {"dedupe_prompts": True},  # Hinglish lines often share their first words
     # Two retrains of the tiny demo recipe differ by x0.91-x1.20 in retain perplexity, so a
     # x1.25 margin sits inside run-to-run noise; x1.5 is outside it (docs/methods.md).
     "gates": {"retain_ppl_ratio": 1.5},
@@ -665,6 +673,8 @@ def demo_config(*, quick: bool = False, **overrides: Any) -> ExperimentConfig:
         quick: also apply ``QUICK_OVERRIDES`` (fewer texts, two seeds).
         **overrides: field values to change; sections may be given as mappings, which are
             merged into the defaults (``data={"n_eval": 8}`` keeps the other data fields).
+            Another ``model`` drops the demo's reference models unless ``references`` is
+            given too.
 
     Returns:
         The validated config.
@@ -672,7 +682,10 @@ def demo_config(*, quick: bool = False, **overrides: Any) -> ExperimentConfig:
     Raises:
         ConfigError: an override is invalid.
     """
-    config = ExperimentConfig().replace(**DEMO_OVERRIDES)
+    demo = dict(DEMO_OVERRIDES)
+    if overrides.get("model", "demo") != "demo" and "references" not in overrides:
+        demo.pop("references")  # the demo's references only fit the demo model
+    config = ExperimentConfig().replace(**demo)
     if quick:
         config = config.replace(**QUICK_OVERRIDES)
     if overrides:

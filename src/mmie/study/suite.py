@@ -159,20 +159,18 @@ def _prompt_set(
             f"them whole (data.whole_prompt_sets) or raise prompt_words"
         )
     if len(distinct) < len(prompts):
-        if not gen.dedupe_prompts:
-            raise DataError(
-                f"{path}: {len(prompts) - len(distinct)} of {len(prompts)} prompts are "
-                f"duplicates after cutting to {gen.prompt_words} words, so the statistics would "
-                "count repeated items as independent; set generation.dedupe_prompts = true to "
-                "drop them, use the set whole (data.whole_prompt_sets) or raise prompt_words"
-            )
+        n_dup = len(prompts) - len(distinct)
+        if gen.dedupe_prompts:
+            logger.info("%s: dropped %d duplicate prompt(s); %d remain", path, n_dup, len(distinct))
+            return distinct
         warnings.warn(
-            f"{path}: dropped {len(prompts) - len(distinct)} duplicate prompt(s); "
-            f"{len(distinct)} remain",
+            f"{path}: {n_dup} of {len(prompts)} prompts are duplicates after cutting to "
+            f"{gen.prompt_words} words, and the statistics count each as an item; set "
+            "generation.dedupe_prompts = true to drop them, use the set whole "
+            "(data.whole_prompt_sets) or raise prompt_words",
             MmieWarning,
             stacklevel=3,
         )
-        return distinct
     return prompts
 
 

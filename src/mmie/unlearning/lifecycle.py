@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -38,12 +39,13 @@ from mmie.errors import InterventionError
 from mmie.models.hooks import assert_no_mmie_hooks
 from mmie.models.loading import free_memory
 from mmie.unlearning.config import ReFTUnlearnResult, UnlearnConfig, UnlearnResult
+from mmie.unlearning.lora_checkpoint import load_lora
 from mmie.unlearning.train import unlearn_lora, unlearn_reft
 
 if TYPE_CHECKING:
     from mmie.edits.reft import LoReFTConfig
 
-__all__ = ["lora_arm", "reft_arm"]
+__all__ = ["lora_arm", "reft_arm", "restored_lora_arm"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +229,23 @@ def reft_arm(
 
         release.append(detach)
         yield result
+
+
+@contextlib.contextmanager
+def restored_lora_arm(model: nn.Module, directory: str | Path) -> Iterator[Any]:
+    """Attach a LoRA adapter saved by :func:`~mmie.save_lora` to ``model``; remove it on exit.
+
+    The same release protocol as :func:`lora_arm` (the base model is restored exactly), for
+    an adapter trained earlier: a study trains a (seed, options) adapter once and reuses it
+    for every arm built on it (``lora`` and ``lora+sae_gate``).
+
+    Yields:
+        The ``peft.PeftModel`` in eval mode (invalid after the block).
+
+    Raises:
+        CheckpointError: the adapter does not fit the model (see :func:`~mmie.load_lora`).
+    """
+    with _arm_scope(model, f"LoRA adapter from {directory}") as release:
+        peft_model = load_lora(model, directory)
+        release.append(lambda: _unload_lora(peft_model, model))
+        yield peft_model
