@@ -38,6 +38,25 @@ _EXPORTS: dict[str, str] = {
     "holm_bonferroni": "mmie.stats",
     "paired_permutation_test": "mmie.stats",
     "permutation_test": "mmie.stats",
+    # core: gate statistics (tests valid for bounded, paired and AUC data)
+    "AUCDifferenceTest": "mmie.gate_stats",
+    "AUCTestResult": "mmie.gate_stats",
+    "BoundedMeanTest": "mmie.gate_stats",
+    "DeLongAUC": "mmie.gate_stats",
+    "Evidence": "mmie.gate_stats",
+    "LogRatioTest": "mmie.gate_stats",
+    "MeanBound": "mmie.gate_stats",
+    "PairedProportionsTest": "mmie.gate_stats",
+    "auc_difference_test": "mmie.gate_stats",
+    "auc_equivalence_test": "mmie.gate_stats",
+    "auc_test": "mmie.gate_stats",
+    "check_evidence": "mmie.gate_stats",
+    "delong_auc": "mmie.gate_stats",
+    "log_ratio_test": "mmie.gate_stats",
+    "mean_bound": "mmie.gate_stats",
+    "noninferiority_test": "mmie.gate_stats",
+    "paired_proportions_test": "mmie.gate_stats",
+    "relative_reduction_test": "mmie.gate_stats",
     # core: seeding
     "seed_context": "mmie.seeding",
     "set_seed": "mmie.seeding",
@@ -97,7 +116,10 @@ _EXPORTS: dict[str, str] = {
     "SAETrainingStats": "mmie.sae.training",
     "train_sae": "mmie.sae.training",
     "train_sae_on_model": "mmie.sae.training",
-    # edits: gate, LEACE scrubber, LoReFT, dynamic gating
+    # edits: gate, LEACE scrubber, LoReFT, dynamic gating, controls
+    "ForcedEOSProcessor": "mmie.edits.controls",
+    "NoiseIntervention": "mmie.edits.controls",
+    "ScriptBanProcessor": "mmie.edits.controls",
     "DynamicGatingProcessor": "mmie.edits.dynamic_gating",
     "SequenceGate": "mmie.edits.dynamic_gating",
     "LeaceEraser": "mmie.edits.leace",
@@ -108,7 +130,7 @@ _EXPORTS: dict[str, str] = {
     "SAEGate": "mmie.edits.sae_gate",
     "Scrubber": "mmie.edits.scrubber",
     "fit_scrubber": "mmie.edits.scrubber",
-    # evaluation: scoring, language metrics, MIA, probes, leakage, layer selection
+    # evaluation: scoring, language and output metrics, MIA, probes, leakage, layer selection
     "ExtractionStrength": "mmie.evaluation.language_metrics",
     "ScriptMassResult": "mmie.evaluation.language_metrics",
     "extraction_strength": "mmie.evaluation.language_metrics",
@@ -125,10 +147,19 @@ _EXPORTS: dict[str, str] = {
     "membership_inference": "mmie.evaluation.mia",
     "mia_auc": "mmie.evaluation.mia",
     "mia_scores": "mmie.evaluation.mia",
+    "Degeneracy": "mmie.evaluation.output_metrics",
+    "SampledLeakage": "mmie.evaluation.output_metrics",
+    "ScriptDistribution": "mmie.evaluation.output_metrics",
+    "TargetShare": "mmie.evaluation.output_metrics",
+    "degeneracy": "mmie.evaluation.output_metrics",
+    "sampled_leakage": "mmie.evaluation.output_metrics",
+    "script_distribution": "mmie.evaluation.output_metrics",
+    "target_share": "mmie.evaluation.output_metrics",
     "ProbeResult": "mmie.evaluation.probes",
     "probe_auc": "mmie.evaluation.probes",
     "KLResult": "mmie.evaluation.scoring",
     "PerplexityResult": "mmie.evaluation.scoring",
+    "continuation_nll": "mmie.evaluation.scoring",
     "perplexity": "mmie.evaluation.scoring",
     "token_kl": "mmie.evaluation.scoring",
     # unlearning: objectives, configs, training, arm lifecycle
@@ -139,6 +170,7 @@ _EXPORTS: dict[str, str] = {
     "ValidationRecord": "mmie.unlearning.config",
     "lora_arm": "mmie.unlearning.lifecycle",
     "reft_arm": "mmie.unlearning.lifecycle",
+    "restored_lora_arm": "mmie.unlearning.lifecycle",
     "default_lora_targets": "mmie.unlearning.lora_checkpoint",
     "load_lora": "mmie.unlearning.lora_checkpoint",
     "save_lora": "mmie.unlearning.lora_checkpoint",
@@ -150,14 +182,17 @@ _EXPORTS: dict[str, str] = {
     "token_nll": "mmie.unlearning.objectives",
     "unlearn_lora": "mmie.unlearning.train",
     "unlearn_reft": "mmie.unlearning.train",
-    # study: config, data, demo, runner, decisions, reports
+    # study: config, data, demo, records, runner, decisions, reports
     "ArmConfig": "mmie.study.config",
     "DataConfig": "mmie.study.config",
     "ExperimentConfig": "mmie.study.config",
     "GateConfig": "mmie.study.config",
     "GenerationConfig": "mmie.study.config",
+    "ReferenceConfig": "mmie.study.config",
     "SAETrainingConfig": "mmie.study.config",
+    "SamplingConfig": "mmie.study.config",
     "SelectionConfig": "mmie.study.config",
+    "SplitConfig": "mmie.study.config",
     "demo_config": "mmie.study.config",
     "load_config": "mmie.study.config",
     "BUNDLED_SETS": "mmie.study.datasets",
@@ -168,6 +203,7 @@ _EXPORTS: dict[str, str] = {
     "demo_model_path": "mmie.study.demo",
     "load_demo_model": "mmie.study.demo",
     "plot_report": "mmie.study.plots",
+    "MetricRecord": "mmie.study.records",
     "Report": "mmie.study.report",
     "ExperimentResult": "mmie.study.runner",
     "UnitFailure": "mmie.study.runner",
@@ -194,6 +230,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from mmie.edits.controls import ForcedEOSProcessor, NoiseIntervention, ScriptBanProcessor
     from mmie.edits.dynamic_gating import DynamicGatingProcessor, SequenceGate
     from mmie.edits.leace import LeaceEraser, LeaceFitter
     from mmie.edits.reft import LoReFTConfig, LoReFTIntervention, ReFTAdapter
@@ -228,8 +265,44 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from mmie.evaluation.leakage import LanguageLeakage, cross_lingual_leakage
     from mmie.evaluation.mia import MIAResult, membership_inference, mia_auc, mia_scores
+    from mmie.evaluation.output_metrics import (
+        Degeneracy,
+        SampledLeakage,
+        ScriptDistribution,
+        TargetShare,
+        degeneracy,
+        sampled_leakage,
+        script_distribution,
+        target_share,
+    )
     from mmie.evaluation.probes import ProbeResult, probe_auc
-    from mmie.evaluation.scoring import KLResult, PerplexityResult, perplexity, token_kl
+    from mmie.evaluation.scoring import (
+        KLResult,
+        PerplexityResult,
+        continuation_nll,
+        perplexity,
+        token_kl,
+    )
+    from mmie.gate_stats import (
+        AUCDifferenceTest,
+        AUCTestResult,
+        BoundedMeanTest,
+        DeLongAUC,
+        Evidence,
+        LogRatioTest,
+        MeanBound,
+        PairedProportionsTest,
+        auc_difference_test,
+        auc_equivalence_test,
+        auc_test,
+        check_evidence,
+        delong_auc,
+        log_ratio_test,
+        mean_bound,
+        noninferiority_test,
+        paired_proportions_test,
+        relative_reduction_test,
+    )
     from mmie.language.detectors import (
         Cld3Detector,
         Detection,
@@ -291,8 +364,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ExperimentConfig,
         GateConfig,
         GenerationConfig,
+        ReferenceConfig,
         SAETrainingConfig,
+        SamplingConfig,
         SelectionConfig,
+        SplitConfig,
         demo_config,
         load_config,
     )
@@ -300,6 +376,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.study.decisions import ArmDecision, GateResult
     from mmie.study.demo import demo_model_path, load_demo_model
     from mmie.study.plots import plot_report
+    from mmie.study.records import MetricRecord
     from mmie.study.report import Report
     from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
     from mmie.study.schema import report_schema, validate_report
@@ -311,7 +388,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         UnlearnResult,
         ValidationRecord,
     )
-    from mmie.unlearning.lifecycle import lora_arm, reft_arm
+    from mmie.unlearning.lifecycle import lora_arm, reft_arm, restored_lora_arm
     from mmie.unlearning.lora_checkpoint import default_lora_targets, load_lora, save_lora
     from mmie.unlearning.objectives import (
         ga_loss,

@@ -1354,7 +1354,7 @@ def log_ratio_test(
     """Paired t test that the geometric-mean ratio arm / base lies below ``max_ratio``.
 
     ``arm`` and ``base`` are per-item *log* values (e.g. the linearised log-perplexity
-    values of :meth:`~mmie.study.records.MetricRecord.item_values`). With ``d = arm - base``
+    values of :meth:`~mmie.MetricRecord.item_values`). With ``d = arm - base``
     and margin ``log(max_ratio)`` it rejects ``H0: mean(d) >= log(max_ratio)`` when ``t =
     (d̄ - margin) / (s / sqrt(n))`` is below ``t_{n-1, alpha}``; ``p = P(T_{n-1} <= t)``.
     For continuous, roughly symmetric differences the size holds at ``n >= 16`` (normal,

@@ -106,7 +106,7 @@ def _base_interval(record: MetricRecord, config: ExperimentConfig) -> dict[str, 
     """Item-level interval of a base-model record; perplexity on its own scale.
 
     Perplexity records are intervals of the token-weighted log-perplexity (linearised item
-    values, see :meth:`~mmie.study.records.MetricRecord.item_values`), exponentiated.
+    values, see :meth:`~mmie.MetricRecord.item_values`), exponentiated.
     """
     ci = _interval(record.item_values().tolist(), config)
     if ci is None or record.scale != "log_perplexity":

@@ -2,36 +2,45 @@
 
 :func:`evaluate_model` computes the study's metric groups on a model (with whatever
 interventions are attached) and returns typed metric records (``record key ->``
-:class:`~mmie.study.records.MetricRecord`: the aggregate, one value per item and their
+:class:`~mmie.MetricRecord`: the aggregate, one value per item and their
 scale), in the item order of :class:`EvalSets`, so the same item pairs up across the base
 model and every arm.
 
-========================  ====================================================================
-record key                definition (see docs/methods.md)
-========================  ====================================================================
-``forget_es``             Hindi extraction strength of greedy continuations of held-out Hindi
-                          prompts (per prompt)
-``mixed_es``              the same on mixed-language and adversarial prompts
-``romanized_es``          romanised-Hindi extraction strength on the forget, mixed and
-                          romanised prompts (redistribution into Latin script)
-``related_es.<lang>``     Hindi extraction strength on prompts in a related language
-``retain_ppl``            token-weighted perplexity of held-out retain texts; per item: the
-                          text's mean NLL (nats/token), weights: its token counts
-``forget_ppl``            the same on held-out forget texts
-``related_ppl.<lang>``    the same on related-language texts
-``mia_auc``               loss-attack membership-inference AUC, members = forget training texts,
-                          non-members = held-out forget texts; per item: each member's share of
-                          non-members it out-scores (ties ½), whose mean is the AUC
-``forget_script_mass``    probability that the first script letter after each forget prompt
-                          is of the target script (:func:`mmie.script_mass`, ``next_char``:
-                          any tokenizer, byte-level ones included); ``unresolved``: the mass
-                          its search left undecided, per prompt
-``probe_auc.<layer>``     held-out AUC of a linear probe separating held-out forget from
-                          retain texts by their mean block-``layer`` output (interventions
-                          active), at each selected layer; per item: each held-out forget
-                          text's share of held-out retain texts it out-scores (ties ½), whose
-                          mean is the AUC; ``control_auc``: the shuffled-label control
-========================  ====================================================================
+================================  ============================================================
+record key                        definition (see docs/methods.md)
+================================  ============================================================
+``forget_es``                     target extraction strength (onset) of greedy continuations
+                                  of held-out forget prompts
+``forget_share``                  their share of target-script letters (amount)
+``forget_any``                    whether they contain any target text (0/1)
+``forget_empty``                  empty continuation (no letter; 0/1)
+``forget_degenerate``             empty or degenerate continuation (0/1)
+``forget_scripts.<S>``            share of their letters in script ``S`` (what is written)
+``forget_romanized_es``           romanised-target ES on the forget prompts (redistribution)
+``forget_sampled``                share of N sampled continuations that are target-dominated
+``forget_sampled_worst``          the worst sample's target-script share
+``english_share``                 target-script share of greedy continuations of English
+                                  prompts (with the arm's processors active)
+``english_any``                   whether those contain any target text (0/1)
+``english_degenerate``            empty or degenerate English continuation (0/1)
+``english_fluency``               the base model's mean NLL of each English continuation
+                                  given its prompt (none for an empty one)
+``mixed_es.<set>``                target ES on each mixed prompt set (never pooled)
+``romanized_es.<set>``            romanised-target ES on each romanised prompt set
+``related_es.<lang>``             target ES on prompts in a related language
+``retain_ppl``                    token-weighted perplexity of held-out retain texts; per
+                                  item the text's mean NLL (nats/token), weights its tokens
+``forget_ppl``                    the same on held-out forget texts
+``related_ppl.<lang>``            the same on related-language texts
+``mia_auc``                       loss-attack membership-inference AUC, members = forget
+                                  training texts, non-members = held-out forget texts; per
+                                  item each member's placement value; the raw scores of both
+                                  classes are kept for DeLong tests
+``forget_script_mass``            P(the first script letter after a forget prompt is target)
+                                  (:func:`mmie.script_mass`, ``next_char``)
+``probe_auc.<layer>``             held-out AUC of a linear probe, forget vs retain texts, at
+                                  each selected layer (descriptive, not a gate)
+================================  ============================================================
 """
 
 from __future__ import annotations
