@@ -200,7 +200,11 @@ _EXPORTS: dict[str, str] = {
     "split_texts": "mmie.study.datasets",
     "ArmDecision": "mmie.study.decisions",
     "GateResult": "mmie.study.decisions",
+    "DEMO_MODELS": "mmie.study.demo",
     "demo_model_path": "mmie.study.demo",
+    "demo_relearn_texts": "mmie.study.demo",
+    "demo_training_info": "mmie.study.demo",
+    "demo_training_texts": "mmie.study.demo",
     "load_demo_model": "mmie.study.demo",
     "plot_report": "mmie.study.plots",
     "MetricRecord": "mmie.study.records",
@@ -374,7 +378,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from mmie.study.datasets import BUNDLED_SETS, load_texts, split_texts
     from mmie.study.decisions import ArmDecision, GateResult
-    from mmie.study.demo import demo_model_path, load_demo_model
+    from mmie.study.demo import (
+        DEMO_MODELS,
+        demo_model_path,
+        demo_relearn_texts,
+        demo_training_info,
+        demo_training_texts,
+        load_demo_model,
+    )
     from mmie.study.plots import plot_report
     from mmie.study.records import MetricRecord
     from mmie.study.report import Report
