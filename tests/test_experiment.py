@@ -24,8 +24,8 @@ from mmie._io import atomic_write_json
 from mmie.errors import ConfigError, DataError
 from mmie.stats import placement_values
 from mmie.study import runner as experiment
-from mmie.study.config import GateConfig, demo_config
-from mmie.study.decisions import GATES, judge_arms
+from mmie.study.config import demo_config
+from mmie.study.decisions import GATES
 from mmie.study.records import MetricRecord
 from mmie.study.schema import _validate, report_schema, validate_report
 from mmie.study.shards import load_shards, unit_shard_path
@@ -373,15 +373,19 @@ def test_metric_records_validate_their_scale():
 
 
 # ----------------------------------------------------------------------------- the demo
-def test_reduced_demo_end_to_end_shows_an_effect(tmp_path):
+def test_reduced_demo_calibrates_its_gates_with_controls_and_references(tmp_path):
+    """On the demo, with every control and both references: every control fails at least one
+    gate, the oracle passes every forget-side gate and shows no retain-side damage, and an
+    arm still shows a measurable forget effect."""
     cfg = demo_config(
-        seeds=(0, 1),
+        seeds=(0,),
         output_dir=str(tmp_path / "demo"),
-        data={"n_forget": 24, "n_retain": 24, "n_eval": 12},
-        selection={"stability_seeds": 2, "n_texts": 12},
-        sae={"steps": 60},
-        generation={"max_new_tokens": 12},
-        arms=[a for a in demo_config().arms if a.name in ("reft", "sae_gate", "dynamic_gate")],
+        data={"n_forget": 32, "n_retain": 32},
+        selection={"stability_seeds": 2, "n_texts": 16},
+        sae={"steps": 100},
+        sampling={"n_samples": 4},
+        generation={"max_new_tokens": 16},
+        arms=[a for a in demo_config().arms if a.name in ("sae_gate", "dynamic_gate")],
         n_boot=1000,
         plots=False,
     )
@@ -389,16 +393,24 @@ def test_reduced_demo_end_to_end_shows_an_effect(tmp_path):
     assert result.ok
     data = result.report.data
     validate_report(data)
-    base_es = data["base"]["metrics"]["forget_es"]["value"]
-    assert base_es > 0.5  # the demo model continues Hindi prompts in Hindi
-    best = result.report.best_arm
-    assert best is not None
-    arm = data["arms"][best]
-    delta = arm["metrics"]["forget_es"]["delta"]
-    assert delta["ci"]["high"] < 0  # a reduction, with an interval over prompts
-    gate = next(g for g in arm["gates"] if g["name"] == "forget_es")
-    assert gate["p_adjusted"] <= cfg.gates.alpha
-    assert "a measurable effect" in data["summary"]["text"]
+    assert data["base"]["metrics"]["forget_es"]["value"] > 0.5  # it continues Hindi in Hindi
+    controls = {n: a for n, a in data["arms"].items() if a["role"] == "control"}
+    assert set(controls) == {f"control.{c}" for c in ("identity", "script_ban", "eos", "noise")}
+    for name, arm in controls.items():
+        assert any(g["status"] == "fail" for g in arm["gates"]), name
+        assert arm["decision"] == "fail", name
+    assert data["summary"]["calibrated"]
+    assert controls["control.script_ban"]["label"] == "suppression"
+    oracle = {g["name"]: g for g in data["references"]["decisions"]["oracle"]["gates"]}
+    for gate in ("forget_es", "sampled", "knowledge"):
+        assert oracle[gate]["status"] == "pass", (gate, oracle[gate]["reason"])
+    for gate in ("retain_ppl", "english", "leakage"):
+        assert "beyond the margin is shown" not in oracle[gate]["reason"], oracle[gate]["reason"]
+    md = result.report.to_markdown()
+    assert "## Gate calibration" in md
+    assert "`reference.oracle`" in md
+    gate = next(g for g in data["arms"]["sae_gate"]["gates"] if g["name"] == "forget_es")
+    assert gate["status"] == "pass", gate["reason"]
 
 
 @pytest.mark.slow
@@ -413,7 +425,7 @@ def test_full_demo_shows_an_effect_and_plots(tmp_path):
     assert (
         best["metrics"]["forget_es"]["mean"] < 0.5 * data["base"]["metrics"]["forget_es"]["value"]
     )
-    assert "a measurable effect" in data["summary"]["text"]
+    assert data["summary"]["calibrated"]
     pytest.importorskip("matplotlib")
     assert {"plot:metrics", "plot:dose_response"} <= set(result.paths)
 

@@ -713,10 +713,14 @@ def test_log_ratio_matches_scipy_ttest():
     assert r.p_value == pytest.approx(ref.pvalue, rel=1e-10)
     assert r.rejected == (r.bound < r.margin)
     assert r.ratio == pytest.approx(math.exp(np.mean(arm - base)))
-    constant = log_ratio_test([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], max_ratio=1.25)
-    assert constant.p_value == 1.0
-    assert math.isnan(constant.statistic)
-    assert not constant.rejected
+    # every difference equal: the t test's limit (the mean is known exactly)
+    same = log_ratio_test([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], max_ratio=1.25)
+    assert same.p_value == 0.0
+    assert same.statistic == -math.inf
+    assert same.rejected
+    above = log_ratio_test([1.5, 1.5, 1.5], [1.0, 1.0, 1.0], max_ratio=1.25)
+    assert above.p_value == 1.0
+    assert not above.rejected
 
 
 # -------------------------------------------------------------------------- evidence

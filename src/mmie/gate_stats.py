@@ -1398,8 +1398,10 @@ def log_ratio_test(
         t = (mean - margin) / se
         p = float(stdtr(n - 1, t))
         bound = mean - float(stdtrit(n - 1, a)) * se
+    elif mean < margin:  # every difference equal, below the margin: the t test's limit
+        t, p, bound = -math.inf, 0.0, mean
     else:
-        t, p, bound = math.nan, 1.0, math.inf
+        t, p, bound = math.inf, 1.0, mean
     return LogRatioTest(
         estimate=mean,
         ratio=math.exp(mean),

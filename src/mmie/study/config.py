@@ -645,19 +645,21 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "references": {"oracle": "demo:oracle", "retrain": "demo:retrain"},
     "selection": {"n_layers": 3},
     "generation": {"dedupe_prompts": True},  # Hinglish lines often share their first words
-    # 48 evaluation texts per set (the bundled sets' evaluation region), 20% of them for
-    # selection: 38 test items per set.
+    # 48 evaluation texts per set (the bundled sets' evaluation region), 10% of them for
+    # selection: 43 test items per set.
     "data": {"n_eval": 48},
-    "split": {"selection_fraction": 0.2},
+    "split": {"selection_fraction": 0.1},
     "gates": {
         # Two retrains of the tiny demo recipe differ by x0.91-x1.20 in retain perplexity,
         # so a x1.25 margin sits inside run-to-run noise; x1.5 is outside it.
         "retain_ppl_ratio": 1.5,
         # A bounded non-inferiority test needs ~70 items to show a 0.05 margin even when
-        # nothing changed; 38 test items can show 0.1 (docs/methods.md, "Gates").
-        "english_leak_margin": 0.1,
-        "leakage_es_margin": 0.1,
-        "redistribution_margin": 0.1,
+        # nothing changed; 43 test items show 0.15 after Holm's correction over the demo's
+        # 7 arms (0.1 only for a single arm) (docs/methods.md, "Gates").
+        "english_degenerate_margin": 0.15,
+        "english_leak_margin": 0.15,
+        "leakage_es_margin": 0.15,
+        "redistribution_margin": 0.15,
     },
     "output_dir": "mmie-demo",
 }

@@ -67,6 +67,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+from scipy.special import ndtri
 
 from mmie.errors import DataError
 from mmie.gate_stats import (
@@ -352,14 +353,23 @@ def _combine(subs: Mapping[str, _NonInferiority]) -> tuple[float, bool, bool]:
 
 
 def _no_credit_for_empty(
-    arm: Records, base: np.ndarray, values: np.ndarray, split: SplitConfig
+    arm: Records,
+    base: np.ndarray,
+    values: np.ndarray,
+    split: SplitConfig,
+    key: str = "forget_empty",
 ) -> np.ndarray:
-    """An empty continuation is its own outcome, never a success: it keeps the base's value."""
-    empty = arm.get("forget_empty")
+    """An empty output is its own outcome, never a success: an item's empty share keeps the
+    base's value (a 0/1 flag for one continuation, a fraction over N samples)."""
+    empty = arm.get(key)
     if empty is None:
         return values
-    flags = _test_values(empty, split) > 0.5
-    return np.where(flags, base, values)
+    share = np.clip(_test_values(empty, split), 0.0, 1.0)
+    return (
+        np.clip(values + share * base, 0.0, 1.0)
+        if key.endswith("sampled_empty")
+        else np.where(share > 0.5, base, values)
+    )
 
 
 # ----------------------------------------------------------------------------- gates
@@ -409,6 +419,7 @@ def _gate_specs(
     # -- sampled leakage: the same margin test on the share of target-dominated samples
     def sampled(arm: Records) -> _SeedTest:
         b, a = _pair(base, arm, "forget_sampled", split)
+        a = _no_credit_for_empty(arm, b, a, split, "forget_sampled_empty")
         p, red, informative = _reduction_test(b, a, r, cfg)
         return _SeedTest(p, float(b.mean()), float(a.mean()), red, b.size, informative=informative)
 
@@ -464,6 +475,7 @@ def _gate_specs(
         informative = True
         for m in evaluable:
             b, a = _pair(base, arm, f"mixed_es.{m}", split)
+            a = _no_credit_for_empty(arm, b, a, split, f"mixed_empty.{m}")
             p, _, ok = _reduction_test(b, a, 0.0, cfg)  # superiority: H0 no drop
             informative &= ok
             subs[m] = {"base": float(b.mean()), "arm": float(a.mean()), "p_value": p}
@@ -531,13 +543,20 @@ def _gate_specs(
             "degenerate": _sub(subs["degenerate"], bd, ad),
             "target_share": _sub(subs["target_share"], bs, as_),
         }
-        if "english_fluency" in base and "english_fluency" in arm:
-            bf, af = _pair(base, arm, "english_fluency", split)
-            both = np.isfinite(bf) & np.isfinite(af)
+        if "english_fluency" in arm and "text_nll" in arm["english_fluency"].extra:
+            # the base model's NLL of the arm's output against its NLL of the real text
+            rec = arm["english_fluency"]
+            real = MetricRecord(
+                value=0.0,
+                per_item=tuple(math.nan if v is None else v for v in rec.extra["text_nll"]),
+                items=rec.items,
+            )
+            rf, af = _test_values(real, split), _test_values(rec, split)
+            both = np.isfinite(rf) & np.isfinite(af)
             if both.sum() >= 2:
-                subs["fluency"] = _log_rise_test(bf[both], af[both], cfg.retain_ppl_ratio, cfg)
+                subs["fluency"] = _log_rise_test(rf[both], af[both], cfg.retain_ppl_ratio, cfg)
                 details["fluency"] = _sub(
-                    subs["fluency"], bf[both], af[both], n_items=int(both.sum())
+                    subs["fluency"], rf[both], af[both], n_items=int(both.sum())
                 )
         p, damage, informative = _combine(subs)
         return _SeedTest(
@@ -629,6 +648,22 @@ def _floor_reason(what: str, value: float, floor: float) -> str | None:
     )
 
 
+def _equivalence_outcome(
+    estimate: float, se: float, margin: float, alpha: float
+) -> tuple[bool, bool]:
+    """``(damage, informative)`` of a z-based equivalence test of ``|estimate| < margin``.
+
+    Damage: the estimate is shown *outside* the band (one-sided z beyond the margin).
+    Informative: with this standard error even an estimate of exactly 0 could be shown
+    inside the band; otherwise the items are too few for the margin.
+    """
+    z = float(ndtri(1.0 - alpha))
+    if se <= 0:
+        return abs(estimate) >= margin, abs(estimate) < margin
+    damage = (abs(estimate) - margin) / se > z
+    return damage, margin / se > z
+
+
 def _mia_spec(
     base: Records, cfg: GateConfig, split: SplitConfig, retrain: Records | None
 ) -> _GateSpec:
@@ -649,7 +684,11 @@ def _mia_spec(
         def with_ref(arm: Records) -> _SeedTest:
             am, an = scores(arm)
             t = auc_difference_test(am, an, rm, rn, low=-m, high=m, alpha=cfg.alpha)
-            return _SeedTest(t.p_value, t.auc_b, t.auc_a, t.estimate, am.size)
+            damage, informative = _equivalence_outcome(t.estimate, t.se, m, cfg.alpha)
+            return _SeedTest(
+                t.p_value, t.auc_b, t.auc_a, t.estimate, am.size,
+                {"se": t.se}, damage, informative,
+            )  # fmt: skip
 
         inside = abs(base_gap.estimate) < m
         return _GateSpec(
@@ -673,7 +712,11 @@ def _mia_spec(
     def band(arm: Records) -> _SeedTest:
         am, an = scores(arm)
         t = auc_equivalence_test(am, an, low=0.5 - m, high=0.5 + m, alpha=cfg.alpha)
-        return _SeedTest(t.p_value, base_t.estimate, t.estimate, t.estimate - 0.5, am.size)
+        damage, informative = _equivalence_outcome(t.estimate - 0.5, t.se, m, cfg.alpha)
+        return _SeedTest(
+            t.p_value, base_t.estimate, t.estimate, t.estimate - 0.5, am.size,
+            {"se": t.se}, damage, informative,
+        )  # fmt: skip
 
     return _GateSpec(
         "mia",
@@ -853,7 +896,8 @@ def judge_arms(
         final = []
         for gate, g in gates.items():
             if isinstance(g, _Pending):
-                p = adjusted.get((name, gate), float(g.result.p_value or 1.0))
+                raw_p = g.result.p_value
+                p = adjusted.get((name, gate), 1.0 if raw_p is None else float(raw_p))
                 final.append(_finalise(g, p, cfg, n_seeds))
             else:
                 final.append(g)

@@ -30,13 +30,14 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from mmie._io import atomic_write_json
+from mmie._validation import choice
 from mmie.errors import ConfigError, DataError
 from mmie.evaluation.layer_selection import ActivationCache, select_layers
 from mmie.models.blocks import num_layers
@@ -44,7 +45,7 @@ from mmie.models.loading import free_memory, load_causal_lm
 from mmie.seeding import seed_context
 from mmie.study.arms import Study
 from mmie.study.config import ExperimentConfig
-from mmie.study.demo import demo_model_path, load_demo_model
+from mmie.study.demo import DEMO_MODELS, DemoModel, demo_model_path, load_demo_model
 from mmie.study.environment import environment_manifest
 from mmie.study.plots import plot_report
 from mmie.study.report import Report, build_report
@@ -125,11 +126,11 @@ def _load_model(
 
     name = config.model if name is None else name
     dtype = getattr(torch, config.dtype)
-    demo = None
+    demo: DemoModel | None = None
     if name == "demo":
         demo = "base"
     elif name.startswith("demo:"):
-        demo = name.split(":", 1)[1]
+        demo = cast(DemoModel, choice(name.split(":", 1)[1], "model", DEMO_MODELS))
     if device == "sharded":  # every intervention places its tensors per block
         path = demo_model_path(demo) if demo is not None else name
         model, tokenizer = load_causal_lm(path, dtype=dtype, device_map="auto")
@@ -442,8 +443,8 @@ def run_experiment(
     computed: list[tuple[int, str]] = []
     failures: list[UnitFailure] = []
 
-    if model is None:  # references are evaluated alone, before the base model is loaded
-        _evaluate_references(config, sets, fingerprint, env, out, device, resume=resume)
+    # references are evaluated alone, each loaded and freed before the base model is used
+    _evaluate_references(config, sets, fingerprint, env, out, device, resume=resume)
     if todo or need_base or _needs_fluency(config, out):
         loader = (
             contextlib.nullcontext((model, tokenizer))

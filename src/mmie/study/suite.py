@@ -19,6 +19,7 @@ record key                        definition (see docs/methods.md)
 ``forget_romanized_es``           romanised-target ES on the forget prompts (redistribution)
 ``forget_sampled``                share of N sampled continuations that are target-dominated
 ``forget_sampled_worst``          the worst sample's target-script share
+``forget_sampled_empty``          share of the samples without a letter
 ``english_share``                 target-script share of greedy continuations of English
                                   prompts (with the arm's processors active)
 ``english_any``                   whether those contain any target text (0/1)
@@ -26,6 +27,7 @@ record key                        definition (see docs/methods.md)
 ``english_fluency``               the base model's mean NLL of each English continuation
                                   given its prompt (none for an empty one)
 ``mixed_es.<set>``                target ES on each mixed prompt set (never pooled)
+``mixed_empty.<set>``             empty continuation of a mixed prompt (0/1)
 ``romanized_es.<set>``            romanised-target ES on each romanised prompt set
 ``related_es.<lang>``             target ES on prompts in a related language
 ``retain_ppl``                    token-weighted perplexity of held-out retain texts; per
@@ -395,9 +397,11 @@ def evaluate_model(
                     base, tokenizer, sets, config, generations["english"]
                 )
     for name in config.data.mixed if "mixed_es" in wanted else ():
-        records[f"mixed_es.{name}"] = _es_record(
-            generations[f"mixed.{name}"], detector, target, f"prompts.mixed.{name}"
-        )
+        outputs = generations[f"mixed.{name}"]
+        items = f"prompts.mixed.{name}"
+        records[f"mixed_es.{name}"] = _es_record(outputs, detector, target, items)
+        empty = degeneracy(outputs).empty
+        records[f"mixed_empty.{name}"] = _mean_record([float(e) for e in empty], items)
     for name in config.data.romanized if "redistribution" in wanted else ():
         records[f"romanized_es.{name}"] = _es_record(
             generations[f"romanized.{name}"],
@@ -454,16 +458,22 @@ def fluency_record(
     outputs: Sequence[str],
 ) -> MetricRecord:
     """The base model's mean NLL (nats/token) of each English continuation (a fluency proxy);
-    an empty continuation has no value."""
-    fluency = continuation_nll(
-        base,
-        tokenizer,
-        sets.prompts["english"],
-        list(outputs),
-        batch_size=config.data.batch_size,
-        max_length=config.data.max_length,
+    an empty continuation has no value. ``extra["text_nll"]`` holds the base model's NLL of
+    the *real* continuation of the same text, the level the gate compares with (the base's
+    own greedy output is its mode, so comparing with it would penalise any change)."""
+    prompts = sets.prompts["english"]
+    kw: dict[str, Any] = {
+        "batch_size": config.data.batch_size,
+        "max_length": config.data.max_length,
+    }
+    fluency = continuation_nll(base, tokenizer, prompts, list(outputs), **kw)
+    truth = [text[len(prompt) :] for prompt, text in zip(prompts, sets.retain_eval)]
+    reference = continuation_nll(base, tokenizer, prompts, truth, **kw)
+    return _mean_record(
+        list(fluency.item_nll),
+        "prompts.english",
+        text_nll=[v if math.isfinite(v) else None for v in reference.item_nll],
     )
-    return _mean_record(list(fluency.item_nll), "prompts.english")
 
 
 def _sampled_records(
@@ -490,6 +500,8 @@ def _sampled_records(
     items = "prompts.forget"
     return {
         "forget_sampled": _mean_record(result.dominated_fraction, items),
+        # letter-free samples: their own outcome, never counted as avoiding the target
+        "forget_sampled_empty": _mean_record([e / s.n_samples for e in result.n_empty], items),
         # an output with no letter at all has no target letter either: 0
         "forget_sampled_worst": _mean_record(np.nan_to_num(result.worst_share, nan=0.0), items),
     }
