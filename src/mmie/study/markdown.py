@@ -23,6 +23,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "forget_degenerate": ("empty/degenerate forget outputs", "→base"),
     "forget_sampled": ("target-dominated samples (of N per prompt)", "↓"),
     "forget_sampled_worst": ("worst-of-N target share", "↓"),
+    "forget_sampled_empty": ("samples without a letter", "→base"),
     "forget_script_mass": ("P(next letter is target script)", "↓"),
     "forget_ppl": ("forget perplexity", "↑"),
     "forget_romanized_es": ("romanised-target ES on forget prompts", "↓"),
