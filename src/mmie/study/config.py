@@ -110,7 +110,10 @@ class DataConfig(ConfigBase):
     Each set is a bundled set name (see :data:`mmie.BUNDLED_SETS`) or a path to a
     JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
     ``n_retain`` texts (fixed across seeds, so per-item results pair up); evaluation sets are
-    the first ``n_eval`` texts of each evaluation set.
+    the first ``n_eval`` texts of each evaluation set. Teacher-forced metrics are cheap next
+    to generation, so the held-out forget and retain sets can give them more texts
+    (``n_eval_texts``: perplexity, MIA non-members, probes) while their prompts stay the
+    first ``n_eval``.
     """
 
     forget: str = "hindi_train"  # texts to unlearn (Hindi, Devanagari); also MIA members
@@ -124,6 +127,7 @@ class DataConfig(ConfigBase):
     n_forget: int = 64  # forget texts used for training (and as MIA members)
     n_retain: int = 64  # retain texts used for training
     n_eval: int = 32  # texts taken from each evaluation set
+    n_eval_texts: int | None = None  # forget_eval/retain_eval texts scored teacher-forced
     max_length: int = 128  # tokens per text when scoring or training (longer ones truncated)
     batch_size: int = 16  # texts per forward pass when scoring
 
@@ -134,8 +138,18 @@ class DataConfig(ConfigBase):
         for name in ("n_forget", "n_retain", "max_length", "batch_size"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
+        require(
+            self.n_eval_texts is None or self.n_eval_texts >= self.n_eval,
+            "n_eval_texts",
+            f"must be >= n_eval ({self.n_eval}) or unset, got {self.n_eval_texts}",
+        )
         require(self.forget != self.forget_eval, "forget_eval", "must differ from forget")
         require(self.retain != self.retain_eval, "retain_eval", "must differ from retain")
+
+    @property
+    def n_scored(self) -> int:
+        """Held-out forget/retain texts scored teacher-forced (``n_eval_texts`` or ``n_eval``)."""
+        return self.n_eval if self.n_eval_texts is None else self.n_eval_texts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -646,8 +660,9 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "selection": {"n_layers": 3},
     "generation": {"dedupe_prompts": True},  # Hinglish lines often share their first words
     # 48 evaluation texts per set (the bundled sets' evaluation region), 10% of them for
-    # selection: 43 test items per set.
-    "data": {"n_eval": 48},
+    # selection: 43 test items per set. Perplexity, MIA and probes score all 124 lines of
+    # hindi_eval / english_eval (none is in any demo model's training data): 111 test texts.
+    "data": {"n_eval": 48, "n_eval_texts": 124},
     "split": {"selection_fraction": 0.1},
     "gates": {
         # Two retrains of the tiny demo recipe differ by x0.91-x1.20 in retain perplexity,
@@ -667,7 +682,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
 #: Overrides applied on top by ``mmie demo --quick`` and :func:`demo_config` ``(quick=True)``.
 QUICK_OVERRIDES: dict[str, Any] = {
     "seeds": (0, 1),
-    "data": {"n_forget": 32, "n_retain": 32, "n_eval": 16},
+    "data": {"n_forget": 32, "n_retain": 32, "n_eval": 16, "n_eval_texts": 64},
     "selection": {"stability_seeds": 2, "n_texts": 16},
     "sae": {"steps": 150},
     "generation": {"max_new_tokens": 24},
