@@ -661,7 +661,7 @@ def test_sparsify_errors_are_not_misleading(tmp_path: Path) -> None:
     write_json(tmp_path / "bare" / "layers.2" / "cfg.json", {"d_in": D, "num_latents": M, "k": 4})
     with pytest.raises(
         CheckpointError,
-        match=r"looks like a EleutherAI sparsify hookpoint directory .* but sae.safetensors is missing",
+        match=r"looks like an EleutherAI sparsify hookpoint directory .* but sae.safetensors is missing",
     ):
         SparseAutoencoder.load(tmp_path / "bare" / "layers.2")
 
@@ -963,7 +963,7 @@ def test_the_log_names_the_layout(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     path = write_sparsify(tmp_path / "layers.3", t)
     with caplog.at_level("INFO", logger="mmie.sae.formats"):
         SparseAutoencoder.load(path)
-    assert "reading a EleutherAI sparsify hookpoint directory (layout 'sparsify')" in caplog.text
+    assert "reading an EleutherAI sparsify hookpoint directory (layout 'sparsify')" in caplog.text
 
 
 # ----------------------------------------------------------------------------- hook sites

@@ -169,8 +169,9 @@ class SAEConfig(ConfigBase):
         hook_layer: block whose *output* the SAE reads (``model.layers[hook_layer]``,
             TransformerLens ``blocks.{hook_layer}.hook_resid_post``); for an SAE of another
             site (:attr:`hook_site`), the block its hook belongs to. Metadata only.
-        hook_name: hook name the SAE was trained on (TransformerLens or Hugging Face
-            style, see :func:`parse_hook`); gives :attr:`hook_site`.
+        hook_name: hook name the SAE was trained on (TransformerLens names such as
+            ``blocks.6.hook_resid_post`` or Hugging Face module paths such as
+            ``model.layers.6.output``); gives :attr:`hook_site`.
         model_name: model the SAE was trained on; metadata only.
         dtype: parameter dtype name (``"float32"``, ``"bfloat16"``, ...). A jumprelu
             threshold is kept in fp32 whatever this says.
@@ -229,7 +230,7 @@ class SAEConfig(ConfigBase):
 
     @property
     def hook_site(self) -> str | None:
-        """Which activations the SAE reads, from :attr:`hook_name` (see :func:`parse_hook`):
+        """Which activations the SAE reads, from :attr:`hook_name`:
         ``"resid_post"`` (the residual stream at a block output), ``"resid_mid"``,
         ``"embed"``, ``"attn_out"``, ``"attn_z"``, ``"mlp_in"``, ``"mlp_out"`` or
         ``"unknown"``; ``None`` when the SAE has no hook name."""

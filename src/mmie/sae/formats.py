@@ -157,10 +157,15 @@ def _found(directory: Path, limit: int = 20) -> list[str]:
     return names[:limit] + ([f"... ({len(names) - limit} more)"] if len(names) > limit else [])
 
 
+def _a(description: str) -> str:
+    """``description`` with its indefinite article."""
+    return ("an " if description[:1] in "AEIOU" else "a ") + description
+
+
 def _missing(det: Detected, what: str, hint: str = "") -> CheckpointError:
     """The error for a directory whose layout is recognised but a file is missing."""
     return CheckpointError(
-        f"{det.directory} looks like a {det.description} (layout {det.layout!r}: "
+        f"{det.directory} looks like {_a(det.description)} (layout {det.layout!r}: "
         f"{LAYOUT_FILES[det.layout]}), but {what} is missing; found {_found(det.directory)}."
         + (f" {hint}" if hint else "")
     )
@@ -182,7 +187,7 @@ def _tensor_dict(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = _reason(err)
         raise CheckpointError(
             f"{path}: torch.load(weights_only=True) refused it ({reason[:300]}). The file "
             f"holds Python objects, not a plain dict of tensors, and {_NEVER_UNPICKLES}. "
@@ -194,6 +199,16 @@ def _tensor_dict(path: Path) -> dict[str, Any]:
             f"{path} holds a {type(obj).__name__}, not a dict of tensors; {_NEVER_UNPICKLES}"
         )
     return dict(obj)
+
+
+def _reason(err: BaseException) -> str:
+    """The informative line of an exception (torch's weights-only errors bury it)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
+    for line in lines:
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1]
+            return reason.split(" Please use", 1)[0].strip()  # not torch's allowlisting advice
+    return next((line for line in lines if line), type(err).__name__)
 
 
 def _only_tensors(data: Mapping[str, Any], source: Path) -> dict[str, Tensor]:
@@ -1391,7 +1406,7 @@ def read_checkpoint(
     }.get(det.layout)
     if needed is not None and not (det.directory / needed).is_file():
         raise _missing(det, needed)
-    logger.info("%s: reading a %s (layout %r)", p, det.description, det.layout)
+    logger.info("%s: reading %s (layout %r)", p, _a(det.description), det.layout)
     ckpt = _READERS[det.layout](det, _Options(k, input_scale, allow_transposed))
     for note in ckpt.folded:
         logger.info("%s: %s", p, note)

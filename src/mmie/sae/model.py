@@ -56,7 +56,6 @@ from mmie.sae.formats import (
     checkpoint_from_saelens,
     read_checkpoint,
 )
-from mmie.sae.layouts import LayoutChoice
 from mmie.sae.saelens import config_to_saelens
 
 __all__ = ["SparseAutoencoder"]
@@ -336,7 +335,7 @@ class SparseAutoencoder(nn.Module):
         cls,
         path: str | Path,
         *,
-        layout: LayoutChoice | str = "auto",
+        layout: str = "auto",
         allow_transposed: bool = False,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,

@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Literal
 
 from mmie._config import ConfigBase, FieldError, require, validate_fields
 from mmie.errors import ConfigError
-from mmie.sae.layouts import LayoutChoice
+from mmie.sae.layouts import LAYOUTS
 
 __all__ = [
     "ARM_PARTS",
@@ -188,7 +188,7 @@ class SAETrainingConfig(ConfigBase):
     picker: Literal["contrast", "script_invariant", "threshold"] = "contrast"  # feature picker
     max_retain_frequency: float = 0.05  # skip latents firing on more retain tokens than this
     paths: tuple[str, ...] = ()  # pretrained SAEs, "LAYER=DIR" (a {LAYER = DIR} table in files)
-    layout: LayoutChoice = "auto"  # layout of the pretrained SAEs ("auto": detect each)
+    layout: str = "auto"  # layout of the pretrained SAEs ("auto": detect each; see load)
 
     def __post_init__(self) -> None:
         if isinstance(self.paths, Mapping):  # a TOML/JSON table {layer: dir}
@@ -204,6 +204,11 @@ class SAETrainingConfig(ConfigBase):
             0 <= self.max_retain_frequency <= 1,
             "max_retain_frequency",
             f"must be in [0, 1], got {self.max_retain_frequency}",
+        )
+        require(
+            self.layout == "auto" or self.layout in LAYOUTS,
+            "layout",
+            f"must be one of {['auto', *LAYOUTS]}, got {self.layout!r}",
         )
         seen: dict[int, int] = {}
         for i, entry in enumerate(self.paths):
@@ -223,7 +228,7 @@ class SAETrainingConfig(ConfigBase):
             seen[layer] = i
 
     def pretrained(self) -> dict[int, str]:
-        """``layer -> directory`` of the pretrained SAEs in :attr:`paths`."""
+        """``layer -> directory`` of the pretrained SAEs in ``paths``."""
         out = {}
         for entry in self.paths:
             layer, _, directory = entry.partition("=")
