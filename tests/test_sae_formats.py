@@ -26,7 +26,7 @@ from torch import Tensor
 import mmie
 from mmie.errors import CheckpointError, ConfigError, MmieWarning
 from mmie.sae.config import SAEConfig, parse_hook
-from mmie.sae.formats import LAYOUTS, detect
+from mmie.sae.formats import LAYOUTS, checkpoint_from_saelens, detect
 from mmie.sae.model import SparseAutoencoder
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
@@ -164,8 +164,6 @@ def test_saelens_topk_rescale_acts_by_decoder_norm_is_folded_exactly(tmp_path: P
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), k=st.integers(1, M), spread=st.floats(0.05, 20.0))
 def test_rescale_fold_property(seed: int, k: int, spread: float) -> None:
-    from mmie.sae.formats import checkpoint_from_saelens
-
     t = saelens_tensors(seed)
     norms = torch.exp(torch.rand(M, generator=gen(seed)) * math.log(spread)) + 0.05
     t["W_dec"] = t["W_dec"] / t["W_dec"].norm(dim=-1, keepdim=True) * norms[:, None]
@@ -918,6 +916,10 @@ def test_openai_topk_is_refused_with_the_reason(tmp_path: Path) -> None:
             match=r"OpenAI TopK autoencoder .* LayerNorm .* not representable as a plain SAE",
         ):
             SparseAutoencoder.load(where)
+    (tmp_path / "other").mkdir()
+    torch.save(qwen_tensors(), tmp_path / "other" / "x.pt")
+    with pytest.raises(CheckpointError, match=r"no OpenAI TopK state dict .* among \['x.pt'\]"):
+        SparseAutoencoder.load(tmp_path / "other", layout="openai_topk")
 
 
 # ----------------------------------------------------------------------------- sniffer, layouts

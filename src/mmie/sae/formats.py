@@ -8,26 +8,23 @@ whose :meth:`~mmie.SparseAutoencoder.encode` and :meth:`~mmie.SparseAutoencoder.
 the format's own maths on *raw* activations. Whatever a format does differently is folded
 into the weights exactly, or the checkpoint is refused with the reason:
 
-===================  ===========================================  ==============================
-layout               files                                        folded / refused
-===================  ===========================================  ==============================
-mmie                 ``sae_config.json`` + ``sae.safetensors``    --
-saelens              ``cfg.json`` + ``sae_weights.safetensors``   TopK
-                     (SAELens >= 6 and < 6)                       ``rescale_acts_by_decoder_norm``
-                                                                  folded; per-token input norms
-                                                                  refused
-gemma_scope          ``params.npz``                               ``apply_b_dec_to_input=False``
-gemma_scope_2        ``config.json`` + ``params.safetensors``     transcoders, affine skips
-                                                                  refused
-llama_scope          ``hyperparams.json`` +                       dataset activation norm folded
-                     ``checkpoints/final.safetensors``
-llama_scope_r1       ``config.json`` + ``sae_weights.safetensors``  same; ``log_jumprelu_threshold``
-sparsify             ``<hookpoint>/cfg.json`` + ``sae.safetensors``  skip connections, transcoders
-                                                                  refused
-dictionary_learning  ``trainer_N/config.json`` + ``ae.pt``        dict classes mapped
-qwen_scope           ``layerN.sae.pt``                            transposed; ``k`` required
-openai_topk          ``torch.save`` state dict                    refused (per-token LayerNorm)
-===================  ===========================================  ==============================
+* ``mmie``: ``sae_config.json`` + ``sae.safetensors``.
+* ``saelens``: ``cfg.json`` + ``sae_weights.safetensors`` (SAELens >= 6 and < 6); TopK
+  ``rescale_acts_by_decoder_norm`` folded, ``expected_average_only_in`` folded given its
+  factor, per-token input normalisations refused.
+* ``gemma_scope``: ``params.npz`` (Gemma 2); JumpReLU without input centring.
+* ``gemma_scope_2``: ``config.json`` + ``params.safetensors`` (Gemma 3); transcoders and
+  affine skip connections refused.
+* ``llama_scope``: ``hyperparams.json`` + ``checkpoints/final.safetensors``; the dataset
+  activation norm folded.
+* ``llama_scope_r1``: ``config.json`` + ``sae_weights.safetensors``; the same, with
+  ``log_jumprelu_threshold``.
+* ``sparsify``: ``<hookpoint>/cfg.json`` + ``sae.safetensors``; skip connections and
+  transcoders refused.
+* ``dictionary_learning``: ``trainer_N/config.json`` + ``ae.pt``; dict classes mapped to
+  architectures.
+* ``qwen_scope``: ``layerN.sae.pt``; transposed matrices, ``k`` supplied by the caller.
+* ``openai_topk``: a ``torch.save`` state dict; refused (per-token LayerNorm of the input).
 
 Pickles are never unpickled: ``.pt`` files are read with ``torch.load(weights_only=True)``
 and must hold a plain dict of tensors, ``.npz`` files with ``numpy.load(allow_pickle=False)``.
@@ -1164,15 +1161,15 @@ def _openai_refusal(source: Path) -> CheckpointError:
 
 
 def _read_openai_topk(det: Detected, opts: _Options) -> SAECheckpoint:
-    source = det.file or det.directory
-    if det.file is not None:
-        keys = set(_tensor_dict(det.file))
-        if not {"pre_bias", "latent_bias"} <= keys:
-            raise CheckpointError(
-                f"{det.file} is not an OpenAI TopK autoencoder (no pre_bias/latent_bias; keys "
-                f"{sorted(keys)})"
-            )
-    raise _openai_refusal(source)
+    files = [det.file] if det.file is not None else sorted(det.directory.glob("*.pt"))
+    for file in files:
+        keys = set(_tensor_dict(file))
+        if {"pre_bias", "latent_bias"} <= keys:
+            raise _openai_refusal(file)
+    raise CheckpointError(
+        f"{det.file or det.directory}: no OpenAI TopK state dict (with pre_bias and "
+        f"latent_bias) found among {[f.name for f in files]}"
+    )
 
 
 _READERS: dict[str, Callable[[Detected, _Options], SAECheckpoint]] = {
