@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Literal
 
 from mmie._config import ConfigBase, FieldError, require, validate_fields
 from mmie.errors import ConfigError
+from mmie.sae.layouts import LAYOUTS
 
 __all__ = [
     "ARM_PARTS",
@@ -180,7 +181,15 @@ class SelectionConfig(ConfigBase):
 
 @dataclass(frozen=True, kw_only=True)
 class SAETrainingConfig(ConfigBase):
-    """The sparse autoencoders trained (one per selected layer and seed) for SAE gates."""
+    """The sparse autoencoders of the SAE gates: trained (one per selected layer and seed), or
+    pretrained ones read from disk.
+
+    ``paths`` maps layers to pretrained SAE directories, as ``"LAYER=DIR"`` strings or, in a
+    TOML/JSON file, a table (``paths = {12 = "saes/layer_12"}``). A selected layer with a
+    path uses that SAE for every seed (read with :meth:`mmie.SparseAutoencoder.load` in
+    ``layout``, checked with :func:`mmie.check_reconstruction` on the training texts) instead
+    of training one; the other layers are trained as usual.
+    """
 
     architecture: Literal["topk", "relu"] = "topk"  # SAE activation (see SparseAutoencoder)
     d_sae_multiple: int = 4  # d_sae = d_sae_multiple * d_model
@@ -192,8 +201,12 @@ class SAETrainingConfig(ConfigBase):
     n_features: int = 64  # features gated per layer (at most)
     picker: Literal["contrast", "script_invariant", "threshold"] = "contrast"  # feature picker
     max_retain_frequency: float = 0.05  # skip latents firing on more retain tokens than this
+    paths: tuple[str, ...] = ()  # pretrained SAEs, "LAYER=DIR" (a {LAYER = DIR} table in files)
+    layout: str = "auto"  # layout of the pretrained SAEs ("auto": detect each; see load)
 
     def __post_init__(self) -> None:
+        if isinstance(self.paths, Mapping):  # a TOML/JSON table {layer: dir}
+            object.__setattr__(self, "paths", tuple(f"{k}={v}" for k, v in self.paths.items()))
         validate_fields(self)
         for name in ("d_sae_multiple", "k", "steps", "batch_size", "n_features"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
@@ -206,6 +219,35 @@ class SAETrainingConfig(ConfigBase):
             "max_retain_frequency",
             f"must be in [0, 1], got {self.max_retain_frequency}",
         )
+        require(
+            self.layout == "auto" or self.layout in LAYOUTS,
+            "layout",
+            f"must be one of {['auto', *LAYOUTS]}, got {self.layout!r}",
+        )
+        seen: dict[int, int] = {}
+        for i, entry in enumerate(self.paths):
+            layer_text, sep, directory = entry.partition("=")
+            require(
+                bool(sep) and re.fullmatch(r"[0-9]+", layer_text.strip()) is not None,
+                f"paths[{i}]",
+                f'expected "LAYER=DIR" with LAYER an int >= 0, got {entry!r}',
+            )
+            require(bool(directory.strip()), f"paths[{i}]", f"the directory is empty in {entry!r}")
+            layer = int(layer_text)
+            require(
+                layer not in seen,
+                f"paths[{i}]",
+                f"layer {layer} already has a path (paths[{seen.get(layer)}])",
+            )
+            seen[layer] = i
+
+    def pretrained(self) -> dict[int, str]:
+        """``layer -> directory`` of the pretrained SAEs in ``paths``."""
+        out = {}
+        for entry in self.paths:
+            layer, _, directory = entry.partition("=")
+            out[int(layer)] = directory.strip()
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
