@@ -8,6 +8,8 @@ gradients, train/eval modes and the global RNG as they were.
 from __future__ import annotations
 
 import copy
+import doctest
+import importlib
 import json
 import logging
 import math
@@ -622,3 +624,8 @@ def test_logit_lens_plot(tokenizer, model, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"mmie\[plot\]"):
         lens.plot(tmp_path / "again.png")
+
+
+@pytest.mark.parametrize("module", ["mmie.unlearning.recovery", "mmie.evaluation.logit_lens"])
+def test_docstring_examples_run(module):
+    assert doctest.testmod(importlib.import_module(module)).failed == 0

@@ -268,8 +268,11 @@ def logit_lens(
         batch_size: prompts per forward pass.
         max_length: longer prompts are truncated (with a warning).
         block_path: dotted path of the block list for unknown architectures.
-        norm_path: dotted path of the final norm for unknown architectures (see
-            :func:`final_norm`).
+        norm_path: dotted path of the final norm on the unwrapped model, for architectures
+            mmie does not know (``model.norm``, ``model.final_layernorm``,
+            ``transformer.ln_f``, ``gpt_neox.final_layer_norm``,
+            ``model.decoder.final_layer_norm``, ``transformer.norm_f`` and
+            ``model.language_model.norm`` are tried otherwise).
 
     Returns:
         A :class:`LogitLens` with one mass per layer.
@@ -281,9 +284,17 @@ def logit_lens(
             mask that selects no token.
 
     Example:
-        >>> lens = mmie.logit_lens(model, tok, ["मेरा नाम", "आज का"], "hi")  # doctest: +SKIP
-        >>> [round(m, 2) for m in lens.mass]  # one value per block  # doctest: +SKIP
-        [0.05, 0.21, 0.64, 0.91]
+        >>> from mmie.testing import byte_tokenizer, tiny_causal_lm
+        >>> lens = logit_lens(tiny_causal_lm("llama"), byte_tokenizer(), ["hello wor"], "Latn")
+        >>> lens.layers, len(lens.mass)  # one value per block
+        ((0, 1), 2)
+
+        On the demo models (four blocks), for an arm and the never-Hindi oracle:
+
+        >>> mmie.logit_lens(arm_model, tok, prompts, "hi").mass  # doctest: +SKIP
+        (0.958, 0.922, 0.877, 0.704)
+        >>> mmie.logit_lens(oracle, tok, prompts, "hi").mass  # doctest: +SKIP
+        (0.408, 0.403, 0.375, 0.036)
     """
     start = time.perf_counter()
     texts = text_list(prompts, "prompts")

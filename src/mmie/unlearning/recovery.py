@@ -10,26 +10,26 @@ the model exactly as it found it (every weight bit-identical, hooks, adapters,
 ==========================  ==========================  =======================================
 attack                      threat model                what it does
 ==========================  ==========================  =======================================
-:func:`relearning_attack`   white-box weights           a few fine-tuning steps on held-out
+:func:`~mmie.relearning_attack`   white-box weights           a few fine-tuning steps on held-out
                                                         target texts (Lynch et al. 2024; Deeb
                                                         & Roger 2024)
-:func:`quantisation_attack` white-box weights           round-to-nearest 8/4-bit weights (Zhang
+:func:`~mmie.quantisation_attack` white-box weights           round-to-nearest 8/4-bit weights (Zhang
                                                         et al., ICLR 2025)
-:func:`steering_recovery`   activations                 add the mean (target − other)
+:func:`~mmie.steering_recovery`   activations                 add the mean (target − other)
                                                         activation difference at one block
 :func:`~mmie.logit_lens`    activations                 read intermediate blocks through the
                                                         final norm and unembedding
-:func:`in_context_recovery` prompt only                 a few target sentences in the prompt
+:func:`~mmie.in_context_recovery` prompt only                 a few target sentences in the prompt
 ==========================  ==========================  =======================================
 
 **Judging an arm.** A number alone says little: a model that never saw the target (the
 oracle, or one retrained without the forget texts) also learns from 25 fine-tuning steps.
 Run the *same* attack with the same texts, seed and settings on the reference and compare:
 
-* relearning: :attr:`RelearningCurve.auc_log_ppl` (area under the log-perplexity curve over
+* relearning: :attr:`~mmie.RelearningCurve.auc_log_ppl` (area under the log-perplexity curve over
   the steps; lower means the target came back sooner). An arm whose area is clearly below
   the oracle's relearns faster than a model that never knew the language: the knowledge
-  was hidden, not removed. :meth:`RelearningCurve.steps_to_recover` gives the first step
+  was hidden, not removed. :meth:`~mmie.RelearningCurve.steps_to_recover` gives the first step
   that closes a given fraction of the gap to the base model's log-perplexity.
 * steering and quantisation: the *recovered fraction* of the log-perplexity gap,
   ``(log ppl_model − log ppl_attacked) / (log ppl_model − log ppl_reference)`` with
@@ -608,7 +608,7 @@ def relearning_attack(
       :func:`~mmie.default_lora_targets`), unloaded afterwards (peft's ``unload()``: the
       original modules go back).
     * ``method="lora"`` on a PEFT LoRA arm: the adapters are **stacked**, not merged: a
-      second adapter (:data:`RELEARN_ADAPTER`, on the arm's target modules) is added and
+      second adapter (``"mmie_relearn"``, on the arm's target modules) is added and
       made active together with the arm's, only it is trained, and it is deleted
       afterwards; the arm's adapter weights never change.
     * ``method="full"``: every parameter of the model (base weights and, on a PEFT arm, its
@@ -665,8 +665,9 @@ def relearning_attack(
         >>> hindi = mmie.load_texts("hindi_eval")  # doctest: +SKIP
         >>> ref = mmie.perplexity(base, tok, hindi).mean_nll  # doctest: +SKIP
         >>> with mmie.lora_arm(base, tok, forget, retain) as arm:  # doctest: +SKIP
-        ...     curve = mmie.relearning_attack(arm.model, tok, mmie.demo_relearn_texts(),
-        ...                                    hindi, reference_log_ppl=ref)
+        ...     curve = mmie.relearning_attack(
+        ...         arm.model, tok, mmie.demo_relearn_texts(), hindi, reference_log_ppl=ref
+        ...     )
         >>> curve.perplexity, curve.steps_to_recover(0.9)  # doctest: +SKIP
     """
     model = _check_model(model)
@@ -1061,10 +1062,16 @@ def steering_recovery(
 
     Example:
         >>> base, tok = mmie.load_demo_model()  # doctest: +SKIP
-        >>> hindi, english = mmie.load_texts("hindi_eval"), mmie.load_texts("english_eval")
-        >>> direction = mmie.steering_directions(base, tok, relearn, english[:32], layers=[1])
-        >>> r = mmie.steering_recovery(arm_model, tok, None, None, hindi, layers=[1],
-        ...                            base_direction=direction, reference_log_ppl=ref)
+        >>> hindi = mmie.load_texts("hindi_eval")  # doctest: +SKIP
+        >>> english = mmie.load_texts("english_eval")[64:96]  # doctest: +SKIP
+        >>> ref = mmie.perplexity(base, tok, hindi).mean_nll  # doctest: +SKIP
+        >>> direction = mmie.steering_directions(  # doctest: +SKIP
+        ...     base, tok, mmie.demo_relearn_texts(), english, layers=[1, 2]
+        ... )
+        >>> r = mmie.steering_recovery(  # doctest: +SKIP
+        ...     arm_model, tok, None, None, hindi, layers=[1, 2],
+        ...     base_direction=direction, reference_log_ppl=ref,
+        ... )
         >>> r.best_recovered_fraction, r.best_random_recovered_fraction  # doctest: +SKIP
     """
     model = _check_model(model)
@@ -1292,7 +1299,8 @@ def in_context_recovery(
         TypeError: invalid argument types (the message names the argument).
 
     Example:
-        >>> r = mmie.in_context_recovery(model, tok, mmie.demo_relearn_texts(), prompts)  # doctest: +SKIP
+        >>> contexts = mmie.demo_relearn_texts()  # doctest: +SKIP
+        >>> r = mmie.in_context_recovery(arm_model, tok, contexts, prompts, k=2)  # doctest: +SKIP
         >>> r.es_gain, r.mass_gain  # doctest: +SKIP
     """
     model = _check_model(model)
