@@ -130,9 +130,12 @@ def learned_and_fresh(tokenizer):
     return learned, fresh
 
 
-def _lora_arm(model, tokenizer):
+def _lora_arm(model, tokenizer, target_modules=None):
     cfg = UnlearnConfig(objective="ga", steps=15, lr=1e-2, kl_weight=1.0, seed=0)
-    return unlearn_lora(model, tokenizer, A_TRAIN, OTHER, config=cfg).model
+    result = unlearn_lora(
+        model, tokenizer, A_TRAIN, OTHER, config=cfg, target_modules=target_modules
+    )
+    return result.model
 
 
 # --------------------------------------------------------------------------- relearning
@@ -515,14 +518,17 @@ def test_rtn_validates():
 
 
 def _quantised_copy_log_ppl(model, tokenizer, bits):
-    """Independent: quantise every Linear but lm_head of a deep copy with NumPy, score it."""
+    """Independent: quantise every Linear (per row) and GPT-2 Conv1D (per column, it stores
+    ``[in, out]``) but lm_head of a deep copy with NumPy, and score the copy."""
     clone = copy.deepcopy(model)
     for name, module in clone.named_modules():
-        if isinstance(module, torch.nn.Linear) and name != "lm_head":
+        conv1d = type(module).__name__ == "Conv1D"
+        if (isinstance(module, torch.nn.Linear) or conv1d) and name != "lm_head":
             w = module.weight.detach().double().numpy()
+            w = w.T if conv1d else w  # (out, in)
             step = np.abs(w).max(axis=1, keepdims=True) / (2 ** (bits - 1) - 1)
             q = np.round(np.divide(w, step, out=np.zeros_like(w), where=step > 0)) * step
-            module.weight.data = torch.from_numpy(q).float()
+            module.weight.data = torch.from_numpy(q.T if conv1d else q).float().contiguous()
     return perplexity(clone, tokenizer, A_EVAL).mean_nll
 
 
@@ -541,8 +547,22 @@ def test_quantisation_matches_an_independent_quantised_copy_and_restores_weights
     json.dumps(result.to_dict(), allow_nan=False)
 
 
-def test_quantisation_merges_a_lora_arm_and_restores_it(tokenizer, model):
-    arm = _lora_arm(model, tokenizer)
+def test_quantisation_of_gpt2_conv1d_weights_is_per_output_column(tokenizer):
+    model = tiny_causal_lm("gpt2", seed=0)
+    before = _snapshot(model)
+    result = quantisation_attack(model, tokenizer, A_EVAL, bits=(4,), target="en")
+    _assert_unchanged(model, before)
+    assert result.n_matrices == 2 * 4  # c_attn, attn.c_proj, c_fc, mlp.c_proj per block
+    assert result.log_ppl[0] == pytest.approx(
+        _quantised_copy_log_ppl(model, tokenizer, 4), abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("targets", [None, ["q_proj", "v_proj", "lm_head"]])
+def test_quantisation_merges_a_lora_arm_and_restores_it(tokenizer, model, targets):
+    """The LoRA delta is merged before quantising; a LoRA on the (unquantised) output
+    embedding is merged in full precision, not dropped."""
+    arm = _lora_arm(model, tokenizer, targets)
     before = _snapshot(arm)
     result = quantisation_attack(
         arm, tokenizer, A_EVAL, bits=(8,), target="en", reference_log_ppl=0.5

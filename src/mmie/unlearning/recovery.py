@@ -456,7 +456,12 @@ def _lora_layers(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def _check_lora_peft(model: Any, what: str) -> None:
+def _check_lora_peft(model: Any, what: str, *, merging: bool = False) -> None:
+    if not type(model).__module__.startswith("peft"):
+        raise IncompatibleModelError(
+            f"{what}: {type(model).__name__} carries adapters loaded through transformers' "
+            "PEFT integration; pass a peft.PeftModel"
+        )
     types = {str(getattr(c, "peft_type", "")) for c in model.peft_config.values()}
     if any("LORA" not in t.upper() for t in types):
         raise IncompatibleModelError(
@@ -470,6 +475,10 @@ def _check_lora_peft(model: Any, what: str) -> None:
         )
     if any(any(getattr(m, "use_dora", {}).values()) for m in layers):
         raise IncompatibleModelError(f"{what} does not support DoRA adapters")
+    if merging and any(getattr(c, "modules_to_save", None) for c in model.peft_config.values()):
+        raise IncompatibleModelError(
+            f"{what} cannot merge an adapter with modules_to_save (fully trained module copies)"
+        )
 
 
 @contextlib.contextmanager
@@ -1485,9 +1494,10 @@ class QuantisationAttack:
 @dataclass(frozen=True, eq=False)
 class _Target:
     name: str
-    module: nn.Module  # the nn.Linear / Conv1D whose weight is quantised
+    module: nn.Module  # the module whose weight is replaced
     axis: int  # output-channel axis of its weight
     lora: nn.Module | None  # the peft LoRA layer wrapping it, whose delta is merged
+    quantise: bool  # False: a LoRA base layer that is only merged (embeddings, the head)
 
     @property
     def weight(self) -> Tensor:
@@ -1497,6 +1507,8 @@ class _Target:
 def _quantisation_targets(
     model: nn.Module, skip_output_embedding: bool
 ) -> tuple[list[_Target], list[str]]:
+    """Every Linear/Conv1D weight to quantise, and every LoRA base layer to merge (with the
+    adapter disabled while scoring, a base layer left out would lose its delta)."""
     base = unwrap_model(model)
     lora_layers = _lora_layers(base)
     wrapped = {id(m.base_layer): m for m in lora_layers}
@@ -1513,19 +1525,20 @@ def _quantisation_targets(
     skipped: list[str] = []
     seen: set[int] = set()
     for name, module in base.named_modules():
-        is_linear = isinstance(module, nn.Linear)
-        if not (is_linear or type(module).__name__ == "Conv1D"):
-            continue
         if id(module) in inside_adapters:
             continue
         weight = getattr(module, "weight", None)
-        if not isinstance(weight, Tensor) or weight.ndim != 2 or id(weight) in seen:
+        if not isinstance(weight, Tensor) or id(weight) in seen:
             continue
-        if skip_output_embedding and module is head:
+        is_linear = isinstance(module, nn.Linear)
+        quantise = (is_linear or type(module).__name__ == "Conv1D") and weight.ndim == 2
+        if quantise and skip_output_embedding and module is head:
             skipped.append(name)
-            continue
-        seen.add(id(weight))
-        targets.append(_Target(name, module, 0 if is_linear else 1, wrapped.get(id(module))))
+            quantise = False
+        lora = wrapped.get(id(module))
+        if quantise or lora is not None:
+            seen.add(id(weight))
+            targets.append(_Target(name, module, 0 if is_linear else 1, lora, quantise))
     return targets, skipped
 
 
@@ -1535,7 +1548,7 @@ def _effective_weight(target: _Target, original: Tensor) -> Tensor:
     layer: Any = target.lora
     if layer is not None and not getattr(layer, "disable_adapters", False):
         for name in layer.active_adapters:
-            if name in layer.lora_A:
+            if name in layer.lora_A or name in getattr(layer, "lora_embedding_A", {}):
                 w = w + layer.get_delta_weight(name).float()
     return w
 
@@ -1617,7 +1630,7 @@ def quantisation_attack(
     batch_size = positive_int(batch_size, "batch_size")
     peft = is_peft(model)
     if peft:
-        _check_lora_peft(model, "quantisation_attack")
+        _check_lora_peft(model, "quantisation_attack", merging=True)
     targets, skipped = _quantisation_targets(model, skip_output_embedding)
     merged = any(t.lora is not None for t in targets)
 
@@ -1641,6 +1654,9 @@ def quantisation_attack(
                 worst, err_sq, norm_sq = 0.0, 0.0, 0.0
                 for t, original in zip(targets, originals):
                     w = _effective_weight(t, original)
+                    if not t.quantise:  # merged only, in full precision
+                        t.weight.copy_(w)
+                        continue
                     q = rtn_quantise(w, b, axis=t.axis)
                     diff = q.float() - w
                     worst = max(worst, float(diff.abs().max()))
@@ -1662,7 +1678,7 @@ def quantisation_attack(
     logger.info(
         "quantisation_attack (bits %s, %d matrices): %.2f s, %d forward passes",
         bit_list,
-        len(targets),
+        sum(t.quantise for t in targets),
         cost.seconds,
         cost.forward,
     )
@@ -1674,8 +1690,8 @@ def quantisation_attack(
         script_mass=tuple(masses),
         max_abs_error=tuple(max_err),
         relative_error=tuple(rel_err),
-        n_matrices=len(targets),
-        n_quantised=sum(t.weight.numel() for t in targets),
+        n_matrices=sum(t.quantise for t in targets),
+        n_quantised=sum(t.weight.numel() for t in targets if t.quantise),
         merged_adapter=merged,
         skipped=tuple(skipped),
         reference_log_ppl=ref,
