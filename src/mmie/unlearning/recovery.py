@@ -7,30 +7,30 @@ the model exactly as it found it (every weight bit-identical, hooks, adapters,
 :func:`~mmie.seed_context` (the caller's global RNG state is restored) and logs its cost
 (seconds, forward and backward passes) at ``INFO``, also returned on the result.
 
-==========================  ==========================  =======================================
-attack                      threat model                what it does
-==========================  ==========================  =======================================
-:func:`~mmie.relearning_attack`   white-box weights           a few fine-tuning steps on held-out
-                                                        target texts (Lynch et al. 2024; Deeb
-                                                        & Roger 2024)
-:func:`~mmie.quantisation_attack` white-box weights           round-to-nearest 8/4-bit weights (Zhang
-                                                        et al., ICLR 2025)
-:func:`~mmie.steering_recovery`   activations                 add the mean (target − other)
-                                                        activation difference at one block
-:func:`~mmie.logit_lens`    activations                 read intermediate blocks through the
-                                                        final norm and unembedding
-:func:`~mmie.in_context_recovery` prompt only                 a few target sentences in the prompt
-==========================  ==========================  =======================================
+=================================  =================  ========================================
+attack                             threat model       what it does
+=================================  =================  ========================================
+:func:`~mmie.relearning_attack`    white-box weights  a few fine-tuning steps on held-out
+                                                      target texts (Lynch et al. 2024; Deeb &
+                                                      Roger 2024)
+:func:`~mmie.quantisation_attack`  white-box weights  round-to-nearest 8/4-bit weights (Zhang
+                                                      et al., ICLR 2025)
+:func:`~mmie.steering_recovery`    activations        add the mean (target − other)
+                                                      activation difference at one block
+:func:`~mmie.logit_lens`           activations        read intermediate blocks through the
+                                                      final norm and unembedding
+:func:`~mmie.in_context_recovery`  prompt only        a few target sentences in the prompt
+=================================  =================  ========================================
 
 **Judging an arm.** A number alone says little: a model that never saw the target (the
 oracle, or one retrained without the forget texts) also learns from 25 fine-tuning steps.
 Run the *same* attack with the same texts, seed and settings on the reference and compare:
 
-* relearning: :attr:`~mmie.RelearningCurve.auc_log_ppl` (area under the log-perplexity curve over
-  the steps; lower means the target came back sooner). An arm whose area is clearly below
-  the oracle's relearns faster than a model that never knew the language: the knowledge
-  was hidden, not removed. :meth:`~mmie.RelearningCurve.steps_to_recover` gives the first step
-  that closes a given fraction of the gap to the base model's log-perplexity.
+* relearning: :attr:`~mmie.RelearningCurve.auc_log_ppl` (area under the log-perplexity
+  curve over the steps; lower means the target came back sooner). An arm whose area is
+  clearly below the oracle's relearns faster than a model that never knew the language: the
+  knowledge was hidden, not removed. :meth:`~mmie.RelearningCurve.steps_to_recover` gives
+  the first step that closes a given fraction of the gap to the base model's log-perplexity.
 * steering and quantisation: the *recovered fraction* of the log-perplexity gap,
   ``(log ppl_model − log ppl_attacked) / (log ppl_model − log ppl_reference)`` with
   ``reference_log_ppl`` the base model's (1 = back to the base model, 0 = no recovery).
