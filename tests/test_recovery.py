@@ -379,6 +379,7 @@ def test_steering_recovered_fraction_follows_its_definition(tokenizer, model):
     expected = (result.log_ppl_model - result.log_ppl[0][0]) / (result.log_ppl_model - 1.0)
     assert result.recovered_fraction == ((pytest.approx(expected),),)
     assert result.best_recovered_fraction == pytest.approx(expected)
+    assert result.perplexity[0][0] == pytest.approx(math.exp(result.log_ppl[0][0]))
     assert result.log_ppl_drop[0][0] == pytest.approx(result.log_ppl_model - result.log_ppl[0][0])
     json.dumps(result.to_dict(), allow_nan=False)
     assert (

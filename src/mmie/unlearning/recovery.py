@@ -928,6 +928,11 @@ class SteeringRecovery:
     n_forward: int
 
     @property
+    def perplexity(self) -> tuple[tuple[float, ...], ...]:
+        """``[layer][scale]`` forget perplexity ``exp(log_ppl)`` under steering."""
+        return tuple(tuple(math.exp(v) for v in row) for row in self.log_ppl)
+
+    @property
     def log_ppl_drop(self) -> tuple[tuple[float, ...], ...]:
         """``[layer][scale]`` ``log_ppl_model − log_ppl`` (positive: steering lowered it)."""
         return tuple(tuple(self.log_ppl_model - v for v in row) for row in self.log_ppl)
@@ -967,6 +972,7 @@ class SteeringRecovery:
         """A JSON-ready dictionary (with the fractions; ``nan`` as None)."""
         out = asdict(self)
         out.update(
+            perplexity=self.perplexity,
             log_ppl_drop=self.log_ppl_drop,
             recovered_fraction=self.recovered_fraction,
             random_recovered_fraction=self.random_recovered_fraction,
@@ -1468,6 +1474,11 @@ class QuantisationAttack:
     n_forward: int
 
     @property
+    def perplexity(self) -> tuple[float, ...]:
+        """Per bit width, the forget perplexity ``exp(log_ppl)``."""
+        return tuple(math.exp(v) for v in self.log_ppl)
+
+    @property
     def recovered_fraction(self) -> tuple[float, ...] | None:
         """Per bit width, ``(log_ppl_full − log_ppl) / (log_ppl_full − reference_log_ppl)``
         (None without a reference): how much of the arm's gap quantisation closes."""
@@ -1485,6 +1496,7 @@ class QuantisationAttack:
         """A JSON-ready dictionary (with the fractions; ``nan`` as None)."""
         out = asdict(self)
         out.update(
+            perplexity=self.perplexity,
             recovered_fraction=self.recovered_fraction,
             script_mass_change=self.script_mass_change,
         )
