@@ -166,6 +166,8 @@ class Study:
         self._features: dict[int, dict[int, tuple[int, ...]]] = {}  # seed -> layer -> latents
         self._sae_info: dict[int, dict[str, Any]] = {}
         self._scrubbers: dict[str, Scrubber] = {}
+        # the robustness group's steering directions, fitted on the clean base model
+        self.directions: dict[int, Tensor] | None = None
 
     # ------------------------------------------------------------------ shared ingredients
     def _check_clean(self) -> None:

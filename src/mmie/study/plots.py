@@ -35,6 +35,10 @@ def plot_report(report: Report, directory: str | os.PathLike[str]) -> list[Path]
     * ``dose_response.png``: for gate arms evaluated at several ``alpha`` values (arms of the
       same kind that differ in alpha), forget ES against alpha with intervals. Skipped when
       no kind has two alphas.
+    * ``recoverability.png`` (with the ``robustness`` metric group): the relearning curves
+      (forget perplexity after each fine-tuning step) and the logit-lens lines (target-script
+      mass read at every block output) of the base model, the references and each attacked
+      arm. Skipped when neither attack ran.
 
     Args:
         report: the report.
@@ -116,4 +120,54 @@ def plot_report(report: Report, directory: str | os.PathLike[str]) -> list[Path]
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path)
+    recover = data.get("recoverability")
+    if recover:
+        drawn = _plot_recoverability(plt, recover["results"], d / "recoverability.png")
+        if drawn is not None:
+            written.append(drawn)
     return written
+
+
+_REFERENCE_STYLES: dict[str, dict[str, Any]] = {
+    "base": {"color": "grey", "linestyle": "--", "linewidth": 2.5, "zorder": 0},
+    "reference.oracle": {"color": "black", "linestyle": ":", "linewidth": 2.0},
+    "reference.retrain": {"color": "dimgrey", "linestyle": "-.", "linewidth": 2.0},
+}
+
+
+def _usable(result: Any, key: str) -> bool:
+    return isinstance(result, dict) and key in result and "error" not in result
+
+
+def _plot_recoverability(plt: Any, results: dict[str, Any], path: Path) -> Path | None:
+    curves = {
+        n: r["relearning"] for n, r in results.items() if _usable(r.get("relearning"), "log_ppl")
+    }
+    lens = {n: r["logit_lens"] for n, r in results.items() if _usable(r.get("logit_lens"), "mass")}
+    panels = [p for p in (("relearning", curves), ("logit_lens", lens)) if p[1]]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.6, 3.6), squeeze=False)
+    for ax, (attack, series) in zip(axes[0], panels):
+        for name, res in series.items():
+            style = _REFERENCE_STYLES.get(name, {})
+            if attack == "relearning":
+                xs, ys = res["steps"], res["perplexity"]
+            else:
+                xs, ys = res["layers"], res["mass"]
+            pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=name, **style)
+        if attack == "relearning":
+            ax.set_xlabel("relearning steps")
+            ax.set_ylabel("forget perplexity")
+            ax.set_yscale("log")
+        else:
+            ax.set_xlabel("block")
+            ax.set_ylabel("target-script mass (logit lens)")
+            ax.set_ylim(0.0, 1.0)
+            ax.set_xticks(sorted({x for res in series.values() for x in res["layers"]}))
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
