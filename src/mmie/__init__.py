@@ -62,7 +62,10 @@ _EXPORTS: dict[str, str] = {
     "set_seed": "mmie.seeding",
     # core: testing helpers
     "count_live_models": "mmie.testing",
-    # language: scripts and detectors
+    # language: scripts, detectors and names
+    "DETECTORS": "mmie.language.detectors",
+    "DETECTOR_LABELS": "mmie.language.detectors",
+    "Cld2Detector": "mmie.language.detectors",
     "Cld3Detector": "mmie.language.detectors",
     "Detection": "mmie.language.detectors",
     "Detector": "mmie.language.detectors",
@@ -70,6 +73,9 @@ _EXPORTS: dict[str, str] = {
     "FastLangDetectDetector": "mmie.language.detectors",
     "RomanizedHindiDetector": "mmie.language.detectors",
     "ScriptDetector": "mmie.language.detectors",
+    "make_detector": "mmie.language.detectors",
+    "LANGUAGE_NAMES": "mmie.language.names",
+    "language_name": "mmie.language.names",
     "script_counts": "mmie.language.unicode",
     "script_of_char": "mmie.language.unicode",
     "script_token_mask": "mmie.language.unicode",
@@ -326,6 +332,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         relative_reduction_test,
     )
     from mmie.language.detectors import (
+        DETECTOR_LABELS,
+        DETECTORS,
+        Cld2Detector,
         Cld3Detector,
         Detection,
         Detector,
@@ -333,7 +342,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         FastLangDetectDetector,
         RomanizedHindiDetector,
         ScriptDetector,
+        make_detector,
     )
+    from mmie.language.names import LANGUAGE_NAMES, language_name
     from mmie.language.unicode import script_counts, script_of_char, script_token_mask, token_bytes
     from mmie.models.activations import Activations, collect_activations
     from mmie.models.blocks import (
