@@ -206,6 +206,7 @@ _EXPORTS: dict[str, str] = {
     "ExperimentConfig": "mmie.study.config",
     "GateConfig": "mmie.study.config",
     "GenerationConfig": "mmie.study.config",
+    "LanguageConfig": "mmie.study.config",
     "ReferenceConfig": "mmie.study.config",
     "RobustnessConfig": "mmie.study.config",
     "SAETrainingConfig": "mmie.study.config",
@@ -214,6 +215,7 @@ _EXPORTS: dict[str, str] = {
     "SplitConfig": "mmie.study.config",
     "demo_config": "mmie.study.config",
     "load_config": "mmie.study.config",
+    "BUNDLED_LANGUAGES": "mmie.study.datasets",
     "BUNDLED_SETS": "mmie.study.datasets",
     "load_texts": "mmie.study.datasets",
     "split_texts": "mmie.study.datasets",
@@ -397,6 +399,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ExperimentConfig,
         GateConfig,
         GenerationConfig,
+        LanguageConfig,
         ReferenceConfig,
         RobustnessConfig,
         SAETrainingConfig,
@@ -406,7 +409,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         demo_config,
         load_config,
     )
-    from mmie.study.datasets import BUNDLED_SETS, load_texts, split_texts
+    from mmie.study.datasets import BUNDLED_LANGUAGES, BUNDLED_SETS, load_texts, split_texts
     from mmie.study.decisions import ArmDecision, GateResult
     from mmie.study.demo import (
         DEMO_MODELS,

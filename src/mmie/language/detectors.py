@@ -660,7 +660,7 @@ class Cld2Detector(_DetectorBase):
 
     @property
     def labels(self) -> frozenset[str]:
-        """Every label this detector can give: the candidates, ``fallback`` and ``"und"``."""
+        """The labels this detector can give (the candidates, ``fallback`` and ``"und"``)."""
         return frozenset({*self.candidates, self.fallback, "und"})
 
     def detect(self, text: str) -> Detection:

@@ -21,7 +21,15 @@ from types import MappingProxyType
 
 from mmie.language.unicode import LANGUAGE_SCRIPT, SCRIPT_NAMES
 
-__all__ = ["LANGUAGE_NAMES", "describe_language", "language_name", "script_name", "suggest_label"]
+__all__ = [
+    "LANGUAGE_NAMES",
+    "OTHER_SCRIPTS",
+    "ROMANIZED_LABELS",
+    "describe_language",
+    "language_name",
+    "script_name",
+    "suggest_label",
+]
 
 LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType(
     {
@@ -69,6 +77,22 @@ LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType(
 """English names of language labels: every label of the built-in detectors and of
 :class:`~mmie.Cld2Detector`'s default candidates, and common labels of the optional
 backends. Labels not listed are shown as they are."""
+
+
+ROMANIZED_LABELS: Mapping[str, str] = MappingProxyType({"hi": "hi-Latn"})
+"""The label of a language written in Latin letters, for the languages a built-in detector
+can recognise romanised (:class:`~mmie.RomanizedHindiDetector`: Hindi). A study of another
+target names its own (``languages.romanized``) or measures no romanised redistribution."""
+
+OTHER_SCRIPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "hi": ("Arab",),  # Hindustani written in Urdu's script
+        "ur": ("Deva",),  # ... and Urdu in Hindi's
+        "pa": ("Arab",),  # Punjabi in Shahmukhi (Pakistan) besides Gurmukhi
+    }
+)
+"""Scripts other than its own that a language is commonly written in: where a model may move
+the target language instead of forgetting it (a study's redistribution gate watches them)."""
 
 
 def language_name(label: str) -> str:

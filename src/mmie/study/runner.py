@@ -40,6 +40,7 @@ from mmie._io import atomic_write_json
 from mmie._validation import choice
 from mmie.errors import ConfigError, DataError
 from mmie.evaluation.layer_selection import ActivationCache, select_layers
+from mmie.language.detectors import make_detector
 from mmie.models.blocks import num_layers
 from mmie.models.loading import free_memory, load_causal_lm
 from mmie.seeding import seed_context
@@ -449,6 +450,7 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config.to_dict())
     sets = load_eval_sets(config)  # data errors surface before any model is loaded
+    make_detector(config.languages.detector)  # ... and a missing optional detector backend
     device = _resolve_device(config.device)
     env = environment_manifest(device)
 
