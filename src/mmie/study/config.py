@@ -127,8 +127,8 @@ CIMethodName = Literal["auto", "t", "percentile", "basic", "bca"]
 class DataConfig(ConfigBase):
     """Which text sets a study uses and how many texts of each.
 
-    Each set is a bundled set name (see :data:`mmie.BUNDLED_SETS`) or a path to a
-    JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
+    Each set is a bundled set name (see :data:`mmie.BUNDLED_SETS`), a line range of one
+    (``"urdu[48:]"``) or a path to a JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
     ``n_retain`` texts (fixed across seeds, so per-item results pair up); evaluation sets are
     the first ``n_eval`` texts of each evaluation set. Teacher-forced metrics are cheap next
     to generation, so the held-out forget and retain sets can give them more texts
