@@ -623,7 +623,24 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         )
     oracle = summary["oracle_decision"]
     if oracle is not None:
-        lines.append(f"The reference that never saw the target language is judged `{oracle}`.")
+        failing = [
+            g["name"]
+            for g in data.get("references", {})
+            .get("decisions", {})
+            .get("oracle", {})
+            .get("gates", [])
+            if g["status"] == "fail"
+        ]
+        lines.append(
+            f"The reference that never saw the target language is judged `{oracle}`"
+            + (
+                f" (failing {', '.join(failing)}: the gold standard itself is not shown to "
+                "pass it at this study's size, so an arm failing it may lack power rather "
+                "than fail; see the gate calibration table)."
+                if failing
+                else "."
+            )
+        )
     if best is not None and base is not None:
         arm = data["arms"][best]
         m = arm["metrics"]["forget_es"]
