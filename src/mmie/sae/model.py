@@ -39,10 +39,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from mmie._io import read_checkpoint_config, write_checkpoint
+from mmie._io import read_checkpoint_config, read_safetensors, write_checkpoint
 from mmie.errors import CheckpointError, ConfigError
 from mmie.sae.architectures import TENSOR_SHAPES, activate, topk_select
 from mmie.sae.config import SAEConfig, dtype_name
@@ -377,7 +376,7 @@ class SparseAutoencoder(nn.Module):
             raise CheckpointError(f"missing weights file {weights}{hint}")
         if dtype is not None:
             config = config.replace(dtype=dtype_name(dtype))
-        tensors = load_file(str(weights))
+        tensors = read_safetensors(weights)  # CheckpointError: corrupt, truncated, NaN/inf
         if "scaling_factor" in tensors:
             scaling = tensors.pop("scaling_factor")
             if not torch.allclose(scaling, torch.ones_like(scaling)):
