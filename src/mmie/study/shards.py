@@ -8,14 +8,23 @@ A study directory looks like::
       shards/seed0__lora.json      one shard per (seed, arm): status, metrics, per-item values
       shards/seed0__sae_gate.json
       shards/reference.oracle.json reference models, evaluated like the base model
-      artifacts/FINGERPRINT/seed0/ SAEs trained for that seed (reused when resuming)
+      artifacts/KEY/seed0/         SAEs trained for that seed (reused when resuming)
       report.json, report.md       written from the shards only
+      .mmie/study.json             which study the directory holds (config fingerprint, inputs)
+      .mmie/locks/                 inter-process locks of concurrent runs
 
 Every shard is written to a temporary file in the same directory, flushed and fsynced, then
 moved over the target with :func:`os.replace`, so a killed run leaves either the old shard or
 the new one, never half a file. Because reports are computed from the shards alone, a
 resumed run produces the same report as an uninterrupted one, and shards written by
 separate jobs (``--seed``/``--arm`` subsets, SLURM arrays) merge with :func:`load_shards`.
+
+Every shard records the study's inputs (:mod:`mmie.study.inputs`: the SHA-256 of the texts
+used, the model's fingerprint, the mmie version); shards whose inputs disagree are never
+merged. A shard is refused, with the reason, when it is not UTF-8 JSON, repeats a key, lacks
+a key, has a ``seed`` that is not an integer or does not match its file name, or is a unit
+of an arm the study's config does not have (unless it carries that arm's own config, as a
+job of a larger arm list writes it).
 """
 
 from __future__ import annotations
@@ -24,13 +33,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmie.errors import DataError
-from mmie.study.config import ArmConfig, ExperimentConfig
+from mmie._io import DuplicateKeyError, decode_utf8, strict_json_loads
+from mmie._validation import is_integer
+from mmie.errors import ConfigError, DataError
+from mmie.study.config import SEED_LIMIT, ArmConfig, ExperimentConfig
+from mmie.study.inputs import input_changes
 
 __all__ = [
     "SHARD_FORMAT_VERSION",
@@ -46,11 +59,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SHARD_FORMAT_VERSION = 2  # 2: metric records carry their scale
+SHARD_FORMAT_VERSION = 3  # 2: metric records carry their scale; 3: shards record their inputs
 SHARD_DIR = "shards"
 BASE_SHARD = "base.json"
-# Keys of a shard that legitimately differ between two runs of the same unit.
-VOLATILE_KEYS = ("timings", "environment")
+# Keys of a shard that legitimately differ between two runs of the same unit (inputs are
+# compared on their own, by input_changes).
+VOLATILE_KEYS = ("timings", "environment", "inputs")
+SHARD_KINDS = ("base", "unit", "reference")
+_UNIT_NAME = re.compile(r"^seed(\d+)__(.+)\.json$")
 # Config fields that do not change any result: subsets, labels, where files go.
 _NON_RESULT_FIELDS = ("name", "arms", "seeds", "output_dir", "plots")
 
@@ -59,14 +75,34 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file.
 
     Raises:
-        DataError: the file is not valid JSON; the message names the file and line.
+        DataError: the file is not UTF-8 or not valid JSON, repeats a key in an object or
+            nests too deeply; the message names the file (and the line).
         FileNotFoundError: the file does not exist.
     """
     p = Path(path)
+    text = decode_utf8(p.read_bytes(), p, DataError)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return strict_json_loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+        raise DataError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except DuplicateKeyError as exc:
+        raise DataError(f"{p}: invalid JSON: {exc}") from None
+    except ValueError as exc:
+        raise DataError(f"{p}: invalid JSON: {exc}") from None
+
+
+def is_mmie_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a shard mmie wrote: a JSON object with an integer
+    ``format_version`` and a shard ``kind`` (never raises)."""
+    try:
+        data = read_json(path)
+    except (OSError, DataError):
+        return False
+    return (
+        isinstance(data, dict)
+        and is_integer(data.get("format_version"))
+        and data.get("kind") in SHARD_KINDS
+    )
 
 
 def _digest(data: Any) -> str:
@@ -159,15 +195,84 @@ def _check_shard(shard: Any, path: Path, kind: str) -> dict[str, Any]:
     missing = [k for k in required if k not in shard]
     if missing:
         raise DataError(f"{path}: shard lacks keys {missing}")
+    if kind == "unit":
+        _check_unit(shard, path)
     return shard
+
+
+def _check_unit(shard: dict[str, Any], path: Path) -> None:
+    seed, arm = shard["seed"], shard["arm"]
+    if not is_integer(seed) or not 0 <= seed < SEED_LIMIT:
+        raise DataError(f"{path}: seed must be an integer in [0, 2**32), got {seed!r}")
+    if not isinstance(arm, str) or not arm:
+        raise DataError(f"{path}: arm must be a non-empty string, got {arm!r}")
+    if shard["status"] not in ("ok", "failed"):
+        raise DataError(f"{path}: status must be 'ok' or 'failed', got {shard['status']!r}")
+    if shard["status"] == "ok" and not isinstance(shard.get("metrics"), dict):
+        raise DataError(f"{path}: a successful unit must hold its metrics")
+    match = _UNIT_NAME.match(path.name)
+    if match is None or (int(match.group(1)), match.group(2)) != (seed, arm):
+        raise DataError(
+            f"{path}: the shard says seed {seed}, arm {arm!r}, but its file name says "
+            f"otherwise (expected {unit_shard_path(path.parent.parent, seed, arm).name}); was "
+            "it renamed or edited by hand?"
+        )
+
+
+def _check_arm(shard: dict[str, Any], path: Path, config: ExperimentConfig) -> None:
+    """A unit's arm is the config's (with the same options), or carries its own config."""
+    name = shard["arm"]
+    known = {a.name: a for a in config.all_arms}
+    recorded = shard.get("arm_fingerprint")
+    if name in known:
+        expected = arm_fingerprint(known[name])
+        if recorded is not None and recorded != expected:
+            raise DataError(
+                f"{path}: arm {name!r} was computed with other options than the study's "
+                f"config gives it (arm fingerprint {recorded} != {expected}); recompute it "
+                "or remove the shard"
+            )
+        return
+    own: ArmConfig | None
+    try:
+        own = ArmConfig.from_dict(shard.get("arm_config") or {})
+    except (ConfigError, TypeError) as exc:
+        own, why = None, str(exc)
+    else:
+        why = "its arm_config names another arm or does not match its arm_fingerprint"
+    if own is None or own.name != name or arm_fingerprint(own) != recorded:
+        raise DataError(
+            f"{path}: arm {name!r} is not in the study's config (arms: {sorted(known)}) and "
+            f"the shard does not carry a valid config of its own ({why}); was it renamed or "
+            "edited by hand?"
+        )
+
+
+def _foreign(data: Any, path: Path) -> bool:
+    """A JSON object with neither ``format_version`` nor ``kind`` is someone else's file
+    that happens to have a shard's name: it is skipped, with a warning, never read as one."""
+    if isinstance(data, dict) and "format_version" not in data and "kind" not in data:
+        logger.warning("%s is not an mmie shard (no format_version, no kind); ignoring it", path)
+        return True
+    return False
+
+
+def _same_inputs(shard: dict[str, Any], path: Path, base: dict[str, Any], base_path: Path) -> None:
+    changes = input_changes(base.get("inputs"), shard.get("inputs"))
+    if changes:
+        raise DataError(
+            f"{path} was written with other inputs than {base_path}: {'; '.join(changes)}; "
+            "recompute it (rerun with --no-resume) or remove it"
+        )
 
 
 def load_shards(directories: Sequence[str | os.PathLike[str]]) -> ShardSet:
     """Read and merge the shards of one or more study directories.
 
-    Every directory must hold a base shard with the same config fingerprint (the same study).
-    A (seed, arm) found in several directories must agree apart from timings and
-    environment; a successful shard wins over a failed one.
+    Every directory must hold a base shard with the same config fingerprint and the same
+    inputs (texts, model, mmie version; see :mod:`mmie.study.inputs`), and every shard the
+    inputs of its base shard. A (seed, arm) found in several directories must agree apart
+    from timings and environment; a successful shard wins over a failed one.
 
     Args:
         directories: study output directories (each with a ``shards/`` folder).
@@ -178,8 +283,9 @@ def load_shards(directories: Sequence[str | os.PathLike[str]]) -> ShardSet:
     Raises:
         ValueError: ``directories`` is empty.
         FileNotFoundError: a directory has no base shard.
-        DataError: a malformed shard, base shards of different studies, or two different
-            results for the same (seed, arm); the message names the files.
+        DataError: a malformed or hand-edited shard, base shards of different studies,
+            shards written with other inputs (the message says which input changed), or two
+            different results for the same (seed, arm); the message names the files.
     """
     if isinstance(directories, (str, os.PathLike)) or not directories:
         raise ValueError("directories must be a non-empty sequence of paths")
@@ -195,21 +301,35 @@ def load_shards(directories: Sequence[str | os.PathLike[str]]) -> ShardSet:
         if shard_set is None:
             shard_set = ShardSet(base=base, directories=dirs)
             shard_set.sources[("base", "")] = base_path
-        elif stable_content(base) != stable_content(shard_set.base):
+            try:
+                config = shard_set.config
+            except (ConfigError, TypeError) as exc:
+                raise DataError(f"{base_path}: its config is invalid: {exc}") from None
+        else:
             first = shard_set.sources[("base", "")]
-            why = (
-                "configs differ"
-                if base["fingerprint"] != shard_set.base["fingerprint"]
-                else "base results differ"
-            )
-            raise DataError(
-                f"{base_path} and {first} belong to different studies ({why}); aggregate only "
-                "directories written with the same config"
-            )
+            if base["fingerprint"] != shard_set.base["fingerprint"]:
+                why = "configs differ"
+            else:
+                changes = input_changes(shard_set.base.get("inputs"), base.get("inputs"))
+                if changes:
+                    why = "inputs differ: " + "; ".join(changes)
+                elif stable_content(base) != stable_content(shard_set.base):
+                    why = "base results differ"
+                else:
+                    why = ""
+            if why:
+                raise DataError(
+                    f"{base_path} and {first} belong to different studies ({why}); aggregate "
+                    "only directories written with the same config and inputs"
+                )
         for path in sorted((directory / SHARD_DIR).glob("reference.*.json")):
-            ref = _check_shard(read_json(path), path, "reference")
+            data = read_json(path)
+            if _foreign(data, path):
+                continue
+            ref = _check_shard(data, path, "reference")
             if ref["fingerprint"] != base["fingerprint"]:
                 raise DataError(f"{path}: written for another config; remove it")
+            _same_inputs(ref, path, base, base_path)
             old_ref = shard_set.references.get(ref["name"])
             if old_ref is not None and stable_content(old_ref) != stable_content(ref):
                 raise DataError(
@@ -219,12 +339,17 @@ def load_shards(directories: Sequence[str | os.PathLike[str]]) -> ShardSet:
             shard_set.references[ref["name"]] = ref
             shard_set.sources[("reference", ref["name"])] = path
         for path in sorted((directory / SHARD_DIR).glob("seed*__*.json")):
-            shard = _check_shard(read_json(path), path, "unit")
+            data = read_json(path)
+            if _foreign(data, path):
+                continue
+            shard = _check_shard(data, path, "unit")
             if shard.get("fingerprint") != base["fingerprint"]:
                 raise DataError(
                     f"{path}: written for another config (fingerprint "
                     f"{shard.get('fingerprint')} != {base['fingerprint']})"
                 )
+            _same_inputs(shard, path, base, base_path)
+            _check_arm(shard, path, config)
             key = (int(shard["seed"]), str(shard["arm"]))
             old = shard_set.units.get(key)
             if old is not None:
