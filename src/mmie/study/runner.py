@@ -2,8 +2,13 @@
 
 :func:`run_experiment` does, in order:
 
-1. load the model once (``config.model``, or the bundled demo model for ``"demo"``) and the
-   text sets;
+0. check everything that can be checked without the model (:mod:`mmie.study.preflight`:
+   output directory, device, model paths or hub cache, plots; the text sets), fingerprint
+   the inputs (:mod:`mmie.study.inputs`) and claim the output directory
+   (:mod:`mmie.study.outdir`: another study's results are refused, or with ``resume`` off
+   discarded, only then);
+1. load the model once (``config.model``, or the bundled demo model for ``"demo"``) and
+   check that the config fits it (SAE size, layers) before any work;
 2. the **base shard** (once per output directory): layer selection and the base model's
    metrics, with per-item values;
 3. for each seed and each arm: build the arm on the single base model, train, evaluate,
@@ -14,7 +19,11 @@
    schema), ``report.md`` and, with matplotlib, plots.
 
 Rerunning the same command skips every unit whose shard exists with status ``"ok"`` and the
-same config, so a killed run resumes where it stopped and yields the same report. A unit
+same config, so a killed run resumes where it stopped and yields the same report. Several
+runs may write into one directory at once: every shard and shared artefact is computed
+under an inter-process lock, so none is computed twice and none is lost. An interrupted run
+(Ctrl-C) raises :class:`StudyInterrupted`, a :class:`KeyboardInterrupt` that says which
+units it finished. A unit
 that raises is logged with its traceback (``logger.exception``) and recorded as
 ``"failed"`` with the error; it is retried on the next run. ``seeds=``/``arms=`` run a
 subset (separate jobs writing into separate directories, or the same shared one), and
@@ -24,10 +33,12 @@ subset (separate jobs writing into separate directories, or the same shared one)
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -38,20 +49,31 @@ from transformers import PreTrainedTokenizerBase
 
 from mmie._io import atomic_write_json
 from mmie._validation import choice
+from mmie._version import __version__
 from mmie.errors import ConfigError, DataError
 from mmie.evaluation.layer_selection import ActivationCache, select_layers
-from mmie.models.blocks import num_layers
+from mmie.models.blocks import hidden_size, num_layers
 from mmie.models.loading import free_memory, load_causal_lm
 from mmie.seeding import seed_context
 from mmie.study.arms import Study
 from mmie.study.config import ExperimentConfig
 from mmie.study.demo import DEMO_MODELS, DemoModel, demo_model_path, load_demo_model
 from mmie.study.environment import environment_manifest
+from mmie.study.inputs import input_changes, study_inputs, text_fingerprints
+from mmie.study.outdir import check_study, claim_output, lock, read_study
 from mmie.study.plots import plot_report
+from mmie.study.preflight import (
+    check_before_loading,
+    check_model_fits,
+    check_model_sources,
+    config_model_shape,
+)
 from mmie.study.report import Report, build_report
 from mmie.study.schema import validate_report
 from mmie.study.shards import (
     SHARD_FORMAT_VERSION,
+    SHARD_KINDS,
+    _check_shard,
     arm_fingerprint,
     base_shard_path,
     config_fingerprint,
@@ -62,7 +84,7 @@ from mmie.study.shards import (
 )
 from mmie.study.suite import EvalSets, evaluate_model, fluency_record, load_eval_sets
 
-__all__ = ["ExperimentResult", "UnitFailure", "aggregate", "run_experiment"]
+__all__ = ["ExperimentResult", "StudyInterrupted", "UnitFailure", "aggregate", "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +128,20 @@ class ExperimentResult:
     def ok(self) -> bool:
         """Whether no unit failed in this call."""
         return not self.failures
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """A study run was interrupted (Ctrl-C); every shard written so far is complete.
+
+    Attributes:
+        output_dir: the output directory.
+        computed: the (seed, arm) units this run finished before the interrupt.
+    """
+
+    def __init__(self, output_dir: Path, computed: Sequence[tuple[int, str]]) -> None:
+        super().__init__(f"interrupted after {len(computed)} unit(s)")
+        self.output_dir = output_dir
+        self.computed = tuple(computed)
 
 
 def _resolve_device(device: str) -> str:
@@ -202,46 +238,61 @@ def _check_subset(
     return [x for x in available if x in chosen]  # config order
 
 
-def _reusable(path: Path, fingerprint: str, arm_fp: str | None) -> bool:
+def _reusable(
+    path: Path,
+    fingerprint: str,
+    arm_fp: str | None,
+    inputs: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether the shard at ``path`` is a complete, valid result of this study (same config,
+    arm options and, when given, inputs). An unreadable or malformed shard is not (it is
+    logged, naming the file, and recomputed)."""
     if not path.is_file():
         return False
     try:
         shard = read_json(path)
-    except DataError:
-        logger.warning("ignoring unreadable shard %s (it will be recomputed)", path, exc_info=True)
+        if not isinstance(shard, dict) or shard.get("kind") not in SHARD_KINDS:
+            raise DataError(f"{path}: not an mmie shard")
+        if shard.get("format_version") != SHARD_FORMAT_VERSION:
+            return False
+        _check_shard(shard, path, str(shard["kind"]))
+    except (DataError, OSError) as exc:
+        logger.warning("ignoring unreadable shard %s (it will be recomputed): %s", path, exc)
         return False
-    if (
-        shard.get("format_version") != SHARD_FORMAT_VERSION
-        or shard.get("fingerprint") != fingerprint
-    ):
+    if shard.get("fingerprint") != fingerprint:
         return False
     if arm_fp is not None and shard.get("arm_fingerprint") != arm_fp:
         logger.info("%s was written with other arm options; recomputing it", path.name)
         return False
+    if inputs is not None and input_changes(shard.get("inputs"), inputs):
+        logger.info("%s was written with other inputs; recomputing it", path.name)
+        return False
     return bool(shard.get("status", "ok") == "ok")
 
 
-def _prepare_output(out: Path, fingerprint: str, resume: bool) -> None:
-    base = base_shard_path(out)
-    if not base.is_file():
-        return
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """The file's identity and modification time (None: absent), to see a rewrite."""
     try:
-        old = read_json(base).get("fingerprint")
-    except DataError:
-        logger.warning("unreadable base shard %s; recomputing it", base, exc_info=True)
-        return
-    if old == fingerprint:
-        return
-    if resume:
-        raise ConfigError(
-            f"output_dir {out} holds results of a different config (fingerprint {old}, this "
-            f"config {fingerprint}); choose another output directory, or rerun without resume "
-            "(--no-resume) to discard them"
-        )
-    stale = sorted(base.parent.glob("*.json"))
-    logger.warning("discarding %d shard(s) of another config in %s", len(stale), base.parent)
-    for path in stale:
-        path.unlink()
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _done_meanwhile(
+    path: Path,
+    stamp: tuple[int, int, int] | None,
+    fingerprint: str,
+    arm_fp: str | None,
+    inputs: Mapping[str, Any] | None,
+    *,
+    resume: bool,
+) -> bool:
+    """Inside a shard's lock: whether it need not be computed. With ``resume``, when it is
+    reusable; without, only when another run wrote it after this one planned it."""
+    if not _reusable(path, fingerprint, arm_fp, inputs):
+        return False
+    return resume or _stamp(path) != stamp
 
 
 def _plan_units(
@@ -252,6 +303,7 @@ def _plan_units(
     arms: Sequence[str],
     *,
     resume: bool,
+    inputs: Mapping[str, Any] | None = None,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """The (seed, arm) units to compute, and those whose shards can be reused.
 
@@ -272,7 +324,10 @@ def _plan_units(
         if not (
             resume
             and _reusable(
-                unit_shard_path(out, seed, name), fingerprint, arm_fingerprint(config.arm(name))
+                unit_shard_path(out, seed, name),
+                fingerprint,
+                arm_fingerprint(config.arm(name)),
+                inputs,
             )
         )
     ]
@@ -293,35 +348,42 @@ def _evaluate_references(
     device: str,
     *,
     resume: bool,
+    inputs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Evaluate each reference model like the base model, one model in memory at a time.
+    """Evaluate each reference model like the base model, one model in memory at a time
+    (each under its shard's lock: a reference another run evaluated meanwhile is kept).
 
     The fluency of a reference's English continuations is scored later by the base model
     (:func:`_score_reference_fluency`), when it is loaded.
     """
     for name, source in config.references.named().items():
         path = reference_shard_path(out, name)
-        if resume and _reusable(path, fingerprint, None):
+        stamp = _stamp(path)
+        if resume and _reusable(path, fingerprint, None, inputs):
             continue
-        t0 = time.perf_counter()
-        with _load_model(config, device, source) as (model, tok), seed_context(0):
-            model.eval()
-            records, generations = evaluate_model(model, tok, sets, config, score_fluency=False)
-        atomic_write_json(
-            path,
-            {
-                "format_version": SHARD_FORMAT_VERSION,
-                "kind": "reference",
-                "fingerprint": fingerprint,
-                "name": name,
-                "model": source,
-                "metrics": {k: r.to_dict() for k, r in records.items()},
-                "generations": generations,
-                "fluency_scored": False,
-                "environment": env,
-                "timings": {"evaluation_s": time.perf_counter() - t0},
-            },
-        )
+        with lock(out, f"reference.{name}"):
+            if _done_meanwhile(path, stamp, fingerprint, None, inputs, resume=resume):
+                continue
+            t0 = time.perf_counter()
+            with _load_model(config, device, source) as (model, tok), seed_context(0):
+                model.eval()
+                records, generations = evaluate_model(model, tok, sets, config, score_fluency=False)
+            atomic_write_json(
+                path,
+                {
+                    "format_version": SHARD_FORMAT_VERSION,
+                    "kind": "reference",
+                    "fingerprint": fingerprint,
+                    "inputs": inputs,
+                    "name": name,
+                    "model": source,
+                    "metrics": {k: r.to_dict() for k, r in records.items()},
+                    "generations": generations,
+                    "fluency_scored": False,
+                    "environment": env,
+                    "timings": {"evaluation_s": time.perf_counter() - t0},
+                },
+            )
         logger.info("reference %s (%s) evaluated", name, source)
 
 
@@ -339,13 +401,15 @@ def _score_reference_fluency(
         path = reference_shard_path(out, name)
         if not path.is_file():
             continue
-        shard = read_json(path)
-        if shard.get("fluency_scored"):
-            continue
-        record = fluency_record(model, tokenizer, sets, config, shard["generations"]["english"])
-        shard["metrics"]["english_fluency"] = record.to_dict()
-        shard["fluency_scored"] = True
-        atomic_write_json(path, shard)
+        with lock(out, f"reference.{name}"):
+            shard = read_json(path)
+            if shard.get("fluency_scored"):
+                continue
+            english = shard["generations"]["english"]
+            record = fluency_record(model, tokenizer, sets, config, english)
+            shard["metrics"]["english_fluency"] = record.to_dict()
+            shard["fluency_scored"] = True
+            atomic_write_json(path, shard)
 
 
 def _evaluate_base(
@@ -356,6 +420,7 @@ def _evaluate_base(
     fingerprint: str,
     env: dict[str, Any],
     path: Path,
+    inputs: Mapping[str, Any] | None = None,
 ) -> tuple[int, ...]:
     """Select the layers, evaluate the base model and write the base shard."""
     t0 = time.perf_counter()
@@ -369,6 +434,7 @@ def _evaluate_base(
             "format_version": SHARD_FORMAT_VERSION,
             "kind": "base",
             "fingerprint": fingerprint,
+            "inputs": inputs,
             "config": config.to_dict(),
             "layers": list(layers),
             "selection": selection,
@@ -399,11 +465,14 @@ def run_experiment(
         config: the study.
         seeds: run only these seeds (a subset of ``config.seeds``), e.g. one job per seed.
         arms: run only these arms (names from ``config.arms``).
-        resume: reuse existing shards of the same config (``False`` recomputes every unit of
-            this call and discards shards of another config in the directory).
+        resume: reuse existing shards of the same config and inputs (``False`` recomputes
+            every unit of this call and discards the shards of another config, or of other
+            inputs, in the directory -- only the files mmie wrote, and only after the whole
+            run was checked).
         show_progress: show a progress bar over the (seed, arm) units.
         model: an already loaded base model to use instead of loading ``config.model`` (the
-            caller keeps it; ``config.model`` is still what the report names).
+            caller keeps it; ``config.model`` is still what the report names; the inputs
+            fingerprint it by its tensors).
         tokenizer: its tokenizer (required with ``model``).
 
     Returns:
@@ -411,11 +480,16 @@ def run_experiment(
         (missing units are listed as such).
 
     Raises:
-        ConfigError: a requested seed/arm is not in the config, or the directory holds
-            results of another config while ``resume`` is on.
+        ConfigError: a requested seed/arm is not in the config; the config cannot work here
+            (output directory, device, model path or hub cache, plots, the SAE's size or
+            layers against the model), checked before the model loads where possible; or the directory holds results of another config or other inputs
+            while ``resume`` is on (or while another run of another study writes there).
         DataError: a bad line in a data file (the message names the file and line).
         InterventionError: an arm could not be released cleanly (the study stops rather
             than contaminate later arms).
+        OSError: a file could not be written (the message names it).
+        KeyboardInterrupt: the run was interrupted (Ctrl-C); the exception (a
+            ``StudyInterrupted``) lists in ``computed`` the units that finished.
 
     Errors inside a (seed, arm) unit do not stop the study: they are logged with their
     traceback and recorded in the shard and the report as ``"failed"``.
@@ -429,59 +503,46 @@ def run_experiment(
     arm_names = [a.name for a in config.all_arms]
     run_arms = _check_subset(arms, arm_names, "arms")
     out = Path(config.output_dir)
-    fingerprint = config_fingerprint(config)
-    _prepare_output(out, fingerprint, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.to_dict())
+    check_before_loading(config, models=False)
     sets = load_eval_sets(config)  # data errors surface before any model is loaded
+    fingerprint = config_fingerprint(config)
+    inputs = _study_inputs(
+        config, sets, out, fingerprint, run_seeds, run_arms, resume=resume, model=model
+    )
+    shape = (num_layers(model), hidden_size(model)) if model is not None else None
+    shape = shape or config_model_shape(config.model)
+    if shape is not None:
+        check_model_fits(config, *shape)
     device = _resolve_device(config.device)
     env = environment_manifest(device)
-
-    todo, resumed = _plan_units(config, out, fingerprint, run_seeds, run_arms, resume=resume)
-    base_path = base_shard_path(out)
-    need_base = not (resume and _reusable(base_path, fingerprint, None))
     computed: list[tuple[int, str]] = []
-    failures: list[UnitFailure] = []
-
-    # references are evaluated alone, each loaded and freed before the base model is used
-    _evaluate_references(config, sets, fingerprint, env, out, device, resume=resume)
-    if todo or need_base or _needs_fluency(config, out):
-        loader = (
-            contextlib.nullcontext((model, tokenizer))
-            if model is not None
-            else _load_model(config, device)
-        )
-        with loader as (base_model, tok):
-            assert base_model is not None
-            assert tok is not None
-            base_model.eval()
-            if need_base:
-                layers = _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path)
-            else:
-                layers = tuple(read_json(base_path)["layers"])
-            _score_reference_fluency(base_model, tok, config, sets, out)
-            study = Study(
-                base_model,
-                tok,
+    try:
+        with claim_output(out, fingerprint, inputs, resume=resume):
+            atomic_write_json(out / "config.json", config.to_dict())
+            resumed, failures = _run_claimed(
                 config,
+                out,
                 sets,
-                layers,
-                artifacts=out / "artifacts" / fingerprint,  # never mixes configs
-                show_progress=False,
+                fingerprint,
+                inputs,
+                env,
+                device,
+                run_seeds,
+                run_arms,
+                computed,
+                resume=resume,
+                show_progress=show_progress,
+                model=model,
+                tokenizer=tokenizer,
             )
-            bar = tqdm(todo, desc="mmie study", unit="run", disable=not show_progress)
-            for i, (seed, name) in enumerate(bar):
-                bar.set_postfix_str(f"seed {seed} {name}")
-                failure = _run_unit(study, config, seed, name, fingerprint, env, out)
-                computed.append((seed, name))
-                if failure is not None:
-                    failures.append(failure)
-                if i + 1 == len(todo) or todo[i + 1][0] != seed:
-                    study.release_seed(seed)  # this seed's SAEs are no longer needed
-
-    report = build_report(load_shards([out]))
-    validate_report(report.data)
-    paths = _write_report(report, out, config.plots)
+            with lock(out, "report"):  # the last report written covers every shard
+                report = build_report(load_shards([out]))
+                validate_report(report.data)
+                paths = _write_report(report, out, config.plots)
+    except StudyInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise StudyInterrupted(out, computed) from None
     return ExperimentResult(
         report=report,
         output_dir=out,
@@ -492,13 +553,173 @@ def run_experiment(
     )
 
 
+def _study_inputs(
+    config: ExperimentConfig,
+    sets: EvalSets,
+    out: Path,
+    fingerprint: str,
+    run_seeds: Sequence[int],
+    run_arms: Sequence[str],
+    *,
+    resume: bool,
+    model: nn.Module | None,
+) -> dict[str, Any]:
+    """The run's inputs (:func:`~mmie.study.inputs.study_inputs`), after checking that its
+    models can be loaded. When one cannot, but every result this run asks for is already in
+    ``out`` for the same config and texts, no model is needed: the inputs recorded there are
+    used (and the report is written from the shards)."""
+    try:
+        check_model_sources(config, model_given=model is not None)
+    except ConfigError:
+        if resume:
+            check_study(out, fingerprint)  # another study's results: the first thing to say
+        recorded = read_study(out) if resume else None
+        if recorded is None or recorded["fingerprint"] != fingerprint or not recorded["inputs"]:
+            raise
+        old = recorded["inputs"]
+        candidate = {
+            "texts": text_fingerprints(config, sets),
+            "model": old.get("model"),
+            "references": old.get("references", {}),
+            "mmie_version": __version__,
+        }
+        if input_changes(old, candidate) or not _nothing_to_do(
+            config, out, fingerprint, candidate, run_seeds, run_arms
+        ):
+            raise
+        logger.warning(
+            "the model cannot be loaded, but %s already holds every result this run asks for; "
+            "writing the report from the shards",
+            out,
+        )
+        return candidate
+    return study_inputs(config, sets, model=model)
+
+
+def _nothing_to_do(
+    config: ExperimentConfig,
+    out: Path,
+    fingerprint: str,
+    inputs: Mapping[str, Any],
+    run_seeds: Sequence[int],
+    run_arms: Sequence[str],
+) -> bool:
+    """Whether every shard the run would compute exists and is reusable."""
+    todo, _ = _plan_units(config, out, fingerprint, run_seeds, run_arms, resume=True, inputs=inputs)
+    shards = [base_shard_path(out)]
+    shards += [reference_shard_path(out, name) for name in config.references.named()]
+    return (
+        not todo
+        and all(_reusable(p, fingerprint, None, inputs) for p in shards)
+        and not _needs_fluency(config, out)
+    )
+
+
+def _artifact_key(fingerprint: str, inputs: Mapping[str, Any]) -> str:
+    """The artefacts directory of a study: its config and every input that shapes the
+    ingredients (texts, model, mmie version; a hub model's revision aside, see
+    :func:`~mmie.study.inputs.input_changes`)."""
+    model = dict(inputs.get("model") or {})
+    if model.get("kind") == "hub":
+        model.pop("revision", None)
+    data = {
+        "fingerprint": fingerprint,
+        "texts": inputs.get("texts"),
+        "model": model,
+        "mmie_version": inputs.get("mmie_version"),
+    }
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _run_claimed(
+    config: ExperimentConfig,
+    out: Path,
+    sets: EvalSets,
+    fingerprint: str,
+    inputs: Mapping[str, Any],
+    env: dict[str, Any],
+    device: str,
+    run_seeds: Sequence[int],
+    run_arms: Sequence[str],
+    computed: list[tuple[int, str]],
+    *,
+    resume: bool,
+    show_progress: bool,
+    model: nn.Module | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+) -> tuple[list[tuple[int, str]], list[UnitFailure]]:
+    """References, the base shard and the units, in a claimed directory; returns the units
+    reused and the failures (``computed`` is filled as units finish)."""
+    todo, resumed = _plan_units(
+        config, out, fingerprint, run_seeds, run_arms, resume=resume, inputs=inputs
+    )
+    stamps = {unit: _stamp(unit_shard_path(out, *unit)) for unit in todo}
+    base_path = base_shard_path(out)
+    base_stamp = _stamp(base_path)
+    need_base = not (resume and _reusable(base_path, fingerprint, None, inputs))
+    failures: list[UnitFailure] = []
+
+    # references are evaluated alone, each loaded and freed before the base model is used
+    _evaluate_references(config, sets, fingerprint, env, out, device, resume=resume, inputs=inputs)
+    if not (todo or need_base or _needs_fluency(config, out)):
+        return resumed, failures
+    loader = (
+        contextlib.nullcontext((model, tokenizer))
+        if model is not None
+        else _load_model(config, device)
+    )
+    with loader as (base_model, tok):
+        assert base_model is not None
+        assert tok is not None
+        base_model.eval()
+        check_model_fits(config, num_layers(base_model), hidden_size(base_model))
+        with lock(out, "base"):
+            if need_base and not _done_meanwhile(
+                base_path, base_stamp, fingerprint, None, inputs, resume=resume
+            ):
+                _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path, inputs)
+        layers = tuple(read_json(base_path)["layers"])
+        _score_reference_fluency(base_model, tok, config, sets, out)
+        study = Study(
+            base_model,
+            tok,
+            config,
+            sets,
+            layers,
+            artifacts=out / "artifacts" / _artifact_key(fingerprint, inputs),
+            show_progress=False,
+        )
+        bar = tqdm(todo, desc="mmie study", unit="run", disable=not show_progress)
+        for i, (seed, name) in enumerate(bar):
+            bar.set_postfix_str(f"seed {seed} {name}")
+            path = unit_shard_path(out, seed, name)
+            arm_fp = arm_fingerprint(config.arm(name))
+            with lock(out, f"unit.{path.stem}"):
+                stamp = stamps[(seed, name)]
+                if _done_meanwhile(path, stamp, fingerprint, arm_fp, inputs, resume=resume):
+                    logger.info("seed %d, arm %s: computed by another run meanwhile", seed, name)
+                    resumed.append((seed, name))
+                else:
+                    failure = _run_unit(study, config, seed, name, fingerprint, env, out, inputs)
+                    computed.append((seed, name))
+                    if failure is not None:
+                        failures.append(failure)
+            if i + 1 == len(todo) or todo[i + 1][0] != seed:
+                study.release_seed(seed)  # this seed's SAEs are no longer needed
+    return resumed, failures
+
+
 def _needs_fluency(config: ExperimentConfig, out: Path) -> bool:
     if "english" not in config.metrics:
         return False
     for name in config.references.named():
         path = reference_shard_path(out, name)
-        if path.is_file() and not read_json(path).get("fluency_scored"):
-            return True
+        try:
+            if path.is_file() and not read_json(path).get("fluency_scored"):
+                return True
+        except (DataError, AttributeError) as exc:
+            logger.warning("unreadable reference shard %s: %s", path, exc)
     return False
 
 
@@ -510,6 +731,7 @@ def _run_unit(
     fingerprint: str,
     env: dict[str, Any],
     out: Path,
+    inputs: Mapping[str, Any] | None = None,
 ) -> UnitFailure | None:
     """Build, train, evaluate and release one (seed, arm); write its shard."""
 
@@ -518,6 +740,7 @@ def _run_unit(
         "format_version": SHARD_FORMAT_VERSION,
         "kind": "unit",
         "fingerprint": fingerprint,
+        "inputs": inputs,
         "arm_fingerprint": arm_fingerprint(arm),
         "seed": seed,
         "arm": name,
