@@ -11,7 +11,9 @@ Subcommands:
 * ``mmie version`` — print the installed version and the versions of key dependencies.
 
 Exit status: 0 on success, 1 when a (seed, arm) run failed (it is recorded in the report),
-2 on a usage, configuration or data error.
+2 on a usage, configuration, data or file error (any :class:`~mmie.MmieError` or
+:class:`OSError`, printed as one line ``mmie: error: ...``), 130 when interrupted (Ctrl-C:
+one line says how many units finished; rerunning the same command resumes).
 
 The CLI is the only place in mmie that configures logging handlers, seeds global RNGs or
 sets torch's thread count.
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmie._version import __version__
-from mmie.errors import ConfigError, DataError
+from mmie.errors import MmieError
 
 if TYPE_CHECKING:  # type names only; the modules load torch, so the commands import them late
     from mmie.study.config import ExperimentConfig
@@ -45,8 +47,41 @@ examples:
 
 Outputs (in the output directory): shards/ (one JSON file per seed and arm), artifacts/
 (SAEs per seed), report.json (schema: mmie/report_schema.json), report.md, plots/ (with
-the plot extra). Exit status: 0 ok, 1 some (seed, arm) runs failed, 2 usage or config error.
+the plot extra). Exit status: 0 ok, 1 some (seed, arm) runs failed, 2 usage, config, data or
+file error, 130 interrupted (rerun the same command to resume).
 """
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line (the message only; no traceback, no chained causes)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    named = isinstance(exc, OSError) and exc.filename and str(exc.filename) in text
+    if isinstance(exc, OSError) and exc.filename and not named:
+        text = f"{text}: {exc.filename}"
+    return text
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    computed = getattr(exc, "computed", None)
+    where = getattr(exc, "output_dir", None)
+    if computed is None:
+        return "interrupted; rerun the same command to resume from the shards written so far"
+    done = f"{len(computed)} (seed, arm) unit(s) finished in this run"
+    listed = ", ".join(f"seed {s} {a}" for s, a in computed[:6])
+    if listed:
+        done += f" ({listed}{', ...' if len(computed) > 6 else ''})"
+    return f"interrupted: {done}; their shards are in {where}; rerun the same command to resume"
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -174,10 +209,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, out_default: str | None) -> 
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
-        help="torch CPU threads (default: torch's own choice"
+        help="torch CPU threads, >= 1 (default: torch's own choice"
         + ("; the demo uses 1, fastest for its tiny model)" if out_default else ")"),
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -270,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.threads = args.threads_default
     try:
         return int(args.func(args))
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (MmieError, OSError) as exc:
         logger.debug("command failed", exc_info=True)
-        print(f"mmie: error: {exc}", file=sys.stderr)
+        print(f"mmie: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"mmie: {_interrupted(exc)}", file=sys.stderr)
+        return 130
