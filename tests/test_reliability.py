@@ -326,6 +326,12 @@ def test_model_fingerprints(tmp_path, tiny_model_dir, monkeypatch):
     with torch.no_grad():
         next(model.parameters())[0, 0] += 1.0
     assert model_fingerprint("x", model=model)["sha256"] != a["sha256"]
+    # an in-process model stands for config.model when that can be found (the caller vouches)
+    from mmie.study.inputs import study_inputs
+    from mmie.study.suite import load_eval_sets
+
+    cfg = small_config("unused", model="demo")
+    assert study_inputs(cfg, load_eval_sets(cfg), model=model)["model"] == demo
     unknown = {"kind": "hub", "id": "org/name", "revision": None}
     assert input_changes({"model": unknown}, {"model": model_fingerprint("org/name")}) == []
 

@@ -22,11 +22,16 @@ actually used, and every shard carries it (``"inputs"``):
                    read, and a copy of them elsewhere counts as changed
   hub id           the id and the commit the local Hugging Face cache resolves ``main`` to
                    (``None`` when it is not cached)
-  in-process       (``model=`` passed to :func:`~mmie.run_experiment`) the SHA-256 of every
-                   parameter and buffer (names, dtypes, shapes, bytes) when they total at
-                   most :data:`IN_PROCESS_HASH_LIMIT` bytes, else of the names, dtypes,
-                   shapes and every 4099th value
+  in-process       (``model=`` passed to :func:`~mmie.run_experiment` while ``config.model``
+                   names nothing that can be found) the SHA-256 of every parameter and
+                   buffer (names, dtypes, shapes, bytes) when they total at most
+                   :data:`IN_PROCESS_HASH_LIMIT` bytes, else of the names, dtypes, shapes
+                   and every 4099th value
   ===============  =========================================================================
+
+  A model passed in-process whose ``config.model`` is the demo, an existing directory or a
+  cached hub id gets that source's fingerprint: the caller vouches that it is that model
+  (the report names ``config.model`` too), so a later run that loads it itself resumes.
 
 * ``mmie_version``: the installed version.
 
@@ -57,6 +62,7 @@ __all__ = [
     "HASH_LIMIT",
     "IN_PROCESS_HASH_LIMIT",
     "hub_cache_dir",
+    "hub_cached",
     "input_changes",
     "model_fingerprint",
     "study_inputs",
@@ -121,6 +127,18 @@ def hub_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"
     )
     return Path(home).expanduser() / "hub"
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the hub cache holds a snapshot of ``repo_id`` with a ``config.json``."""
+    root = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return any(root.glob("*/config.json"))
+
+
+def _findable(name: str) -> bool:
+    if name == "demo" or name.startswith("demo:"):
+        return True
+    return Path(name).expanduser().is_dir() or hub_cached(name)
 
 
 def _hub_revision(repo_id: str) -> str | None:
@@ -191,7 +209,7 @@ def study_inputs(
     """The inputs record of a study (module docstring): texts, models, mmie version."""
     return {
         "texts": text_fingerprints(config, sets),
-        "model": model_fingerprint(config.model, model=model),
+        "model": model_fingerprint(config.model, model=None if _findable(config.model) else model),
         "references": {
             name: model_fingerprint(source) for name, source in config.references.named().items()
         },

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from mmie.errors import ConfigError
 from mmie.study.config import ExperimentConfig
 from mmie.study.demo import DEMO_MODELS, demo_model_path
-from mmie.study.inputs import hub_cache_dir
+from mmie.study.inputs import hub_cache_dir, hub_cached
 
 __all__ = [
     "check_before_loading",
@@ -59,11 +59,6 @@ def _offline() -> bool:
         os.environ.get(name, "").strip().lower() in _TRUE
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
-
-
-def _hub_cached(repo_id: str) -> bool:
-    root = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    return any(root.glob("*/config.json"))
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -109,7 +104,7 @@ def check_model_source(source: str, field: str) -> None:
         raise ConfigError(
             f"{field}: {source!r} is neither an existing directory nor a hub id ('org/name')"
         )
-    if _hub_cached(source):
+    if hub_cached(source):
         return
     cache = hub_cache_dir()
     if _offline():

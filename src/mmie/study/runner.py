@@ -471,8 +471,9 @@ def run_experiment(
             run was checked).
         show_progress: show a progress bar over the (seed, arm) units.
         model: an already loaded base model to use instead of loading ``config.model`` (the
-            caller keeps it; ``config.model`` is still what the report names; the inputs
-            fingerprint it by its tensors).
+            caller keeps it; ``config.model`` is still what the report names, and its
+            fingerprint is the inputs' when it names a model that can be found; else the
+            model's tensors are fingerprinted).
         tokenizer: its tokenizer (required with ``model``).
 
     Returns:
