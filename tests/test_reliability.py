@@ -664,6 +664,62 @@ def test_sae_size_and_layers_are_checked_against_the_model_before_any_work(
             run(small_config(tmp_path / "o2", **overrides))
 
 
+def test_pretrained_sae_paths_are_checked_before_loading_and_fingerprinted(tmp_path, monkeypatch):
+    from mmie.sae.config import SAEConfig
+    from mmie.study.inputs import study_inputs
+    from mmie.study.suite import load_eval_sets
+
+    monkeypatch.setattr(runner, "_load_model", lambda *a, **k: pytest.fail("loaded"))
+    missing = small_config(tmp_path / "o", sae={"paths": [f"1={tmp_path / 'nowhere'}"]})
+    with pytest.raises(ConfigError, match=r"sae\.paths\[0\]: .*nowhere.* does not exist"):
+        mmie.run_experiment(missing)
+    sae_dir = tmp_path / "sae"
+    mmie.SparseAutoencoder(SAEConfig(architecture="topk", d_in=32, d_sae=64, k=4)).save(sae_dir)
+    outside = small_config(tmp_path / "o", sae={"paths": [f"7={sae_dir}"]})
+    with pytest.raises(ConfigError, match=r"sae\.paths\[0\]: layer 7 out of range"):
+        run(outside)
+    # the SAE's files are an input: rewriting them is a change that names the layer
+    cfg = small_config(tmp_path / "o", sae={"paths": [f"1={sae_dir}"]})
+    sets = load_eval_sets(cfg)
+    before = study_inputs(cfg, sets)
+    assert set(before["saes"]["1"]["files"]) == {"sae.safetensors", "sae_config.json"}
+    mmie.SparseAutoencoder(SAEConfig(architecture="topk", d_in=32, d_sae=64, k=3)).save(sae_dir)
+    changes = input_changes(before, study_inputs(cfg, sets))
+    assert len(changes) == 1
+    assert re.match(
+        r"pretrained SAE of layer 1 \(.*sae\): its files changed \(sae_config", changes[0]
+    )
+    assert "saes" not in study_inputs(small_config(tmp_path / "o"), sets)  # none: no record
+
+
+def test_non_finite_sae_weights_are_refused_in_every_layout(tmp_path):
+    from safetensors.torch import save_file
+
+    from mmie.sae.config import SAEConfig
+
+    sae = mmie.SparseAutoencoder(SAEConfig(architecture="relu", d_in=8, d_sae=16))
+    sae.save(tmp_path / "lens", layout="saelens")
+    weights = tmp_path / "lens" / "sae_weights.safetensors"
+    tensors = read_safetensors(weights)
+    tensors["b_enc"][2] = float("inf")
+    save_file(tensors, str(weights))
+    with pytest.raises(CheckpointError, match=r"sae_weights\.safetensors: tensor 'b_enc'.*NaN/inf"):
+        mmie.SparseAutoencoder.load(tmp_path / "lens")
+    # a Gemma Scope params.npz (read with numpy, not safetensors) is checked too
+    d = tmp_path / "layer_0" / "width_16" / "average_l0_5"
+    d.mkdir(parents=True)
+    params = {
+        "W_enc": np.zeros((8, 16), np.float32),
+        "W_dec": np.zeros((16, 8), np.float32),
+        "b_enc": np.zeros(16, np.float32),
+        "b_dec": np.zeros(8, np.float32),
+        "threshold": np.full(16, np.nan, np.float32),
+    }
+    np.savez(d / "params.npz", **params)
+    with pytest.raises(CheckpointError, match=r"params\.npz: tensor 'threshold' holds 16 NaN"):
+        mmie.SparseAutoencoder.load(d / "params.npz")
+
+
 def test_an_empty_config_file_says_model_is_required(tmp_path):
     for name, text in (("empty.toml", ""), ("empty.json", "{}"), ("seeds.toml", "seeds = [0]\n")):
         path = tmp_path / name

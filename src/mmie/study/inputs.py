@@ -33,6 +33,10 @@ actually used, and every shard carries it (``"inputs"``):
   cached hub id gets that source's fingerprint: the caller vouches that it is that model
   (the report names ``config.model`` too), so a later run that loads it itself resumes.
 
+* ``saes`` (only when ``sae.paths`` names pretrained SAEs): per layer, the SAE's path and
+  each of its files (a file, or every regular file up to three directories deep, hidden
+  files and ``*.md`` aside) with its size and SHA-256 up to :data:`HASH_LIMIT` bytes, its
+  size and ``mtime_ns`` above, as for a local model directory.
 * ``mmie_version``: the installed version.
 
 :func:`~mmie.study.shards.load_shards` (and so :func:`~mmie.aggregate`) refuses shards whose
@@ -65,6 +69,7 @@ __all__ = [
     "hub_cached",
     "input_changes",
     "model_fingerprint",
+    "sae_fingerprints",
     "study_inputs",
     "text_fingerprints",
 ]
@@ -203,11 +208,50 @@ def model_fingerprint(name: str, *, model: nn.Module | None = None) -> dict[str,
     return {"kind": "hub", "id": name, "revision": _hub_revision(name)}
 
 
+def _file_entry(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    if stat.st_size <= HASH_LIMIT:
+        return {"size": stat.st_size, "sha256": _sha256_file(path)}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _tree_files(root: Path, depth: int = 3) -> dict[str, dict[str, Any]]:
+    """Every regular file under ``root`` (``depth`` levels; hidden entries and ``*.md``
+    aside), by its path relative to ``root``."""
+    files: dict[str, dict[str, Any]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.suffix == ".md":
+            continue
+        if entry.is_file():
+            files[entry.name] = _file_entry(entry)
+        elif entry.is_dir() and depth > 1:
+            for name, info in _tree_files(entry, depth - 1).items():
+                files[f"{entry.name}/{name}"] = info
+    return files
+
+
+def sae_fingerprints(config: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """``layer -> {"path", "files"}`` of the pretrained SAEs in ``config.sae.paths`` (module
+    docstring); a path that does not exist has no files (``{}``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for layer, directory in sorted(config.sae.pretrained().items()):
+        path = Path(directory).expanduser()
+        if path.is_file():
+            files = {path.name: _file_entry(path)}
+        elif path.is_dir():
+            files = _tree_files(path)
+        else:
+            files = {}
+        out[str(layer)] = {"path": directory, "files": files}
+    return out
+
+
 def study_inputs(
     config: ExperimentConfig, sets: EvalSets, *, model: nn.Module | None = None
 ) -> dict[str, Any]:
-    """The inputs record of a study (module docstring): texts, models, mmie version."""
-    return {
+    """The inputs record of a study (module docstring): texts, models, pretrained SAEs,
+    mmie version."""
+    record: dict[str, Any] = {
         "texts": text_fingerprints(config, sets),
         "model": model_fingerprint(config.model, model=None if _findable(config.model) else model),
         "references": {
@@ -215,6 +259,9 @@ def study_inputs(
         },
         "mmie_version": __version__,
     }
+    if config.sae.paths:
+        record["saes"] = sae_fingerprints(config)
+    return record
 
 
 def _model_change(what: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
@@ -272,7 +319,27 @@ def input_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) 
     for name in sorted(set(ra) | set(rb)):
         if not _same_model(ra.get(name), rb.get(name)):
             changes.append(_model_change(f"reference {name}", ra.get(name, {}), rb.get(name, {})))
-    known = {"mmie_version", "texts", "model", "references"}
+    sa, sb = old.get("saes", {}), new.get("saes", {})
+    for layer in sorted(set(sa) | set(sb), key=int):
+        x, y = sa.get(layer), sb.get(layer)
+        if x == y:
+            continue
+        if x is None or y is None:
+            changes.append(f"pretrained SAE of layer {layer}: used by only one of them")
+        elif x.get("path") != y.get("path"):
+            changes.append(
+                f"pretrained SAE of layer {layer}: {x.get('path')} before, {y.get('path')} now"
+            )
+        else:
+            a_files, b_files = x.get("files", {}), y.get("files", {})
+            changed = sorted(
+                f for f in set(a_files) | set(b_files) if a_files.get(f) != b_files.get(f)
+            )
+            changes.append(
+                f"pretrained SAE of layer {layer} ({y.get('path')}): its files changed "
+                f"({', '.join(changed[:5]) or 'contents'})"
+            )
+    known = {"mmie_version", "texts", "model", "references", "saes"}
     if any(old.get(k) != new.get(k) for k in (set(old) | set(new)) - known):
         changes.append("their inputs records differ")
     return changes

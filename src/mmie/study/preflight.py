@@ -34,6 +34,7 @@ __all__ = [
     "check_model_source",
     "check_model_sources",
     "check_output_dir",
+    "check_sae_paths",
     "config_model_shape",
 ]
 
@@ -180,10 +181,25 @@ def check_model_sources(config: ExperimentConfig, *, model_given: bool = False) 
         check_model_source(source, f"references.{name}")
 
 
+def check_sae_paths(config: ExperimentConfig) -> None:
+    """Every pretrained SAE in ``sae.paths`` exists (when an arm gates with an SAE).
+
+    Raises:
+        ConfigError: naming the entry (``sae.paths[i]``) whose path does not exist.
+    """
+    if not any(arm.gate_part is not None for arm in config.all_arms):
+        return
+    for i, entry in enumerate(config.sae.paths):
+        directory = entry.partition("=")[2].strip()
+        if not Path(directory).expanduser().exists():
+            raise ConfigError(f"sae.paths[{i}]: {directory!r} does not exist (in {entry!r})")
+
+
 def check_before_loading(
     config: ExperimentConfig, *, model_given: bool = False, models: bool = True
 ) -> None:
-    """Every check that needs no model: output directory, device, models, plots.
+    """Every check that needs no model: output directory, device, models, pretrained SAEs,
+    plots.
 
     Args:
         config: the study.
@@ -197,6 +213,7 @@ def check_before_loading(
     check_device(config.device)
     if models:
         check_model_sources(config, model_given=model_given)
+    check_sae_paths(config)
     if config.plots is True and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError(
             "plots: true needs matplotlib, which is not installed; install mmie[plot] or set "
@@ -248,7 +265,8 @@ def check_model_fits(config: ExperimentConfig, n_blocks: int, d_model: int) -> N
 
     Raises:
         ConfigError: ``sae.k`` above ``d_sae`` (when an arm gates), ``selection.layers``,
-            ``selection.n_layers`` or an arm's ``layers`` outside the model.
+            ``selection.n_layers``, an arm's ``layers`` or a ``sae.paths`` layer (when an arm
+            gates) outside the model.
     """
     sae = config.sae
     gates = any(arm.gate_part is not None for arm in config.arms)
@@ -271,6 +289,13 @@ def check_model_fits(config: ExperimentConfig, n_blocks: int, d_model: int) -> N
         raise ConfigError(
             f"selection.n_layers: {sel.n_layers} exceeds the model's {n_blocks} blocks"
         )
+    for i, entry in enumerate(sae.paths):
+        layer = int(entry.partition("=")[0])
+        if gates and layer > last:
+            raise ConfigError(
+                f"sae.paths[{i}]: layer {layer} out of range for this {n_blocks}-block model "
+                f"(layers 0..{last})"
+            )
     for i, arm in enumerate(config.arms):
         bad = [layer for layer in arm.layers if layer > last]
         if bad:
