@@ -228,6 +228,7 @@ _EXPORTS: dict[str, str] = {
     "run_experiment": "mmie.study.runner",
     "report_schema": "mmie.study.schema",
     "validate_report": "mmie.study.schema",
+    "shard_differences": "mmie.study.shards",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -406,6 +407,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.study.report import Report
     from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
     from mmie.study.schema import report_schema, validate_report
+    from mmie.study.shards import shard_differences
     from mmie.testing import count_live_models
     from mmie.unlearning.config import (
         ReFTUnlearnResult,

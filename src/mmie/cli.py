@@ -7,7 +7,7 @@ Subcommands:
 * ``mmie run CONFIG`` — a study from a TOML or JSON config file; ``--seed``/``--arm`` run a
   subset (one job of a job array), and rerunning resumes from the result shards.
 * ``mmie aggregate DIR...`` — merge the shards of several output directories into one
-  report.
+  report (base shards compared within ``--rtol``/``--atol``, or taken from ``--base-from``).
 * ``mmie version`` — print the installed version and the versions of key dependencies.
 
 Exit status: 0 on success, 1 when a (seed, arm) run failed (it is recorded in the report),
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,11 @@ from mmie.errors import MmieError
 if TYPE_CHECKING:  # type names only; the modules load torch, so the commands import them late
     from mmie.study.config import ExperimentConfig
     from mmie.study.runner import ExperimentResult
+
+# The defaults of mmie.study.shards.DEFAULT_RTOL / DEFAULT_ATOL (that module loads torch;
+# a test checks they agree).
+DEFAULT_RTOL = 1e-5
+DEFAULT_ATOL = 1e-8
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -169,8 +186,15 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     # deferred: `mmie --help` and `mmie version` must not import torch
     from mmie.study.runner import aggregate
 
-    out = args.out if args.out is not None else args.dirs[0]
-    report = aggregate(args.dirs, output_dir=out, plots=False if args.no_plots else None)
+    out = args.out if args.out is not None else (args.base_from or args.dirs[0])
+    report = aggregate(
+        args.dirs,
+        output_dir=out,
+        plots=False if args.no_plots else None,
+        rtol=args.rtol,
+        atol=args.atol,
+        base_from=args.base_from,
+    )
     print(report.data["summary"]["text"])
     print()
     for name, decision in report.decisions.items():
@@ -276,9 +300,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_agg.add_argument("dirs", nargs="+", metavar="DIR", help="study output directories")
     p_agg.add_argument(
-        "--out", default=None, metavar="DIR", help="where to write the report (default: first DIR)"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="where to write the report (default: --base-from, else the first DIR)",
     )
     p_agg.add_argument("--no-plots", action="store_true", help="do not draw plots")
+    p_agg.add_argument(
+        "--rtol",
+        type=_tolerance,
+        default=DEFAULT_RTOL,
+        metavar="R",
+        help="relative tolerance when comparing copies of a shard, e.g. the base shards of "
+        f"several directories (default: {DEFAULT_RTOL:g})",
+    )
+    p_agg.add_argument(
+        "--atol",
+        type=_tolerance,
+        default=DEFAULT_ATOL,
+        metavar="A",
+        help=f"absolute tolerance of that comparison (default: {DEFAULT_ATOL:g})",
+    )
+    p_agg.add_argument(
+        "--base-from",
+        default=None,
+        metavar="DIR",
+        help="take the base and reference results from DIR; the other base shards must have "
+        "the same layers and items, their values are not compared",
+    )
     p_agg.set_defaults(func=_cmd_aggregate)
 
     p_version = sub.add_parser("version", help="print the installed mmie version")

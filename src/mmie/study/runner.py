@@ -27,7 +27,8 @@ units it finished. A unit
 that raises is logged with its traceback (``logger.exception``) and recorded as
 ``"failed"`` with the error; it is retried on the next run. ``seeds=``/``arms=`` run a
 subset (separate jobs writing into separate directories, or the same shared one), and
-:func:`aggregate` merges the shards of several directories into one report.
+:func:`aggregate` merges the shards of several directories into one report, comparing
+copies within a tolerance.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ from mmie.study.preflight import (
 from mmie.study.report import Report, build_report
 from mmie.study.schema import validate_report
 from mmie.study.shards import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
     SHARD_FORMAT_VERSION,
     SHARD_KINDS,
     _check_shard,
@@ -815,24 +818,42 @@ def aggregate(
     *,
     output_dir: str | Path | None = None,
     plots: bool | None = None,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    base_from: str | Path | None = None,
 ) -> Report:
     """Merge the shards of one or more study directories into one report.
+
+    Base shards of several directories (each job of an array that wrote into its own
+    directory evaluated the base model itself), and a unit or reference found in several,
+    must agree within ``rtol``/``atol`` (:func:`~mmie.shard_differences`: numbers within
+    the tolerance, generations and everything else exactly); the first directory's copy is
+    used. ``base_from`` takes the base and reference results from one directory instead.
 
     Args:
         directories: output directories of runs of the same config (e.g. one per seed).
         output_dir: write ``report.json``/``report.md`` (and plots) there; ``None`` writes
             nothing.
         plots: as ``ExperimentConfig.plots``.
+        rtol: relative tolerance (default ``1e-5``, ``mmie.study.shards.DEFAULT_RTOL``).
+        atol: absolute tolerance (default ``1e-8``, ``mmie.study.shards.DEFAULT_ATOL``).
+        base_from: the directory whose base (and reference) shards are used; the others'
+            must have the same config, inputs, layers and items, but their values are not
+            compared (see ``mmie.study.shards.load_shards``).
 
     Returns:
         The merged :class:`~mmie.Report`.
 
     Raises:
-        DataError: directories of different configs, or two different results for the same
-            (seed, arm); the message names the files.
+        DataError: directories of different configs or inputs, base results that differ
+            beyond the tolerance, or two different results for the same (seed, arm); the
+            message names the files and the first values that differ
+            (``metrics.retain_ppl.value: 12.5 vs 12.6``).
         FileNotFoundError: a directory without a base shard.
+        ValueError: a negative tolerance.
     """
-    report = build_report(load_shards([Path(d) for d in directories]))
+    shards = load_shards([Path(d) for d in directories], rtol=rtol, atol=atol, base_from=base_from)
+    report = build_report(shards)
     validate_report(report.data)
     if output_dir is not None:
         _write_report(report, Path(output_dir), plots)
