@@ -12,9 +12,10 @@ import torch
 
 import mmie
 from mmie import cli
-from mmie.errors import DataError
+from mmie.errors import ConfigError, DataError
+from mmie.study import config as config_module
 from mmie.study import shards
-from mmie.study.config import demo_config
+from mmie.study.config import apply_overrides, demo_config, parse_overrides
 from mmie.study.shards import base_shard_path, shard_differences, unit_shard_path
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
@@ -74,6 +75,63 @@ def study_dir(tmp_path_factory):
     result = mmie.run_experiment(small_config(out), model=model, tokenizer=tok, show_progress=False)
     assert result.ok
     return out
+
+
+# ============================================================================ --set
+def test_set_overrides_are_typed_toml_values():
+    changes = parse_overrides(
+        [
+            "seeds=[0, 1]",
+            "data.n_eval=8",
+            "sae.lr=1e-3",
+            "plots=false",
+            'name="my study"',
+            "model=Qwen/Qwen2-0.5B",
+            "output_dir=results/run1",
+            "target=hi",
+            "gates.n_permutations = 200",
+            'arms=[{kind = "lora", steps = 2}]',
+            "note=2024-01-01",
+        ]
+    )
+    assert changes == {
+        "seeds": [0, 1],
+        "data": {"n_eval": 8},
+        "sae": {"lr": 0.001},
+        "plots": False,
+        "name": "my study",
+        "model": "Qwen/Qwen2-0.5B",  # not TOML: the string as written
+        "output_dir": "results/run1",
+        "target": "hi",
+        "gates": {"n_permutations": 200},
+        "arms": [{"kind": "lora", "steps": 2}],
+        "note": "2024-01-01",  # a TOML date stays the text
+    }
+    assert type(changes["data"]["n_eval"]) is int
+    cfg = apply_overrides(
+        demo_config(), ["seeds=[3]", "sae.steps=50", "arms=[{kind = 'lora', steps = 2}]"]
+    )
+    assert cfg.seeds == (3,)
+    assert cfg.sae.steps == 50
+    assert cfg.sae.k == demo_config().sae.k  # sections merge, the rest is kept
+    assert [a.name for a in cfg.arms] == ["lora"]
+    assert cfg.arms[0].steps == 2
+    assert apply_overrides(cfg, []) is cfg
+    for bad, message in (
+        (["n_eval"], "expected KEY=VALUE"),
+        (["data..n_eval=3"], "expected KEY=VALUE"),
+        (["seeds=[0]", "seeds=[1]"], "seeds is already set"),
+        (["data.n_eval=3", "data={n_eval = 4}"], "data is already set"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_overrides(bad)
+    with pytest.raises(ConfigError, match=r"--set data\.n_evl=4: data\.n_evl: unknown key"):
+        apply_overrides(demo_config(), ["data.n_evl=4"])
+    with pytest.raises(ConfigError, match=r"data\.n_eval: expected an integer, got '4'"):
+        apply_overrides(demo_config(), ['data.n_eval="4"'])
+    with pytest.raises(TypeError):
+        parse_overrides("seeds=[0]")
+    assert doctest.testmod(config_module).failed == 0
 
 
 # ============================================================================ tolerance

@@ -206,8 +206,10 @@ _EXPORTS: dict[str, str] = {
     "SamplingConfig": "mmie.study.config",
     "SelectionConfig": "mmie.study.config",
     "SplitConfig": "mmie.study.config",
+    "apply_overrides": "mmie.study.config",
     "demo_config": "mmie.study.config",
     "load_config": "mmie.study.config",
+    "parse_overrides": "mmie.study.config",
     "BUNDLED_SETS": "mmie.study.datasets",
     "load_texts": "mmie.study.datasets",
     "split_texts": "mmie.study.datasets",
@@ -389,8 +391,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SamplingConfig,
         SelectionConfig,
         SplitConfig,
+        apply_overrides,
         demo_config,
         load_config,
+        parse_overrides,
     )
     from mmie.study.datasets import BUNDLED_SETS, load_texts, split_texts
     from mmie.study.decisions import ArmDecision, GateResult

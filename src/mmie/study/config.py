@@ -43,7 +43,7 @@ import os
 import re
 import sys
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -69,8 +69,10 @@ __all__ = [
     "SamplingConfig",
     "SelectionConfig",
     "SplitConfig",
+    "apply_overrides",
     "demo_config",
     "load_config",
+    "parse_overrides",
 ]
 
 #: The building blocks of an arm's ``kind``; combine them with ``+`` (``"lora+sae_gate"``).
@@ -735,6 +737,107 @@ def load_config(path: str | Path) -> ExperimentConfig:
             + (" (the file is empty)" if not data else "")
         )
     return config
+
+
+# ----------------------------------------------------------------------------- overrides
+_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _toml_value(text: str) -> Any:
+    """``text`` read as a TOML value; text that is not one (``gpt2``, ``org/name``) and
+    TOML dates and times are the string itself."""
+    import datetime
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return text
+    if isinstance(value, (datetime.date, datetime.time)):
+        return text
+    return value
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` overrides (``mmie run --set``) into nested config changes.
+
+    ``KEY`` is a field path with dots between sections (``seeds``, ``data.n_eval``,
+    ``gates.n_permutations``). ``VALUE`` is read as a TOML value: ``8`` is an int, ``0.5`` a
+    float, ``true``/``false`` booleans, ``"text"`` a string, ``[0, 1]`` a list and
+    ``{kind = "lora", steps = 2}`` a table; anything that is not valid TOML (``gpt2``,
+    ``Qwen/Qwen2-0.5B``, ``results/run1``), and TOML dates, are taken as the string as
+    written. Lists (``seeds``, ``arms``, ``metrics``) are replaced whole, sections merged.
+
+    Example:
+        >>> parse_overrides(["seeds=[0, 1]", "data.n_eval=8", "model=org/name"])
+        {'seeds': [0, 1], 'data': {'n_eval': 8}, 'model': 'org/name'}
+
+    Args:
+        pairs: the ``KEY=VALUE`` strings.
+
+    Returns:
+        The changes, as nested mappings for ``ExperimentConfig.replace``.
+
+    Raises:
+        ConfigError: a pair without ``=``, a malformed key, or a key given twice (also as a
+            section and a field in it).
+    """
+    if isinstance(pairs, str):
+        raise TypeError(f"pairs must be a sequence of 'KEY=VALUE' strings, got {pairs!r}")
+    changes: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for pair in pairs:
+        if not isinstance(pair, str):
+            raise TypeError(f"an override must be a 'KEY=VALUE' string, got {pair!r}")
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or _OVERRIDE_KEY.match(key) is None:
+            raise ConfigError(
+                f"--set {pair!r}: expected KEY=VALUE with KEY a field path such as "
+                "data.n_eval or seeds"
+            )
+        clash = next(
+            (
+                other
+                for other in seen
+                if other == key or other.startswith(key + ".") or key.startswith(other + ".")
+            ),
+            None,
+        )
+        if clash is not None:
+            raise ConfigError(f"--set {pair!r}: {key} is already set by --set {seen[clash]!r}")
+        seen[key] = pair
+        *sections, last = key.split(".")
+        target = changes
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[last] = _toml_value(text.strip())
+    return changes
+
+
+def apply_overrides(config: ExperimentConfig, pairs: Sequence[str]) -> ExperimentConfig:
+    """``config`` with ``KEY=VALUE`` overrides (:func:`parse_overrides`) merged in and the
+    result validated again, as ``ExperimentConfig.replace`` does.
+
+    Example:
+        >>> cfg = apply_overrides(demo_config(), ["seeds=[3]", "sae.steps=50"])
+        >>> cfg.seeds, cfg.sae.steps, cfg.sae.k == demo_config().sae.k
+        ((3,), 50, True)
+
+    Raises:
+        ConfigError: a malformed override, or a value the config refuses (the message names
+            the field path and the override).
+    """
+    changes = parse_overrides(pairs)
+    if not changes:
+        return config
+    try:
+        return config.replace(**changes)
+    except ConfigError as exc:
+        raise ConfigError(f"--set {' '.join(pairs)}: {exc}") from None
 
 
 def _demo_arms() -> tuple[ArmConfig, ...]:
