@@ -1,21 +1,33 @@
-"""Job arrays that scale (DESIGN §5, issue 16 item 12): tolerant aggregation."""
+"""Job arrays that scale (DESIGN §5, issue 16 item 12): plans, task assignment, the SLURM
+environment, prepare, tolerant aggregation and --set overrides.
+
+The flow test runs plan -> prepare -> three ``mmie run --task-index`` processes at once into
+one directory -> aggregate, and checks the report equals a single-process run's.
+"""
 
 from __future__ import annotations
 
 import doctest
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mmie
 from mmie import cli
 from mmie.errors import ConfigError, DataError
+from mmie.study import arms as arms_module
 from mmie.study import config as config_module
-from mmie.study import shards
+from mmie.study import plan, runner, shards
 from mmie.study.config import apply_overrides, demo_config, parse_overrides
+from mmie.study.plan import StudyUnit, array_task, assign_units, plan_study
 from mmie.study.shards import base_shard_path, shard_differences, unit_shard_path
 from mmie.testing import byte_tokenizer, tiny_causal_lm
 
@@ -68,6 +80,35 @@ def comparable(data):
 
 
 @pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_model")
+    model, tok = tiny()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def config_file(model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    path = root / "study.json"
+    path.write_text(
+        json.dumps(small_config(root / "unused", model=str(model_dir)).to_dict()),
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def single_run(config_file, tmp_path_factory):
+    """The study in one process (the reference every parallel run must equal)."""
+    out = tmp_path_factory.mktemp("single")
+    assert cli.main(["--log-level", "WARNING", "run", str(config_file), "--out", str(out),
+                     "--no-progress", "--threads", "1"]) == 0  # fmt: skip
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     """A finished small study run in-process (for aggregation tests)."""
     out = tmp_path_factory.mktemp("inproc")
@@ -75,6 +116,139 @@ def study_dir(tmp_path_factory):
     result = mmie.run_experiment(small_config(out), model=model, tokenizer=tok, show_progress=False)
     assert result.ok
     return out
+
+
+def _env():
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONWARNINGS": "ignore"}
+    for name in [k for k in env if k.startswith("SLURM_ARRAY")]:
+        del env[name]
+    return env
+
+
+# ============================================================================ the plan
+def test_plan_lists_each_unit_once_in_a_fixed_order():
+    cfg = small_config("unused")
+    units = plan_study(cfg)
+    assert [(u.index, u.seed, u.arm) for u in units] == [
+        (0, 0, "sae_gate"),
+        (1, 0, "lora"),
+        (2, 0, "control.identity"),  # seed-invariant: once, at the first seed
+        (3, 1, "sae_gate"),
+        (4, 1, "lora"),
+    ]
+    assert units[0].shard == "shards/seed0__sae_gate.json"
+    assert Path(units[0].shard) == unit_shard_path("", 0, "sae_gate")  # the shards' own rule
+    assert units[2].to_dict() == {
+        "index": 2,
+        "seed": 0,
+        "arm": "control.identity",
+        "shard": "shards/seed0__control.identity.json",
+    }
+    # a subset without the first seed leaves the seed-invariant arm to the run that has it
+    assert [(u.seed, u.arm) for u in plan_study(cfg, seeds=[1])] == [(1, "sae_gate"), (1, "lora")]
+    with pytest.raises(ConfigError, match=r"seeds: \[7\] not in the config's seeds"):
+        plan_study(cfg, seeds=[7])
+    with pytest.raises(ConfigError, match=r"arms: \['reft'\] not in the config's arms"):
+        plan_study(cfg, arms=["reft"])
+    assert doctest.testmod(plan).failed == 0
+    assert doctest.testmod(shards).failed == 0
+
+
+def test_cli_plan_is_machine_readable(tmp_path, capsys):
+    cfg = demo_config(output_dir=str(tmp_path), seeds=(0, 1))  # arm names with @ and +
+    path = tmp_path / "demo.toml"
+    path.write_text('model = "demo"\nseeds = [0, 1]\n', encoding="utf-8")
+    assert cli.main(["plan", str(path), "--set", "arms=[{kind = 'scrub'}]"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["arm"] for line in lines] == [
+        "scrub",
+        *(f"control.{c}" for c in ("identity", "script_ban", "eos", "noise")),
+        "control.noise",  # the noise control is seeded: once per seed
+    ]
+    config_file = tmp_path / "full.json"
+    config_file.write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
+    assert cli.main(["plan", str(config_file)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [u.to_dict() for u in plan_study(cfg)]
+    assert {"sae_gate@0.5", "lora+sae_gate"} <= {r["arm"] for r in rows}
+    assert cli.main(["plan", str(config_file), "--format", "tsv", "--task-index", "1",
+                     "--num-tasks", "4"]) == 0  # fmt: skip
+    tsv = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert tsv == [[str(u.index), str(u.seed), u.arm, u.shard] for u in plan_study(cfg)[1::4]]
+
+
+@given(n_units=st.integers(0, 60), num_tasks=st.integers(1, 25), workers=st.integers(1, 6))
+def test_every_unit_is_assigned_exactly_once_for_any_number_of_tasks(n_units, num_tasks, workers):
+    units = [StudyUnit(i, i % 3, f"arm{i}") for i in range(n_units)]
+    shares = [assign_units(units, i, num_tasks) for i in range(num_tasks)]
+    flat = [u for share in shares for u in share]
+    assert sorted(flat, key=lambda u: u.index) == units  # each unit once, none lost
+    sizes = [len(share) for share in shares]
+    assert max(sizes) - min(sizes) <= 1  # balanced
+    assert assign_units(units, 0, num_tasks) == assign_units(list(units), 0, num_tasks)
+    # splitting a task over workers is the same as a larger array (what --workers relies on)
+    for i in range(num_tasks):
+        for k in range(workers):
+            assert assign_units(shares[i], k, workers) == assign_units(
+                units, i + num_tasks * k, num_tasks * workers
+            )
+
+
+def test_task_arguments_are_validated():
+    units = plan_study(small_config("unused"))
+    for index, count in ((3, 3), (-1, 2), (0, 0), (True, 2), (0.5, 2)):
+        with pytest.raises(ConfigError, match=r"task_index|num_tasks"):
+            assign_units(units, index, count)
+    with pytest.raises(ConfigError, match="task_index and num_tasks go together"):
+        mmie.run_experiment(small_config("unused"), task_index=0)
+
+
+# ============================================================================ SLURM environment
+def test_slurm_array_variables_are_the_fallback():
+    assert array_task(environ={}) is None
+    env = {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "6"}
+    assert array_task(environ=env) == (4, 6)
+    assert array_task(2, 3, environ=env) == (2, 3)  # explicit values win
+    assert array_task(2, environ=env) == (2, 6)
+    # --array=1-8: ids start at 1; --array=0-20:4: a step
+    assert array_task(environ={"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1",
+                               "SLURM_ARRAY_TASK_COUNT": "8"}) == (0, 8)  # fmt: skip
+    stepped = {"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_MIN": "0",
+               "SLURM_ARRAY_TASK_STEP": "4", "SLURM_ARRAY_TASK_MAX": "20"}  # fmt: skip
+    assert array_task(environ=stepped) == (3, 6)  # count from MAX when COUNT is absent
+    with pytest.raises(ConfigError, match="not on the array's grid"):
+        array_task(environ={**stepped, "SLURM_ARRAY_TASK_ID": "13"})
+    with pytest.raises(ConfigError, match=r"SLURM_ARRAY_TASK_ID='x' is not an integer"):
+        array_task(environ={"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"})
+    with pytest.raises(ConfigError, match="--num-tasks is required with --task-index"):
+        array_task(1, environ={})
+    with pytest.raises(ConfigError, match="--task-index is required with --num-tasks"):
+        array_task(None, 4, environ={})
+    with pytest.raises(ConfigError, match=r"task_index must be an integer in \[0, 2\)"):
+        array_task(environ={"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "2"})
+
+
+def test_cli_run_reads_the_slurm_task(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(config, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "5")
+    path = tmp_path / "s.toml"
+    path.write_text('model = "demo"\n', encoding="utf-8")
+    with pytest.raises(SystemExit):
+        cli.main(["run", str(path), "--threads", "1"])
+    assert (seen["task_index"], seen["num_tasks"]) == (3, 5)
+    with pytest.raises(SystemExit):
+        cli.main(["run", str(path), "--threads", "1", "--task-index", "0", "--num-tasks", "2"])
+    assert (seen["task_index"], seen["num_tasks"]) == (0, 2)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "9")
+    assert cli.main(["run", str(path), "--threads", "1"]) == 2
+    assert "task_index must be an integer in [0, 5)" in capsys.readouterr().err
 
 
 # ============================================================================ --set
@@ -132,6 +306,29 @@ def test_set_overrides_are_typed_toml_values():
     with pytest.raises(TypeError):
         parse_overrides("seeds=[0]")
     assert doctest.testmod(config_module).failed == 0
+
+
+def test_cli_set_goes_through_the_config_merge(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(config, **kwargs):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    path = tmp_path / "s.toml"
+    path.write_text('model = "demo"\n[data]\nn_forget = 20\n', encoding="utf-8")
+    with pytest.raises(SystemExit):
+        cli.main(["run", str(path), "--set", "data.n_eval=6", "--set", "seeds=[4]",
+                  "--out", str(tmp_path / "o")])  # fmt: skip
+    cfg = seen["config"]
+    assert (cfg.data.n_forget, cfg.data.n_eval, cfg.seeds) == (20, 6, (4,))
+    assert cfg.output_dir == str(tmp_path / "o")  # --out after --set
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--quick", "--set", "seeds=[0]", "--out", str(tmp_path / "d")])
+    assert seen["config"] == demo_config(quick=True, seeds=(0,), output_dir=str(tmp_path / "d"))
+    assert cli.main(["run", str(path), "--set", "data.n_evl=6"]) == 2
+    assert "data.n_evl: unknown key; did you mean 'n_eval'?" in capsys.readouterr().err
 
 
 # ============================================================================ tolerance
@@ -198,5 +395,86 @@ def test_unit_copies_are_compared_with_the_same_tolerance(study_dir, tmp_path, c
     ]
 
 
-def test_shard_differences_doctest():
-    assert doctest.testmod(shards).failed == 0
+# ============================================================================ prepare
+def test_prepare_computes_the_shared_parts_once(tmp_path, monkeypatch):
+    model, tok = tiny()
+    cfg = small_config(tmp_path / "p", arms=[{"kind": "sae_gate"}, {"kind": "scrub"}])
+    prepared = mmie.prepare_study(cfg, model=model, tokenizer=tok)
+    assert prepared.computed == ("base",)
+    assert prepared.artifacts == (
+        f"SAEs of seed 0 (layers {list(prepared.layers)})",
+        f"scrubber leace-retain (layers {list(prepared.layers)})",
+        f"SAEs of seed 1 (layers {list(prepared.layers)})",
+    )
+    assert [(u.seed, u.arm) for u in prepared.units] == [
+        (0, "sae_gate"),
+        (0, "scrub"),
+        (0, "control.identity"),
+        (1, "sae_gate"),
+    ]
+    assert not list((tmp_path / "p" / "shards").glob("seed*"))  # no unit ran
+    assert len(list((tmp_path / "p").glob("artifacts/*/seed*/sae/layer*/sae.safetensors"))) == 2
+    # one task's share: only what its units use
+    share = mmie.prepare_study(
+        cfg.replace(output_dir=str(tmp_path / "q")),
+        task_index=1,
+        num_tasks=2,
+        model=model,
+        tokenizer=tok,
+    )
+    assert [(u.seed, u.arm) for u in share.units] == [(0, "scrub"), (1, "sae_gate")]
+    assert [a.split(" (")[0] for a in share.artifacts] == [
+        "scrubber leace-retain",
+        "SAEs of seed 1",
+    ]
+    again = mmie.prepare_study(cfg, model=model, tokenizer=tok)
+    assert again.computed == ()
+    assert again.artifacts == prepared.artifacts
+    # the units find everything: no base evaluation, no SAE training, no scrubber fit
+    monkeypatch.setattr(runner, "_evaluate_base", lambda *a, **k: pytest.fail("base again"))
+    monkeypatch.setattr(arms_module.Study, "_train_sae", lambda *a, **k: pytest.fail("SAE"))
+    monkeypatch.setattr(arms_module, "fit_scrubber", lambda *a, **k: pytest.fail("scrubber"))
+    result = mmie.run_experiment(cfg, model=model, tokenizer=tok, show_progress=False)
+    assert result.ok
+    assert len(result.computed) == 4
+
+
+# ============================================================================ the whole flow
+def test_plan_prepare_parallel_tasks_and_aggregate_equal_one_process(
+    config_file, single_run, tmp_path, capsys
+):
+    out = tmp_path / "array"
+    assert cli.main(["plan", str(config_file)]) == 0
+    units = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(units) == 5
+    assert cli.main(["--log-level", "WARNING", "prepare", str(config_file), "--out", str(out),
+                     "--threads", "1"]) == 0  # fmt: skip
+    assert "computed: base" in capsys.readouterr().out
+    n = 3
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "mmie", "--log-level", "WARNING", "run", str(config_file),
+               "--out", str(out), "--threads", "1", "--no-progress"]  # fmt: skip
+        env = _env()
+        if i == 1:  # as a SLURM array task: the index from the environment
+            env.update(SLURM_ARRAY_TASK_ID=str(i), SLURM_ARRAY_TASK_COUNT=str(n))
+        else:
+            cmd += ["--task-index", str(i), "--num-tasks", str(n)]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    shards_written = sorted(p.name for p in (out / "shards").glob("seed*.json"))
+    assert shards_written == sorted(Path(u["shard"]).name for u in units)
+    merged = tmp_path / "merged"
+    assert cli.main(["--log-level", "WARNING", "aggregate", str(out), "--out", str(merged)]) == 0
+    report = json.loads((merged / "report.json").read_text())
+    assert {u["status"] for u in report["units"]} == {"ok"}
+    assert comparable(report) == comparable(single_run)
+    decisions = {name: arm["decision"] for name, arm in report["arms"].items()}
+    assert decisions == {name: arm["decision"] for name, arm in single_run["arms"].items()}
+    assert set(decisions) == {"sae_gate", "lora", "control.identity"}

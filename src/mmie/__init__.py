@@ -221,12 +221,18 @@ _EXPORTS: dict[str, str] = {
     "demo_training_info": "mmie.study.demo",
     "demo_training_texts": "mmie.study.demo",
     "load_demo_model": "mmie.study.demo",
+    "StudyUnit": "mmie.study.plan",
+    "array_task": "mmie.study.plan",
+    "assign_units": "mmie.study.plan",
+    "plan_study": "mmie.study.plan",
     "plot_report": "mmie.study.plots",
     "MetricRecord": "mmie.study.records",
     "Report": "mmie.study.report",
     "ExperimentResult": "mmie.study.runner",
+    "PreparedStudy": "mmie.study.runner",
     "UnitFailure": "mmie.study.runner",
     "aggregate": "mmie.study.runner",
+    "prepare_study": "mmie.study.runner",
     "run_experiment": "mmie.study.runner",
     "report_schema": "mmie.study.schema",
     "validate_report": "mmie.study.schema",
@@ -406,10 +412,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         demo_training_texts,
         load_demo_model,
     )
+    from mmie.study.plan import StudyUnit, array_task, assign_units, plan_study
     from mmie.study.plots import plot_report
     from mmie.study.records import MetricRecord
     from mmie.study.report import Report
-    from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
+    from mmie.study.runner import (
+        ExperimentResult,
+        PreparedStudy,
+        UnitFailure,
+        aggregate,
+        prepare_study,
+        run_experiment,
+    )
     from mmie.study.schema import report_schema, validate_report
     from mmie.study.shards import shard_differences
     from mmie.testing import count_live_models

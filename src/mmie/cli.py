@@ -5,7 +5,12 @@ Subcommands:
 * ``mmie demo`` — the embedded default study (bundled demo model and data, every arm, three
   seeds) on the CPU; ``--quick`` for a smaller version.
 * ``mmie run CONFIG`` — a study from a TOML or JSON config file; ``--seed``/``--arm`` run a
-  subset (one job of a job array), and rerunning resumes from the result shards.
+  subset, ``--task-index i --num-tasks n`` (or a SLURM array's ``SLURM_ARRAY_TASK_ID`` /
+  ``SLURM_ARRAY_TASK_COUNT``) one task's share of the units, ``--set KEY=VALUE`` overrides
+  config fields; rerunning resumes from the shards.
+* ``mmie plan CONFIG`` — the study's (seed, arm) units, one JSON object per line (or TSV).
+* ``mmie prepare CONFIG`` — the base shard, references, per-seed SAEs and scrubbers, once,
+  before a job array.
 * ``mmie aggregate DIR...`` — merge the shards of several output directories into one
   report (base shards compared within ``--rtol``/``--atol``, or taken from ``--base-from``).
 * ``mmie version`` — print the installed version and the versions of key dependencies.
@@ -22,6 +27,7 @@ sets torch's thread count.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -30,10 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmie._version import __version__
-from mmie.errors import MmieError
+from mmie.errors import ConfigError, MmieError
 
 if TYPE_CHECKING:  # type names only; the modules load torch, so the commands import them late
     from mmie.study.config import ExperimentConfig
+    from mmie.study.report import Report
     from mmie.study.runner import ExperimentResult
 
 # The defaults of mmie.study.shards.DEFAULT_RTOL / DEFAULT_ATOL (that module loads torch;
@@ -48,7 +55,10 @@ examples:
   mmie demo                          # the whole embedded study, 1-2 minutes on a CPU
   mmie demo --quick --out /tmp/demo  # a smaller study
   mmie run study.toml                # run (or resume) a study from its config
-  mmie run study.toml --seed 3 --arm lora --out results/job3   # one job of a job array
+  mmie run study.toml --set seeds=[0,1] --set sae.steps=500   # override config fields
+  mmie plan study.toml               # the units, one JSON object per line
+  mmie prepare study.toml            # base shard and shared artefacts, once
+  mmie run study.toml --task-index 3 --num-tasks 8   # one task of a job array
   mmie aggregate results/job*        # merge the jobs' shards into one report
 
 Outputs (in the output directory): shards/ (one JSON file per seed and arm), artifacts/
@@ -124,11 +134,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _print_outcome(result: ExperimentResult) -> int:
-    report = result.report
-    print(report.data["summary"]["text"])
-    print()
-    for name, decision in report.decisions.items():
-        print(f"  {name:<24} {decision}")
+    _print_report(result.report)
     print()
     for key in ("markdown", "json"):
         if key in result.paths:
@@ -144,13 +150,22 @@ def _print_outcome(result: ExperimentResult) -> int:
     return 0
 
 
+def _print_report(report: Report) -> None:
+    print(report.data["summary"]["text"])
+    print()
+    for name, decision in report.decisions.items():
+        print(f"  {name:<24} {decision}")
+
+
 def _run(config: ExperimentConfig, args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     # deferred: `mmie --help` and `mmie version` must not import torch
     from mmie.seeding import set_seed
+    from mmie.study.plan import array_task  # deferred as well
     from mmie.study.runner import run_experiment  # deferred as well
 
+    task = array_task(args.task_index, args.num_tasks)
     _set_threads(args.threads)
     set_seed(min(config.seeds))
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it
@@ -160,26 +175,73 @@ def _run(config: ExperimentConfig, args: argparse.Namespace) -> int:
             arms=args.arm,
             resume=not args.no_resume,
             show_progress=not args.no_progress,
+            task_index=None if task is None else task[0],
+            num_tasks=None if task is None else task[1],
         )
     return _print_outcome(result)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     # deferred: `mmie --help` and `mmie version` must not import torch
-    from mmie.study.config import demo_config
+    from mmie.study.config import apply_overrides, demo_config
 
-    config = demo_config(quick=args.quick, output_dir=args.out)
-    return _run(config, args)
+    config = apply_overrides(demo_config(quick=args.quick), args.overrides or [])
+    return _run(config.replace(output_dir=args.out), args)
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config file with ``--set`` overrides applied, then ``--out``."""
+    # deferred: `mmie --help` and `mmie version` must not import torch
+    from mmie.study.config import apply_overrides, load_config
+
+    config = apply_overrides(load_config(args.config), args.overrides or [])
+    if args.out is not None:
+        config = config.replace(output_dir=args.out)
+    return config
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # deferred: `mmie --help` and `mmie version` must not import torch
-    from mmie.study.config import load_config
+    return _run(_config(args), args)
 
-    config = load_config(args.config)
-    if args.out is not None:
-        config = config.replace(output_dir=args.out)
-    return _run(config, args)
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    # deferred: `mmie --help` and `mmie version` must not import torch
+    from mmie.study.plan import assign_units, plan_study
+
+    units = plan_study(_config(args), seeds=args.seed, arms=args.arm)
+    if (args.task_index is None) != (args.num_tasks is None):
+        raise ConfigError("--task-index and --num-tasks go together")
+    if args.task_index is not None:
+        units = assign_units(units, args.task_index, args.num_tasks)
+    for unit in units:
+        if args.format == "tsv":
+            print(f"{unit.index}\t{unit.seed}\t{unit.arm}\t{unit.shard}")
+        else:
+            print(json.dumps(unit.to_dict(), ensure_ascii=False))
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    # deferred: `mmie --help` and `mmie version` must not import torch
+    from mmie.study.runner import prepare_study
+
+    if (args.task_index is None) != (args.num_tasks is None):
+        raise ConfigError("--task-index and --num-tasks go together")
+    _set_threads(args.threads)
+    prepared = prepare_study(
+        _config(args),
+        seeds=args.seed,
+        arms=args.arm,
+        task_index=args.task_index,
+        num_tasks=args.num_tasks,
+        resume=not args.no_resume,
+    )
+    print(f"prepared {prepared.output_dir} (layers {list(prepared.layers)})")
+    print(f"  computed: {', '.join(prepared.computed) or 'nothing (all there already)'}")
+    for name in prepared.artifacts:
+        print(f"  ready: {name}")
+    print(f"  for {len(prepared.units)} unit(s); now run them (mmie run ... --task-index i)")
+    return 0
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
@@ -195,28 +257,14 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
         atol=args.atol,
         base_from=args.base_from,
     )
-    print(report.data["summary"]["text"])
-    print()
-    for name, decision in report.decisions.items():
-        print(f"  {name:<24} {decision}")
+    _print_report(report)
     print(f"\nreport: {Path(out) / 'report.md'}")
     return 0
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
-    p.add_argument(
-        "--seed",
-        type=int,
-        action="append",
-        metavar="S",
-        help="run only this seed (repeatable; must be in the config's seeds)",
-    )
-    p.add_argument(
-        "--arm",
-        action="append",
-        metavar="A",
-        help="run only this arm, by name (repeatable; must be in the config's arms)",
-    )
+    _add_override_option(p)
+    _add_subset_options(p)
     p.add_argument(
         "--out",
         default=out_default,
@@ -240,6 +288,73 @@ def _add_run_options(p: argparse.ArgumentParser, *, out_default: str | None) -> 
         + ("; the demo uses 1, fastest for its tiny model)" if out_default else ")"),
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_task_options(p, slurm=True)
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="path of a .toml or .json config")
+    _add_override_option(p)
+    _add_subset_options(p)
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="output directory (default: the config's)"
+    )
+
+
+def _add_override_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable): KEY a dotted path (data.n_eval), VALUE a "
+        'TOML value (8, 0.5, true, [0, 1], "text"; other text is a string)',
+    )
+
+
+def _add_subset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        metavar="S",
+        help="only this seed (repeatable; must be in the config's seeds)",
+    )
+    p.add_argument(
+        "--arm",
+        action="append",
+        metavar="A",
+        help="only this arm, by name (repeatable; must be in the config's arms)",
+    )
+
+
+def _task_index(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _add_task_options(p: argparse.ArgumentParser, *, slurm: bool) -> None:
+    fallback = " (default: SLURM_ARRAY_TASK_ID in a SLURM job array)" if slurm else ""
+    p.add_argument(
+        "--task-index",
+        type=_task_index,
+        default=None,
+        metavar="I",
+        help="run only task I's units of the plan: units I, I+N, I+2N, ..." + fallback,
+    )
+    p.add_argument(
+        "--num-tasks",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="the number of tasks"
+        + (" (default: SLURM_ARRAY_TASK_COUNT in a SLURM job array)" if slurm else ""),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,6 +444,41 @@ def build_parser() -> argparse.ArgumentParser:
         "the same layers and items, their values are not compared",
     )
     p_agg.set_defaults(func=_cmd_aggregate)
+
+    p_plan = sub.add_parser(
+        "plan",
+        help="list the study's (seed, arm) units, one per line",
+        description=(
+            "List the (seed, arm) units of a study in their fixed order, one per line: a "
+            'JSON object {"index", "seed", "arm", "shard"} (--format jsonl) or the same '
+            "fields tab-separated without a header (--format tsv). Task I of N runs the "
+            "units whose index is I modulo N."
+        ),
+    )
+    _add_config_options(p_plan)
+    _add_task_options(p_plan, slurm=False)
+    p_plan.add_argument("--format", choices=["jsonl", "tsv"], default="jsonl", help="output format")
+    p_plan.set_defaults(func=_cmd_plan)
+
+    p_prep = sub.add_parser(
+        "prepare",
+        help="compute the base shard and shared artefacts once, before a job array",
+        description=(
+            "Compute what the units share, once: the reference models' shards, the base "
+            "shard (layer selection, base metrics) and the per-seed SAEs (with their "
+            "features) and scrubbers under artifacts/. Then every task of a job array "
+            "finds them and only runs its units. Resumes like mmie run."
+        ),
+    )
+    _add_config_options(p_prep)
+    _add_task_options(p_prep, slurm=False)
+    p_prep.add_argument(
+        "--no-resume", action="store_true", help="recompute the base and reference shards"
+    )
+    p_prep.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N", help="torch CPU threads"
+    )
+    p_prep.set_defaults(func=_cmd_prepare)
 
     p_version = sub.add_parser("version", help="print the installed mmie version")
     p_version.add_argument(

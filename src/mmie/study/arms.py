@@ -465,6 +465,31 @@ class Study:
             out.info.update(info)
         return out
 
+    def prepare(self, arm: ArmConfig, seed: int) -> list[str]:
+        """Compute (or load) and cache what ``arm`` is built from for ``seed`` -- the seed's
+        SAEs and their features, the arm's scrubber -- without building or training the arm
+        (``mmie prepare``); trained adapters are the arm's own work and are not made here.
+
+        Returns:
+            What the arm uses, e.g. ``["SAEs of seed 0 (layers [1, 2])", "scrubber ..."]``
+            (empty for controls and arms without shared ingredients).
+
+        Raises:
+            InterventionError: the model is not clean, or an ingredient cannot be made (the
+                unit would fail the same way).
+        """
+        if arm.control is not None or not (arm.scrubs or arm.gate_part is not None):
+            return []
+        self._check_clean()
+        layers = arm.layers or self.layers
+        ingredients = self._ingredients(arm, seed, layers)
+        names = []
+        if ingredients.saes:
+            names.append(f"SAEs of seed {seed} (layers {sorted(ingredients.saes)})")
+        if ingredients.scrubber is not None:
+            names.append(f"scrubber {arm.scrub_method}-{arm.scrub_center} (layers {list(layers)})")
+        return names
+
     # ------------------------------------------------------------------ arms
     def _unlearn_config(self, arm: ArmConfig, seed: int) -> UnlearnConfig:
         return UnlearnConfig(

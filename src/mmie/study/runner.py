@@ -26,9 +26,11 @@ under an inter-process lock, so none is computed twice and none is lost. An inte
 units it finished. A unit
 that raises is logged with its traceback (``logger.exception``) and recorded as
 ``"failed"`` with the error; it is retried on the next run. ``seeds=``/``arms=`` run a
-subset (separate jobs writing into separate directories, or the same shared one), and
-:func:`aggregate` merges the shards of several directories into one report, comparing
-copies within a tolerance.
+subset and ``task_index=``/``num_tasks=`` one task's share of the units
+(:mod:`mmie.study.plan`), as separate jobs writing into separate directories or the same
+shared one; :func:`prepare_study` computes the references, the base shard and the per-seed
+ingredients once before such jobs start, and :func:`aggregate` merges the shards of several
+directories into one report, comparing copies within a tolerance.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from transformers import PreTrainedTokenizerBase
 from mmie._io import atomic_write_json
 from mmie._validation import choice
 from mmie._version import __version__
-from mmie.errors import ConfigError, DataError
+from mmie.errors import ConfigError, DataError, InterventionError
 from mmie.evaluation.layer_selection import ActivationCache, select_layers
 from mmie.models.blocks import hidden_size, num_layers
 from mmie.models.loading import free_memory, load_causal_lm
@@ -62,6 +64,7 @@ from mmie.study.demo import DEMO_MODELS, DemoModel, demo_model_path, load_demo_m
 from mmie.study.environment import environment_manifest
 from mmie.study.inputs import input_changes, study_inputs, text_fingerprints
 from mmie.study.outdir import check_study, claim_output, lock, read_study
+from mmie.study.plan import StudyUnit, assign_units, plan_study
 from mmie.study.plots import plot_report
 from mmie.study.preflight import (
     check_before_loading,
@@ -87,7 +90,15 @@ from mmie.study.shards import (
 )
 from mmie.study.suite import EvalSets, evaluate_model, fluency_record, load_eval_sets
 
-__all__ = ["ExperimentResult", "StudyInterrupted", "UnitFailure", "aggregate", "run_experiment"]
+__all__ = [
+    "ExperimentResult",
+    "PreparedStudy",
+    "StudyInterrupted",
+    "UnitFailure",
+    "aggregate",
+    "prepare_study",
+    "run_experiment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -224,23 +235,6 @@ def _select_layers(
     return tuple(result.layers), info
 
 
-def _check_subset(
-    requested: Sequence[Any] | None, available: Sequence[Any], what: str
-) -> list[Any]:
-    if requested is None:
-        return list(available)
-    if isinstance(requested, (str, int)):
-        raise TypeError(f"{what} must be a sequence, got {requested!r}")
-    chosen = list(dict.fromkeys(requested))
-    unknown = [x for x in chosen if x not in available]
-    if unknown:
-        raise ConfigError(
-            f"{what}: {unknown} not in the config's {what} {list(available)}; add them to the "
-            "config first"
-        )
-    return [x for x in available if x in chosen]  # config order
-
-
 def _reusable(
     path: Path,
     fingerprint: str,
@@ -302,25 +296,13 @@ def _plan_units(
     config: ExperimentConfig,
     out: Path,
     fingerprint: str,
-    seeds: Sequence[int],
-    arms: Sequence[str],
+    wanted: Sequence[tuple[int, str]],
     *,
     resume: bool,
     inputs: Mapping[str, Any] | None = None,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """The (seed, arm) units to compute, and those whose shards can be reused.
-
-    A seed-invariant arm (nothing random goes into it: controls other than noise, a plain
-    scrubber) is one unit, at the config's first seed; a run whose seeds do not include
-    that seed leaves it to the run that does.
-    """
-    canonical = config.seeds[0]
-    wanted = [
-        (seed, name)
-        for seed in seeds
-        for name in arms
-        if not config.arm(name).seed_invariant or seed == canonical
-    ]
+    """The (seed, arm) units of ``wanted`` (from :func:`~mmie.plan_study`) to compute, and
+    those whose shards can be reused."""
     todo = [
         (seed, name)
         for seed, name in wanted
@@ -352,9 +334,11 @@ def _evaluate_references(
     *,
     resume: bool,
     inputs: Mapping[str, Any] | None = None,
+    done: list[str] | None = None,
 ) -> None:
     """Evaluate each reference model like the base model, one model in memory at a time
-    (each under its shard's lock: a reference another run evaluated meanwhile is kept).
+    (each under its shard's lock: a reference another run evaluated meanwhile is kept);
+    ``done`` collects ``"reference.<name>"`` for each one evaluated.
 
     The fluency of a reference's English continuations is scored later by the base model
     (:func:`_score_reference_fluency`), when it is loaded.
@@ -387,6 +371,8 @@ def _evaluate_references(
                     "timings": {"evaluation_s": time.perf_counter() - t0},
                 },
             )
+        if done is not None:
+            done.append(f"reference.{name}")
         logger.info("reference %s (%s) evaluated", name, source)
 
 
@@ -461,6 +447,8 @@ def run_experiment(
     show_progress: bool = True,
     model: nn.Module | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    task_index: int | None = None,
+    num_tasks: int | None = None,
 ) -> ExperimentResult:
     """Run (or resume) a study and write its shards and reports to ``config.output_dir``.
 
@@ -468,6 +456,12 @@ def run_experiment(
         config: the study.
         seeds: run only these seeds (a subset of ``config.seeds``), e.g. one job per seed.
         arms: run only these arms (names from ``config.arms``).
+        task_index: with ``num_tasks``, run only this task's share of the units
+            (:func:`~mmie.assign_units` of :func:`~mmie.plan_study` ``(config, seeds=seeds,
+            arms=arms)``): one task of a job array. The base shard and references are
+            computed by whichever task needs them first (or beforehand by
+            :func:`~mmie.prepare_study`); the others wait for it and reuse it.
+        num_tasks: the number of tasks of the array.
         resume: reuse existing shards of the same config and inputs (``False`` recomputes
             every unit of this call and discards the shards of another config, or of other
             inputs, in the directory -- only the files mmie wrote, and only after the whole
@@ -484,10 +478,12 @@ def run_experiment(
         (missing units are listed as such).
 
     Raises:
-        ConfigError: a requested seed/arm is not in the config; the config cannot work here
+        ConfigError: a requested seed/arm is not in the config; ``task_index`` without
+            ``num_tasks`` (or outside ``[0, num_tasks)``); the config cannot work here
             (output directory, device, model path or hub cache, plots, the SAE's size or
-            layers against the model), checked before the model loads where possible; or the directory holds results of another config or other inputs
-            while ``resume`` is on (or while another run of another study writes there).
+            layers against the model), checked before the model loads where possible; or
+            the directory holds results of another config or other inputs while ``resume``
+            is on (or while another run of another study writes there).
         DataError: a bad line in a data file (the message names the file and line).
         InterventionError: an arm could not be released cleanly (the study stops rather
             than contaminate later arms).
@@ -499,40 +495,17 @@ def run_experiment(
     traceback and recorded in the shard and the report as ``"failed"``.
     """
 
-    if not isinstance(config, ExperimentConfig):
-        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
-    if (model is None) != (tokenizer is None):
-        raise TypeError("pass model and tokenizer together, or neither")
-    run_seeds = _check_subset(seeds, config.seeds, "seeds")
-    arm_names = [a.name for a in config.all_arms]
-    run_arms = _check_subset(arms, arm_names, "arms")
-    out = Path(config.output_dir)
-    check_before_loading(config, models=False)
-    sets = load_eval_sets(config)  # data errors surface before any model is loaded
-    fingerprint = config_fingerprint(config)
-    inputs = _study_inputs(
-        config, sets, out, fingerprint, run_seeds, run_arms, resume=resume, model=model
-    )
-    shape = (num_layers(model), hidden_size(model)) if model is not None else None
-    shape = shape or config_model_shape(config.model)
-    if shape is not None:
-        check_model_fits(config, *shape)
-    device = _resolve_device(config.device)
-    env = environment_manifest(device)
+    wanted = _wanted(config, seeds, arms, task_index, num_tasks, model, tokenizer)
+    start = _start(config, wanted, resume=resume, model=model)
+    out = start.out
     computed: list[tuple[int, str]] = []
     try:
-        with claim_output(out, fingerprint, inputs, resume=resume):
+        with claim_output(out, start.fingerprint, start.inputs, resume=resume):
             atomic_write_json(out / "config.json", config.to_dict())
             resumed, failures = _run_claimed(
                 config,
-                out,
-                sets,
-                fingerprint,
-                inputs,
-                env,
-                device,
-                run_seeds,
-                run_arms,
+                start,
+                wanted,
                 computed,
                 resume=resume,
                 show_progress=show_progress,
@@ -557,13 +530,198 @@ def run_experiment(
     )
 
 
+def _wanted(
+    config: ExperimentConfig,
+    seeds: Sequence[int] | None,
+    arms: Sequence[str] | None,
+    task_index: int | None,
+    num_tasks: int | None,
+    model: nn.Module | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+) -> list[tuple[int, str]]:
+    """The (seed, arm) units a call asks for: the plan, cut to one task of an array."""
+    if not isinstance(config, ExperimentConfig):
+        raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    if (model is None) != (tokenizer is None):
+        raise TypeError("pass model and tokenizer together, or neither")
+    units = plan_study(config, seeds=seeds, arms=arms)
+    if (task_index is None) != (num_tasks is None):
+        raise ConfigError("task_index and num_tasks go together: pass both or neither")
+    if task_index is not None and num_tasks is not None:
+        units = assign_units(units, task_index, num_tasks)
+        logger.info(
+            "task %d of %d: %d unit(s)%s",
+            task_index,
+            num_tasks,
+            len(units),
+            f" ({', '.join(f'seed {u.seed} {u.arm}' for u in units[:4])}"
+            f"{', ...' if len(units) > 4 else ''})"
+            if units
+            else "",
+        )
+    return [(u.seed, u.arm) for u in units]
+
+
+@dataclass(frozen=True)
+class _Start:
+    """What every run computes before it claims its output directory."""
+
+    out: Path
+    sets: EvalSets
+    fingerprint: str
+    inputs: dict[str, Any]
+    device: str
+    env: dict[str, Any]
+
+
+def _start(
+    config: ExperimentConfig,
+    wanted: Sequence[tuple[int, str]],
+    *,
+    resume: bool,
+    model: nn.Module | None,
+    needs_model: bool = False,
+) -> _Start:
+    """Checks that need no model, the text sets, the inputs and the model's shape."""
+    out = Path(config.output_dir)
+    check_before_loading(config, models=False)
+    sets = load_eval_sets(config)  # data errors surface before any model is loaded
+    fingerprint = config_fingerprint(config)
+    if needs_model:
+        check_model_sources(config, model_given=model is not None)
+        inputs = study_inputs(config, sets, model=model)
+    else:
+        inputs = _study_inputs(config, sets, out, fingerprint, wanted, resume=resume, model=model)
+    shape = (num_layers(model), hidden_size(model)) if model is not None else None
+    shape = shape or config_model_shape(config.model)
+    if shape is not None:
+        check_model_fits(config, *shape)
+    device = _resolve_device(config.device)
+    return _Start(out, sets, fingerprint, inputs, device, environment_manifest(device))
+
+
+@dataclass(frozen=True)
+class PreparedStudy:
+    """What :func:`prepare_study` made ready.
+
+    Attributes:
+        output_dir: the output directory.
+        layers: the selected layers (from the base shard).
+        computed: the shared shards this call computed (``"base"``,
+            ``"reference.<name>"``); empty when they were there already.
+        artifacts: the ingredients now cached under ``artifacts/`` (computed by this call
+            or found there), e.g. ``"SAEs of seed 0 (layers [1])"``.
+        units: the units the ingredients were prepared for.
+    """
+
+    output_dir: Path
+    layers: tuple[int, ...]
+    computed: tuple[str, ...]
+    artifacts: tuple[str, ...]
+    units: tuple[StudyUnit, ...]
+
+
+def prepare_study(
+    config: ExperimentConfig,
+    *,
+    seeds: Sequence[int] | None = None,
+    arms: Sequence[str] | None = None,
+    task_index: int | None = None,
+    num_tasks: int | None = None,
+    resume: bool = True,
+    model: nn.Module | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> PreparedStudy:
+    """Compute what the units of a study share, once, before a job array runs them.
+
+    In ``config.output_dir``: the reference models' shards, the base shard (layer selection
+    and the base model's metrics) and, for the units of :func:`~mmie.plan_study` ``(config,
+    seeds=seeds, arms=arms)`` (cut to one task with ``task_index``/``num_tasks``), the
+    per-seed SAEs with their picked features and the scrubbers, cached under
+    ``artifacts/`` exactly as a unit would compute them (each under its lock, inside
+    :func:`~mmie.seed_context` ``(seed)``). Trained adapters are not made: they belong to
+    one arm (``lora`` and ``lora+sae_gate`` share one, trained by the first of them, the
+    other waits for it). Whatever is already there is reused; no unit shard and no report
+    is written. ``mmie prepare CONFIG`` calls it.
+
+    Args:
+        config: the study.
+        seeds: prepare only for these seeds.
+        arms: prepare only for these arms.
+        task_index: with ``num_tasks``, prepare only for that task's units.
+        num_tasks: the number of tasks.
+        resume: reuse shards and artefacts already there (``False`` recomputes the base
+            and reference shards, as ``run_experiment(resume=False)`` does).
+        model: an already loaded base model (as for :func:`run_experiment`).
+        tokenizer: its tokenizer.
+
+    Returns:
+        A :class:`PreparedStudy`.
+
+    Raises:
+        ConfigError: as :func:`run_experiment` (a model that cannot be loaded is always an
+            error here).
+        InterventionError: the base model carries hooks or an adapter.
+        KeyboardInterrupt: interrupted; what was written is complete and is reused.
+    """
+    wanted = _wanted(config, seeds, arms, task_index, num_tasks, model, tokenizer)
+    units = plan_study(config, seeds=seeds, arms=arms)
+    if task_index is not None and num_tasks is not None:
+        units = assign_units(units, task_index, num_tasks)
+    start = _start(config, wanted, resume=resume, model=model, needs_model=True)
+    done: list[str] = []
+    made: list[str] = []
+    with claim_output(start.out, start.fingerprint, start.inputs, resume=resume):
+        atomic_write_json(start.out / "config.json", config.to_dict())
+        with _base_study(
+            config,
+            start,
+            resume=resume,
+            needed=True,
+            model=model,
+            tokenizer=tokenizer,
+            done=done,
+        ) as study:
+            assert study is not None
+            for i, unit in enumerate(units):
+                try:
+                    with seed_context(unit.seed):
+                        names = study.prepare(config.arm(unit.arm), unit.seed)
+                except InterventionError as exc:
+                    logger.warning(
+                        "seed %d, arm %s: its ingredients cannot be made (%s); the unit will "
+                        "fail the same way when it runs",
+                        unit.seed,
+                        unit.arm,
+                        exc,
+                    )
+                    continue
+                made.extend(name for name in names if name not in made)
+                if i + 1 == len(units) or units[i + 1].seed != unit.seed:
+                    study.release_seed(unit.seed)
+            layers = study.layers
+    logger.info(
+        "prepared %s: %s computed; %d artefact(s) ready for %d unit(s)",
+        start.out,
+        ", ".join(done) or "nothing",
+        len(made),
+        len(units),
+    )
+    return PreparedStudy(
+        output_dir=start.out,
+        layers=tuple(layers),
+        computed=tuple(done),
+        artifacts=tuple(made),
+        units=tuple(units),
+    )
+
+
 def _study_inputs(
     config: ExperimentConfig,
     sets: EvalSets,
     out: Path,
     fingerprint: str,
-    run_seeds: Sequence[int],
-    run_arms: Sequence[str],
+    wanted: Sequence[tuple[int, str]],
     *,
     resume: bool,
     model: nn.Module | None,
@@ -588,7 +746,7 @@ def _study_inputs(
             "mmie_version": __version__,
         }
         if input_changes(old, candidate) or not _nothing_to_do(
-            config, out, fingerprint, candidate, run_seeds, run_arms
+            config, out, fingerprint, candidate, wanted
         ):
             raise
         logger.warning(
@@ -605,11 +763,10 @@ def _nothing_to_do(
     out: Path,
     fingerprint: str,
     inputs: Mapping[str, Any],
-    run_seeds: Sequence[int],
-    run_arms: Sequence[str],
+    wanted: Sequence[tuple[int, str]],
 ) -> bool:
     """Whether every shard the run would compute exists and is reusable."""
-    todo, _ = _plan_units(config, out, fingerprint, run_seeds, run_arms, resume=True, inputs=inputs)
+    todo, _ = _plan_units(config, out, fingerprint, wanted, resume=True, inputs=inputs)
     shards = [base_shard_path(out)]
     shards += [reference_shard_path(out, name) for name in config.references.named()]
     return (
@@ -636,42 +793,45 @@ def _artifact_key(fingerprint: str, inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _run_claimed(
+@contextlib.contextmanager
+def _base_study(
     config: ExperimentConfig,
-    out: Path,
-    sets: EvalSets,
-    fingerprint: str,
-    inputs: Mapping[str, Any],
-    env: dict[str, Any],
-    device: str,
-    run_seeds: Sequence[int],
-    run_arms: Sequence[str],
-    computed: list[tuple[int, str]],
+    start: _Start,
     *,
     resume: bool,
-    show_progress: bool,
+    needed: bool,
     model: nn.Module | None,
     tokenizer: PreTrainedTokenizerBase | None,
-) -> tuple[list[tuple[int, str]], list[UnitFailure]]:
-    """References, the base shard and the units, in a claimed directory; returns the units
-    reused and the failures (``computed`` is filled as units finish)."""
-    todo, resumed = _plan_units(
-        config, out, fingerprint, run_seeds, run_arms, resume=resume, inputs=inputs
-    )
-    stamps = {unit: _stamp(unit_shard_path(out, *unit)) for unit in todo}
+    done: list[str] | None = None,
+) -> Iterator[Study | None]:
+    """In a claimed directory: the references, then the base model loaded (or the one
+    given), the base shard (under its lock) and the references' fluency; yields the
+    :class:`~mmie.study.arms.Study` of the base model, or ``None`` when nothing needs the
+    model (``needed`` is false and the shared shards are complete). ``done`` collects what
+    was computed (``"base"``, ``"reference.<name>"``)."""
+    out, fingerprint, inputs = start.out, start.fingerprint, start.inputs
     base_path = base_shard_path(out)
     base_stamp = _stamp(base_path)
     need_base = not (resume and _reusable(base_path, fingerprint, None, inputs))
-    failures: list[UnitFailure] = []
-
     # references are evaluated alone, each loaded and freed before the base model is used
-    _evaluate_references(config, sets, fingerprint, env, out, device, resume=resume, inputs=inputs)
-    if not (todo or need_base or _needs_fluency(config, out)):
-        return resumed, failures
+    _evaluate_references(
+        config,
+        start.sets,
+        fingerprint,
+        start.env,
+        out,
+        start.device,
+        resume=resume,
+        inputs=inputs,
+        done=done,
+    )
+    if not (needed or need_base or _needs_fluency(config, out)):
+        yield None
+        return
     loader = (
         contextlib.nullcontext((model, tokenizer))
         if model is not None
-        else _load_model(config, device)
+        else _load_model(config, start.device)
     )
     with loader as (base_model, tok):
         assert base_model is not None
@@ -682,18 +842,46 @@ def _run_claimed(
             if need_base and not _done_meanwhile(
                 base_path, base_stamp, fingerprint, None, inputs, resume=resume
             ):
-                _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path, inputs)
+                _evaluate_base(
+                    base_model, tok, config, start.sets, fingerprint, start.env, base_path, inputs
+                )
+                if done is not None:
+                    done.append("base")
         layers = tuple(read_json(base_path)["layers"])
-        _score_reference_fluency(base_model, tok, config, sets, out)
-        study = Study(
+        _score_reference_fluency(base_model, tok, config, start.sets, out)
+        yield Study(
             base_model,
             tok,
             config,
-            sets,
+            start.sets,
             layers,
             artifacts=out / "artifacts" / _artifact_key(fingerprint, inputs),
             show_progress=False,
         )
+
+
+def _run_claimed(
+    config: ExperimentConfig,
+    start: _Start,
+    wanted: Sequence[tuple[int, str]],
+    computed: list[tuple[int, str]],
+    *,
+    resume: bool,
+    show_progress: bool,
+    model: nn.Module | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+) -> tuple[list[tuple[int, str]], list[UnitFailure]]:
+    """References, the base shard and the units, in a claimed directory; returns the units
+    reused and the failures (``computed`` is filled as units finish)."""
+    out, fingerprint, inputs = start.out, start.fingerprint, start.inputs
+    todo, resumed = _plan_units(config, out, fingerprint, wanted, resume=resume, inputs=inputs)
+    stamps = {unit: _stamp(unit_shard_path(out, *unit)) for unit in todo}
+    failures: list[UnitFailure] = []
+    with _base_study(
+        config, start, resume=resume, needed=bool(todo), model=model, tokenizer=tokenizer
+    ) as study:
+        if study is None:
+            return resumed, failures
         bar = tqdm(todo, desc="mmie study", unit="run", disable=not show_progress)
         for i, (seed, name) in enumerate(bar):
             bar.set_postfix_str(f"seed {seed} {name}")
@@ -705,7 +893,9 @@ def _run_claimed(
                     logger.info("seed %d, arm %s: computed by another run meanwhile", seed, name)
                     resumed.append((seed, name))
                 else:
-                    failure = _run_unit(study, config, seed, name, fingerprint, env, out, inputs)
+                    failure = _run_unit(
+                        study, config, seed, name, fingerprint, start.env, out, inputs
+                    )
                     computed.append((seed, name))
                     if failure is not None:
                         failures.append(failure)
