@@ -64,6 +64,7 @@ def test_help_documents_every_command_and_option(capsys):
         "plan",
         "prepare",
         "aggregate",
+        "submit",
         "version",
         "--log-level",
         "Exit status",
@@ -84,11 +85,13 @@ def test_help_documents_every_command_and_option(capsys):
                 "--task-index",
                 "--num-tasks",
                 "SLURM_ARRAY_TASK_ID",
+                "--workers",
             ),
         ),
         ("plan", ("CONFIG", "--set", "--format", "--task-index", "--num-tasks")),
         ("prepare", ("CONFIG", "--set", "--out", "--task-index", "--no-resume", "--threads")),
         ("aggregate", ("DIR", "--out", "--no-plots", "--rtol", "--atol", "--base-from")),
+        ("submit", ("CONFIG", "--partition", "--num-tasks", "--time", "--gpus", "--set")),
     ):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])

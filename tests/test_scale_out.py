@@ -1,5 +1,6 @@
 """Job arrays that scale (DESIGN §5, issue 16 item 12): plans, task assignment, the SLURM
-environment, prepare, tolerant aggregation and --set overrides.
+environment, prepare, tolerant aggregation, --set overrides, --workers and the submitit
+launcher.
 
 The flow test runs plan -> prepare -> three ``mmie run --task-index`` processes at once into
 one directory -> aggregate, and checks the report equals a single-process run's.
@@ -25,7 +26,7 @@ from mmie import cli
 from mmie.errors import ConfigError, DataError
 from mmie.study import arms as arms_module
 from mmie.study import config as config_module
-from mmie.study import plan, runner, shards
+from mmie.study import jobs, plan, runner, shards
 from mmie.study.config import apply_overrides, demo_config, parse_overrides
 from mmie.study.plan import StudyUnit, array_task, assign_units, plan_study
 from mmie.study.shards import base_shard_path, shard_differences, unit_shard_path
@@ -478,3 +479,177 @@ def test_plan_prepare_parallel_tasks_and_aggregate_equal_one_process(
     decisions = {name: arm["decision"] for name, arm in report["arms"].items()}
     assert decisions == {name: arm["decision"] for name, arm in single_run["arms"].items()}
     assert set(decisions) == {"sae_gate", "lora", "control.identity"}
+
+
+# ============================================================================ --workers
+def test_workers_run_one_process_per_slot_and_equal_one_process(
+    config_file, single_run, tmp_path, capsys
+):
+    out = tmp_path / "workers"
+    code = cli.main(["--log-level", "WARNING", "run", str(config_file), "--out", str(out),
+                     "--workers", "2", "--threads", "1", "--no-progress"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "worker 1" in printed
+    logs = sorted(p.name for p in (out / "logs").glob("*.log"))
+    assert logs == ["task0-prepare.log", "task0-worker0.log", "task0-worker1.log"]
+    report = json.loads((out / "report.json").read_text())
+    assert comparable(report) == comparable(single_run)
+    frozen = list((out / ".mmie" / "jobs").glob("config-*.json"))
+    assert len(frozen) == 1
+    assert json.loads(frozen[0].read_text())["output_dir"] == str(out.resolve())
+    assert cli.main(["run", str(config_file), "--out", str(out), "--workers", "2",
+                     "--no-resume"]) == 2  # fmt: skip
+    assert "--no-resume cannot be combined with --workers" in capsys.readouterr().err
+
+
+class _FakeProcess:
+    def __init__(self, cmd, env, **kwargs):
+        self.cmd, self.env = cmd, env
+
+    def wait(self, timeout=None):
+        return 0
+
+    def poll(self):
+        return 0
+
+
+def test_workers_get_their_own_gpu_or_their_share_of_the_cpus(tmp_path, monkeypatch):
+    started = []
+
+    def popen(cmd, env=None, **kwargs):
+        started.append(_FakeProcess(cmd, env))
+        return started[-1]
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", popen)
+    cfg = small_config(tmp_path / "w")
+    result = mmie.run_workers(cfg, 3, gpus=("0", "1"), task_index=1, num_tasks=2)
+    assert result.ok
+    assert result.report is None  # nothing was really run here
+    prepare, *workers = started
+    assert prepare.cmd[prepare.cmd.index("prepare") + 2 :][:4] == [
+        "--task-index",
+        "1",
+        "--num-tasks",
+        "2",
+    ]
+    assert [w.env["CUDA_VISIBLE_DEVICES"] for w in workers] == ["0", "1", "0"]
+    tasks = [(w.cmd[w.cmd.index("--task-index") + 1], w.cmd[w.cmd.index("--num-tasks") + 1])
+             for w in workers]  # fmt: skip
+    assert tasks == [("1", "6"), ("3", "6"), ("5", "6")]  # task 1 of 2, split over 3
+    started.clear()
+    monkeypatch.setattr(jobs, "_cpus", lambda: 8)
+    mmie.run_workers(cfg, 4, gpus=())
+    threads = {w.cmd[w.cmd.index("--threads") + 1] for w in started[1:]}
+    assert threads == {"2"}  # 8 CPUs over 4 workers
+    assert {w.env["OMP_NUM_THREADS"] for w in started[1:]} == {"2"}
+    assert all(w.env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+               for w in started)  # fmt: skip
+    assert started[0].cmd[started[0].cmd.index("--threads") + 1] == "8"  # prepare: all
+    with pytest.raises(ConfigError, match="workers must be an integer >= 1"):
+        mmie.run_workers(cfg, 0)
+    with pytest.raises(ConfigError, match=r"arms: \['reft'\] not in"):
+        mmie.run_workers(cfg, 2, arms=["reft"])
+    assert jobs.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1"}) == ("0", "1")
+    assert jobs.visible_gpus({"CUDA_VISIBLE_DEVICES": "3, -1, 4"}) == ("3",)
+    assert jobs.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == ()
+    assert jobs.visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-1a2b"}) == ("GPU-1a2b",)
+
+
+# ============================================================================ submitit launcher
+class _FakeJob:
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+
+class FakeExecutor:
+    """Records what submit_study asks of a submitit executor."""
+
+    def __init__(self):
+        self.calls = []
+        self.params = {}
+
+    def update_parameters(self, **kwargs):
+        self.params = {**self.params, **kwargs}
+
+    def submit(self, fn, *args):
+        self.calls.append(("submit", dict(self.params), fn, args))
+        return _FakeJob(str(100 + len(self.calls)))
+
+    def map_array(self, fn, *iterables):
+        items = list(zip(*iterables))
+        self.calls.append(("map_array", dict(self.params), fn, items))
+        return [_FakeJob(f"200_{i}") for i in range(len(items))]
+
+
+def test_submit_sends_prepare_an_array_and_aggregate(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path / "s")
+    ex = FakeExecutor()
+    submitted = mmie.submit_study(
+        cfg, partition="gpu", executor=ex, slurm_options={"account": "lab"}, mem_gb=16
+    )
+    (k1, p1, prep, _), (k2, p2, task, items), (k3, p3, agg, _) = ex.calls
+    assert (k1, k2, k3) == ("submit", "map_array", "submit")
+    assert submitted.prepare == "101"
+    assert submitted.tasks == tuple(f"200_{i}" for i in range(5))  # one task per unit
+    assert submitted.aggregate == "103"
+    assert p1["slurm_partition"] == p2["slurm_partition"] == p3["slurm_partition"] == "gpu"
+    assert p1["mem_gb"] == 16
+    assert p2["slurm_additional_parameters"] == {"account": "lab", "dependency": "afterok:101"}
+    assert p3["slurm_additional_parameters"] == {"account": "lab", "dependency": "afterany:200"}
+    assert p3["gpus_per_node"] == 0
+    assert items == [(i,) for i in range(5)]
+    config_path = str(submitted.config)
+    assert prep.argv[-2:] == ("prepare", config_path)
+    assert agg.argv[-2:] == ("aggregate", str(submitted.output_dir))
+    assert mmie.load_config(submitted.config) == cfg.replace(output_dir=str(submitted.output_dir))
+    # a task runs `mmie run CONFIG --task-index i --num-tasks n` on its node
+    ran = []
+    monkeypatch.setattr(
+        jobs.subprocess,
+        "run",
+        lambda argv, check: ran.append(argv) or subprocess.CompletedProcess(argv, 0),
+    )
+    assert task(3) == 0
+    assert ran[0][-7:] == ["run", config_path, "--no-progress", "--task-index", "3",
+                           "--num-tasks", "5"]  # fmt: skip
+    monkeypatch.setattr(
+        jobs.subprocess, "run", lambda argv, check: subprocess.CompletedProcess(argv, 2)
+    )
+    with pytest.raises(subprocess.CalledProcessError):
+        task(0)
+    # fewer tasks than units; more tasks than units are capped
+    assert (
+        len(mmie.submit_study(cfg, partition="p", num_tasks=2, executor=FakeExecutor()).tasks) == 2
+    )
+    assert (
+        len(mmie.submit_study(cfg, partition="p", num_tasks=50, executor=FakeExecutor()).tasks) == 5
+    )
+
+
+def test_submit_arguments_are_checked_before_anything_is_submitted(tmp_path):
+    cfg = small_config(tmp_path / "s")
+    ex = FakeExecutor()
+    for kwargs, message in (
+        ({"partition": " "}, "partition must be a non-empty string"),
+        ({"partition": "p", "timeout_min": 0}, "timeout_min must be an integer >= 1"),
+        ({"partition": "p", "num_tasks": 0}, "num_tasks must be an integer >= 1"),
+        ({"partition": "p", "gpus_per_task": -1}, "gpus_per_task must be an integer >= 0"),
+        ({"partition": "p", "arms": ["reft"]}, r"arms: \['reft'\] not in"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            mmie.submit_study(cfg, executor=ex, **kwargs)
+    assert ex.calls == []
+
+
+def test_submit_without_submitit_says_which_extra_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    cfg = small_config(tmp_path / "s")
+    with pytest.raises(ImportError, match=r"pip install 'mmie\[slurm\]'"):
+        mmie.submit_study(cfg, partition="gpu")
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
+    assert cli.main(["submit", str(path), "--partition", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmie: error: mmie submit needs submitit")
+    assert len(err.strip().splitlines()) == 1

@@ -221,6 +221,10 @@ _EXPORTS: dict[str, str] = {
     "demo_training_info": "mmie.study.demo",
     "demo_training_texts": "mmie.study.demo",
     "load_demo_model": "mmie.study.demo",
+    "SubmittedStudy": "mmie.study.jobs",
+    "WorkersResult": "mmie.study.jobs",
+    "run_workers": "mmie.study.jobs",
+    "submit_study": "mmie.study.jobs",
     "StudyUnit": "mmie.study.plan",
     "array_task": "mmie.study.plan",
     "assign_units": "mmie.study.plan",
@@ -412,6 +416,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         demo_training_texts,
         load_demo_model,
     )
+    from mmie.study.jobs import SubmittedStudy, WorkersResult, run_workers, submit_study
     from mmie.study.plan import StudyUnit, array_task, assign_units, plan_study
     from mmie.study.plots import plot_report
     from mmie.study.records import MetricRecord

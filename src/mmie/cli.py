@@ -6,13 +6,15 @@ Subcommands:
   seeds) on the CPU; ``--quick`` for a smaller version.
 * ``mmie run CONFIG`` — a study from a TOML or JSON config file; ``--seed``/``--arm`` run a
   subset, ``--task-index i --num-tasks n`` (or a SLURM array's ``SLURM_ARRAY_TASK_ID`` /
-  ``SLURM_ARRAY_TASK_COUNT``) one task's share of the units, ``--set KEY=VALUE`` overrides
-  config fields; rerunning resumes from the shards.
+  ``SLURM_ARRAY_TASK_COUNT``) one task's share of the units, ``--workers N`` N processes on
+  this node, ``--set KEY=VALUE`` overrides config fields; rerunning resumes from the shards.
 * ``mmie plan CONFIG`` — the study's (seed, arm) units, one JSON object per line (or TSV).
 * ``mmie prepare CONFIG`` — the base shard, references, per-seed SAEs and scrubbers, once,
   before a job array.
 * ``mmie aggregate DIR...`` — merge the shards of several output directories into one
   report (base shards compared within ``--rtol``/``--atol``, or taken from ``--base-from``).
+* ``mmie submit CONFIG --partition P`` — submit the study to SLURM (prepare, a job array,
+  aggregate) with submitit (the ``slurm`` extra).
 * ``mmie version`` — print the installed version and the versions of key dependencies.
 
 Exit status: 0 on success, 1 when a (seed, arm) run failed (it is recorded in the report),
@@ -55,11 +57,13 @@ examples:
   mmie demo                          # the whole embedded study, 1-2 minutes on a CPU
   mmie demo --quick --out /tmp/demo  # a smaller study
   mmie run study.toml                # run (or resume) a study from its config
-  mmie run study.toml --set seeds=[0,1] --set sae.steps=500   # override config fields
+  mmie run study.toml --set 'seeds=[0, 1]' --set sae.steps=500   # override fields
   mmie plan study.toml               # the units, one JSON object per line
   mmie prepare study.toml            # base shard and shared artefacts, once
   mmie run study.toml --task-index 3 --num-tasks 8   # one task of a job array
+  mmie run study.toml --workers 4    # four processes, one GPU each when GPUs are visible
   mmie aggregate results/job*        # merge the jobs' shards into one report
+  mmie submit study.toml --partition gpu   # prepare, job array and aggregate on SLURM
 
 Outputs (in the output directory): shards/ (one JSON file per seed and arm), artifacts/
 (SAEs per seed), report.json (schema: mmie/report_schema.json), report.md, plots/ (with
@@ -166,6 +170,8 @@ def _run(config: ExperimentConfig, args: argparse.Namespace) -> int:
     from mmie.study.runner import run_experiment  # deferred as well
 
     task = array_task(args.task_index, args.num_tasks)
+    if args.workers is not None and args.workers > 1:
+        return _run_workers(config, args, task)
     _set_threads(args.threads)
     set_seed(min(config.seeds))
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it
@@ -179,6 +185,44 @@ def _run(config: ExperimentConfig, args: argparse.Namespace) -> int:
             num_tasks=None if task is None else task[1],
         )
     return _print_outcome(result)
+
+
+def _run_workers(
+    config: ExperimentConfig, args: argparse.Namespace, task: tuple[int, int] | None
+) -> int:
+    # deferred: `mmie --help` and `mmie version` must not import torch
+    from mmie.study.jobs import run_workers
+
+    if args.no_resume:
+        raise ConfigError(
+            "--no-resume cannot be combined with --workers (every worker would recompute "
+            "the shared base shard); run once without --workers, or use a new --out"
+        )
+    index, count = task if task is not None else (0, 1)
+    result = run_workers(
+        config,
+        args.workers,
+        seeds=args.seed,
+        arms=args.arm,
+        task_index=index,
+        num_tasks=count,
+        threads=args.threads,
+        log_level=args.log_level,
+    )
+    if result.report is not None:
+        _print_report(result.report)
+        print(f"\n  report: {result.output_dir / 'report.md'}")
+    print("\nprocesses (exit status, log):")
+    names = ["prepare", *(f"worker {k}" for k in range(len(result.returncodes)))]
+    for name, rc, log in zip(names, (result.prepare_returncode, *result.returncodes), result.logs):
+        print(f"  {name:<10} {rc:>4}  {log}")
+    codes = (result.prepare_returncode, *result.returncodes)
+    if any(rc == 130 for rc in codes):
+        return 130
+    if any(rc not in (0, 1) for rc in codes):
+        print("mmie: error: a process failed; its log says why", file=sys.stderr)
+        return 2
+    return 1 if any(codes) else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -262,6 +306,35 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    # deferred: `mmie --help` and `mmie version` must not import torch
+    from mmie.study.jobs import submit_study
+
+    try:
+        submitted = submit_study(
+            _config(args),
+            partition=args.partition,
+            num_tasks=args.num_tasks,
+            seeds=args.seed,
+            arms=args.arm,
+            timeout_min=args.time,
+            gpus_per_task=args.gpus,
+            cpus_per_task=args.cpus,
+            mem_gb=args.mem_gb,
+            array_parallelism=args.array_parallelism,
+            log_level=args.log_level,
+        )
+    except ImportError as exc:
+        print(f"mmie: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"submitted {submitted.output_dir}")
+    print(f"  prepare   {submitted.prepare}")
+    print(f"  run       {len(submitted.tasks)} task(s), array {submitted.tasks[0].split('_')[0]}")
+    print(f"  aggregate {submitted.aggregate}")
+    print(f"  config    {submitted.config}")
+    return 0
+
+
 def _add_run_options(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     _add_override_option(p)
     _add_subset_options(p)
@@ -289,6 +362,15 @@ def _add_run_options(p: argparse.ArgumentParser, *, out_default: str | None) -> 
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_task_options(p, slurm=True)
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run the units in N processes on this node (after one `mmie prepare` process): "
+        "one GPU each when GPUs are visible, the CPU threads split otherwise; logs in "
+        "OUT/logs/",
+    )
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -479,6 +561,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive_int, default=None, metavar="N", help="torch CPU threads"
     )
     p_prep.set_defaults(func=_cmd_prepare)
+
+    p_sub = sub.add_parser(
+        "submit",
+        help="submit the study to SLURM: prepare, a job array, aggregate (needs mmie[slurm])",
+        description=(
+            "Submit the study to SLURM with submitit (pip install 'mmie[slurm]'): one "
+            "`mmie prepare` job, a job array of `mmie run --task-index i --num-tasks n` "
+            "started after it, and one `mmie aggregate` job after every task. All read a "
+            "frozen copy of the config in OUT/.mmie/jobs/."
+        ),
+    )
+    _add_config_options(p_sub)
+    p_sub.add_argument("--partition", required=True, help="the SLURM partition")
+    p_sub.add_argument(
+        "--num-tasks",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="tasks of the array (default: one per unit)",
+    )
+    p_sub.add_argument(
+        "--time", type=_positive_int, default=240, metavar="MIN", help="time limit per job"
+    )
+    p_sub.add_argument("--gpus", type=int, default=1, metavar="G", help="GPUs per job (default: 1)")
+    p_sub.add_argument("--cpus", type=_positive_int, default=None, metavar="C", help="CPUs per job")
+    p_sub.add_argument("--mem-gb", type=_positive_int, default=None, metavar="GB", help="memory")
+    p_sub.add_argument(
+        "--array-parallelism",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="at most K tasks at once",
+    )
+    p_sub.set_defaults(func=_cmd_submit)
 
     p_version = sub.add_parser("version", help="print the installed mmie version")
     p_version.add_argument(
