@@ -7,6 +7,7 @@ number formatting here are shared with the summary text and the plots.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -98,10 +99,25 @@ def code(text: object) -> str:
     return "`" + one_line.replace("`", "'") + "`"
 
 
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+
+
+def _cell_text(cell: str) -> str:
+    """A table cell on one line with every pipe escaped once (``escape`` output's ``\\|``
+    stays as it is: escaping it again would end the cell)."""
+    return _UNESCAPED_PIPE.sub(r"\\|", cell.replace("\r", " ").replace("\n", " "))
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    head = [_cell_text(h) for h in header]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_cell_text(cell) for cell in row) + " |" for row in rows]
     return out
+
+
+def _label(key: str) -> str:
+    """:func:`label` for Markdown: record keys carry user-given set names."""
+    return escape(label(key))
 
 
 def _cell(gate: Mapping[str, Any] | None) -> str:
@@ -123,7 +139,7 @@ def _decision_rows(arms: Mapping[str, Any], n_seeds: int) -> list[list[str]]:
             [
                 code(name),
                 f"**{arm['decision']}**",
-                arm["label"],
+                escape(arm["label"]),
                 seeds,
                 ", ".join(failing) or "—",
                 ", ".join(missing) or "—",
@@ -262,10 +278,10 @@ def _metric_rows(
     rows = []
     for key in keys:
         if delta:
-            row = [label(key)]
+            row = [_label(key)]
         else:
             base = data["base"]["metrics"].get(key)
-            row = [label(key), fmt_ci(base["value"], base["ci"]) if base else "—"]
+            row = [_label(key), fmt_ci(base["value"], base["ci"]) if base else "—"]
         for name in arms:
             m = arms[name]["metrics"].get(key)
             if delta:
@@ -285,7 +301,12 @@ def _eval_sizes(data: Mapping[str, Any]) -> str:
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
-    """The report document as Markdown (user-given names are escaped)."""
+    """The report document as Markdown.
+
+    Every string that can come from the user (the study name, the model, the target, arm
+    and set names, gate reasons, error messages) goes through :func:`escape` or
+    :func:`code`, so none can add a heading, a link, markup or a table cell.
+    """
     cfg = data["config"]
     every = data["arms"]
     arms = {n: a for n, a in every.items() if a["role"] == "arm"}
@@ -351,7 +372,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         ]
         if "base" in refs.get("privleak", {}):
             rows.insert(0, ["base", *["0.000"] * len(keys), fmt(refs["privleak"]["base"])])
-        out += _table(["model", *[label(k) for k in keys], "PrivLeak"], rows)
+        out += _table(["model", *[_label(k) for k in keys], "PrivLeak"], rows)
 
     keys = sorted(set(data["base"]["metrics"]) | {k for a in arms.values() for k in a["metrics"]})
     order = list(LABELS)
@@ -393,11 +414,13 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     out += _table(["gate", *[code(n) for n in arms]], rows)
     out += ["", "### Reasons", ""]
     for name, arm in {**arms, **controls}.items():
-        out.append(f"- {code(name)} — **{arm['decision']}** ({arm['label']})")
-        out += [f"  - {reason}" for reason in arm["reasons"]]
+        out.append(f"- {code(name)} — **{arm['decision']}** ({escape(arm['label'])})")
+        out += [f"  - {escape(reason)}" for reason in arm["reasons"]]
     for name, ref in refs.get("decisions", {}).items():
-        out.append(f"- `reference.{escape(name)}` — **{ref['decision']}** ({ref['label']})")
-        out += [f"  - {reason}" for reason in ref["reasons"]]
+        out.append(
+            f"- {code('reference.' + name)} — **{ref['decision']}** ({escape(ref['label'])})"
+        )
+        out += [f"  - {escape(reason)}" for reason in ref["reasons"]]
 
     out += ["", "## Runs", ""]
     status = {(u["seed"], u["arm"]): u for u in data["units"]}

@@ -39,7 +39,7 @@ from mmie._version import __version__
 from mmie.stats import bootstrap_ci
 from mmie.study.config import ArmConfig, ExperimentConfig, SplitConfig
 from mmie.study.decisions import Role, judge_arms, split_indices
-from mmie.study.markdown import fmt_ci, render_markdown
+from mmie.study.markdown import code, escape, fmt_ci, render_markdown
 from mmie.study.records import MetricRecord
 from mmie.study.robustness import recoverability
 from mmie.study.schema import REPORT_SCHEMA_VERSION
@@ -139,6 +139,17 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
 # ----------------------------------------------------------------------------- report
 @dataclass(frozen=True)
 class Report:
@@ -166,8 +177,11 @@ class Report:
         return {k: v for k, v in self.data.items() if k != "timings"}
 
     def to_json(self) -> str:
-        """The document as indented JSON with sorted keys."""
-        return json.dumps(self.data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        """The document as indented JSON with sorted keys (NaN/inf as ``null``)."""
+        data = _json_ready(self.data)
+        return (
+            json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+        )
 
     def to_markdown(self) -> str:
         """A readable Markdown report (no timings, so it is stable too)."""
@@ -176,11 +190,14 @@ class Report:
     def write(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``report.json`` and ``report.md`` atomically into ``directory``.
 
+        A non-finite number anywhere in the document (a metric that came out NaN) is
+        written as ``null``, never refused.
+
         Returns:
             ``{"json": path, "markdown": path}``.
         """
         d = Path(directory)
-        json_path = atomic_write_json(d / "report.json", self.data)
+        json_path = atomic_write_json(d / "report.json", _json_ready(self.data))
         md_path = atomic_write_text(d / "report.md", self.to_markdown())
         return {"json": json_path, "markdown": md_path}
 
@@ -617,7 +634,7 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         lines.append("Forget extraction strength was not computed, so no arm can be judged on it.")
     else:
         lines.append(
-            f"The base model continues held-out target-language (`{target}`) prompts in the "
+            f"The base model continues held-out target-language ({code(target)}) prompts in the "
             f"target language with extraction strength {fmt_ci(base['value'], base['ci'])} "
             f"({level} interval over {base['n_items']} prompts)."
         )
@@ -675,7 +692,7 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
                 "much to call the effect measurable at the level of training runs."
             )
         elif gate is not None and gate["status"] == "not evaluated":
-            lines.append(f"Its forget-ES gate is not evaluated: {gate['reason']}")
+            lines.append(f"Its forget-ES gate is not evaluated: {escape(gate['reason'])}")
         else:
             lines.append(
                 f"Its forget-ES reduction is not shown at level {config.gates.alpha} on the "
