@@ -58,12 +58,40 @@ def test_help_documents_every_command_and_option(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     top = capsys.readouterr().out
-    for word in ("demo", "run", "aggregate", "version", "--log-level", "Exit status"):
+    for word in (
+        "demo",
+        "run",
+        "plan",
+        "prepare",
+        "aggregate",
+        "submit",
+        "version",
+        "--log-level",
+        "Exit status",
+    ):
         assert word in top
     for command, options in (
-        ("demo", ("--quick", "--out", "--seed", "--arm", "--no-resume", "--threads")),
-        ("run", ("CONFIG", "--out", "--seed", "--arm", "--no-resume", "--no-progress")),
-        ("aggregate", ("DIR", "--out", "--no-plots")),
+        ("demo", ("--quick", "--out", "--seed", "--arm", "--no-resume", "--threads", "--set")),
+        (
+            "run",
+            (
+                "CONFIG",
+                "--out",
+                "--seed",
+                "--arm",
+                "--no-resume",
+                "--no-progress",
+                "--set",
+                "--task-index",
+                "--num-tasks",
+                "SLURM_ARRAY_TASK_ID",
+                "--workers",
+            ),
+        ),
+        ("plan", ("CONFIG", "--set", "--format", "--task-index", "--num-tasks")),
+        ("prepare", ("CONFIG", "--set", "--out", "--task-index", "--no-resume", "--threads")),
+        ("aggregate", ("DIR", "--out", "--no-plots", "--rtol", "--atol", "--base-from")),
+        ("submit", ("CONFIG", "--partition", "--num-tasks", "--time", "--gpus", "--set")),
     ):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
@@ -100,6 +128,8 @@ def test_demo_runs_the_embedded_config(monkeypatch, tmp_path, capsys):
         "arms": None,
         "resume": True,
         "show_progress": False,
+        "task_index": None,
+        "num_tasks": None,
     }
     assert torch.get_num_threads() == 1  # the demo's tiny model runs fastest on one thread
 

@@ -429,6 +429,29 @@ def test_cld2_restriction_fallback_and_route() -> None:
     assert routed.detect("Mera bhai ghar par hai.").label == "hi-Latn"
 
 
+def test_extraction_strength_with_the_cld2_route_labels_every_prefix() -> None:
+    """The ensemble's linear-time prefix labels do not apply once a script is routed: with
+    the CLD2 route, a Marathi continuation's Hindi onset is where CLD2 calls a prefix Hindi
+    (or cannot place it), found by labelling the prefixes one by one."""
+    pytest.importorskip("pycld2")
+    routed = make_detector("ensemble+cld2")
+    texts = MARATHI + NEPALI + HINDI
+
+    def onset(text: str) -> float:
+        words = text.split()
+        for k in range(len(words)):
+            if routed.detect(" ".join(words[: k + 1])).label == "hi":
+                return 1.0 - k / len(words)
+        return 0.0
+
+    es = mmie.extraction_strength(texts, routed, "hi")
+    assert list(es.values) == [onset(t) for t in texts]
+    assert es.values[-len(HINDI) :] == (1.0,) * len(HINDI)
+    plain = mmie.extraction_strength(texts, EnsembleDetector(), "hi")
+    assert plain.values == (1.0,) * len(texts)  # by script alone every sentence is Hindi
+    assert sum(es.values[: len(MARATHI) + len(NEPALI)]) < len(MARATHI) + len(NEPALI)
+
+
 def test_cld2_validates_candidates() -> None:
     pytest.importorskip("pycld2")
     with pytest.raises(ValueError, match=r"does not know the language code 'mar'; did you mean"):

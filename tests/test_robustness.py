@@ -378,3 +378,15 @@ def test_without_a_reference_the_report_says_removal_cannot_be_claimed(robust_ru
     assert "removal cannot be claimed" in md
     assert math.isfinite(recover["results"]["base"]["quantisation"]["log_ppl"][-1])
     assert "not_applicable" in recover["results"]["sae_gate"]["quantisation"]
+
+
+def test_the_recoverability_figure_is_drawn(robust_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, result = robust_run
+    files = {f.name: f for f in mmie.plot_report(result.report, tmp_path)}
+    assert "recoverability.png" in files
+    assert files["recoverability.png"].stat().st_size > 1000
+    from mmie.study.plots import _plot_recoverability, _pyplot
+
+    nothing = {"base": {"relearning": {"error": "x"}, "logit_lens": {"error": "y"}}}
+    assert _plot_recoverability(_pyplot(), nothing, tmp_path / "none.png") is None

@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "InterventionError": "mmie.errors",
     "MmieError": "mmie.errors",
     "MmieWarning": "mmie.errors",
+    "NumericalError": "mmie.errors",
     "ReconstructionError": "mmie.errors",
     "SmallSampleWarning": "mmie.errors",
     "TrainingError": "mmie.errors",
@@ -213,8 +214,10 @@ _EXPORTS: dict[str, str] = {
     "SamplingConfig": "mmie.study.config",
     "SelectionConfig": "mmie.study.config",
     "SplitConfig": "mmie.study.config",
+    "apply_overrides": "mmie.study.config",
     "demo_config": "mmie.study.config",
     "load_config": "mmie.study.config",
+    "parse_overrides": "mmie.study.config",
     "BUNDLED_LANGUAGES": "mmie.study.datasets",
     "BUNDLED_SETS": "mmie.study.datasets",
     "load_texts": "mmie.study.datasets",
@@ -227,17 +230,28 @@ _EXPORTS: dict[str, str] = {
     "demo_training_info": "mmie.study.demo",
     "demo_training_texts": "mmie.study.demo",
     "load_demo_model": "mmie.study.demo",
+    "SubmittedStudy": "mmie.study.jobs",
+    "WorkersResult": "mmie.study.jobs",
+    "run_workers": "mmie.study.jobs",
+    "submit_study": "mmie.study.jobs",
+    "StudyUnit": "mmie.study.plan",
+    "array_task": "mmie.study.plan",
+    "assign_units": "mmie.study.plan",
+    "plan_study": "mmie.study.plan",
     "plot_report": "mmie.study.plots",
     "MetricRecord": "mmie.study.records",
     "Report": "mmie.study.report",
     "attack_model": "mmie.study.robustness",
     "recoverability": "mmie.study.robustness",
     "ExperimentResult": "mmie.study.runner",
+    "PreparedStudy": "mmie.study.runner",
     "UnitFailure": "mmie.study.runner",
     "aggregate": "mmie.study.runner",
+    "prepare_study": "mmie.study.runner",
     "run_experiment": "mmie.study.runner",
     "report_schema": "mmie.study.schema",
     "validate_report": "mmie.study.schema",
+    "shard_differences": "mmie.study.shards",
     "EvalSets": "mmie.study.suite",
     "load_eval_sets": "mmie.study.suite",
 }
@@ -273,6 +287,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         InterventionError,
         MmieError,
         MmieWarning,
+        NumericalError,
         ReconstructionError,
         SmallSampleWarning,
         TrainingError,
@@ -406,8 +421,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         SamplingConfig,
         SelectionConfig,
         SplitConfig,
+        apply_overrides,
         demo_config,
         load_config,
+        parse_overrides,
     )
     from mmie.study.datasets import BUNDLED_LANGUAGES, BUNDLED_SETS, load_texts, split_texts
     from mmie.study.decisions import ArmDecision, GateResult
@@ -419,12 +436,22 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         demo_training_texts,
         load_demo_model,
     )
+    from mmie.study.jobs import SubmittedStudy, WorkersResult, run_workers, submit_study
+    from mmie.study.plan import StudyUnit, array_task, assign_units, plan_study
     from mmie.study.plots import plot_report
     from mmie.study.records import MetricRecord
     from mmie.study.report import Report
     from mmie.study.robustness import attack_model, recoverability
-    from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
+    from mmie.study.runner import (
+        ExperimentResult,
+        PreparedStudy,
+        UnitFailure,
+        aggregate,
+        prepare_study,
+        run_experiment,
+    )
     from mmie.study.schema import report_schema, validate_report
+    from mmie.study.shards import shard_differences
     from mmie.study.suite import EvalSets, load_eval_sets
     from mmie.testing import count_live_models
     from mmie.unlearning.config import (

@@ -19,6 +19,7 @@ __all__ = [
     "InterventionError",
     "MmieError",
     "MmieWarning",
+    "NumericalError",
     "ReconstructionError",
     "SmallSampleWarning",
     "TrainingError",
@@ -56,6 +57,15 @@ class InterventionError(MmieError, RuntimeError):
 
 class CheckpointError(MmieError, ValueError):
     """A checkpoint is missing keys, has unexpected keys or tensors of the wrong shape."""
+
+
+class NumericalError(MmieError, FloatingPointError):
+    """A model produced non-finite numbers (NaN or inf logits) where a metric needs finite ones.
+
+    Raised by the scoring functions instead of returning a NaN perplexity or an empty
+    result; the message names the first transformer block whose output is not finite, when
+    it can be found (broken weights, a diverged training run, float16 overflow).
+    """
 
 
 class ReconstructionError(MmieError, ValueError):

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mmie._io import read_checkpoint_config, write_checkpoint
+from mmie._io import read_checkpoint_config, read_safetensors, write_checkpoint
 from mmie._validation import integer, positive_int
 from mmie.errors import CheckpointError
 
@@ -305,13 +305,11 @@ class LeaceEraser:
             FileNotFoundError: if a file is missing.
             CheckpointError: if the config is not an mmie eraser config or shapes disagree.
         """
-        from safetensors.torch import load_file
-
         path = Path(directory)
         config = read_checkpoint_config(path / _CONFIG_FILE)
         if config.get("format") != _FORMAT:
             raise CheckpointError(f"{path / _CONFIG_FILE} is not an mmie LEACE eraser config")
-        tensors = load_file(str(path / _WEIGHTS_FILE))
+        tensors = read_safetensors(path / _WEIGHTS_FILE)
         eraser = cls.from_state_dict(tensors, device=device, source=str(path))
         if (eraser.d_model, eraser.rank) != (config.get("d_model"), config.get("rank")):
             raise CheckpointError(

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from mmie._config import ConfigBase, require, validate_fields
-from mmie._io import read_checkpoint_config, write_checkpoint
+from mmie._io import read_checkpoint_config, read_safetensors, write_checkpoint
 from mmie._validation import positive_int
 from mmie.errors import CheckpointError, IncompatibleModelError, InterventionError
 from mmie.models.blocks import block_device, block_dtype, hidden_size, num_layers
@@ -543,8 +543,6 @@ class ReFTAdapter(BlockIntervention):
                 config, or a stored ``R`` is far from orthonormal.
             IncompatibleModelError: if the model's hidden size differs from the adapter's.
         """
-        from safetensors.torch import load_file
-
         path = Path(directory)
         meta = read_checkpoint_config(path / _CONFIG_FILE)
         if meta.get("format") != _FORMAT:
@@ -556,7 +554,7 @@ class ReFTAdapter(BlockIntervention):
                 f"adapter at {path} was trained with d_model={meta.get('d_model')} but the "
                 f"model's hidden size is {d_model}"
             )
-        tensors = load_file(str(path / _WEIGHTS_FILE))
+        tensors = read_safetensors(path / _WEIGHTS_FILE)
         expected = {f"layers.{layer}.{name}" for layer in config.layers for name in _TENSORS}
         missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         if missing or unexpected:

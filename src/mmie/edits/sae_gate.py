@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mmie._validation import boolean, is_integer, unit_interval
+from mmie._validation import boolean, integer_sequence, is_integer, unit_interval
 from mmie.errors import IncompatibleModelError, InterventionError
 from mmie.models.blocks import block_device, hidden_size, num_layers
 from mmie.models.hooks import BlockIntervention, Edit
@@ -224,7 +224,7 @@ class SAEGate(BlockIntervention):
                     sae.config.hook_name,
                     layer,
                 )
-            idx = tuple(int(i) for i in feats)
+            idx = integer_sequence(feats, f"features[{layer}]")  # "12" is not (1, 2)
             if not idx:
                 raise ValueError(f"features[{layer}] is empty")
             bad = [i for i in idx if not 0 <= i < sae.d_sae]

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from mmie._io import read_checkpoint_config, write_checkpoint
+from mmie._io import read_checkpoint_config, read_safetensors, write_checkpoint
 from mmie._validation import integer, is_integer
 from mmie.edits.leace import ErasureMethod, LeaceEraser, LeaceFitter
 from mmie.errors import CheckpointError, IncompatibleModelError
@@ -180,8 +180,6 @@ class Scrubber(BlockIntervention):
             CheckpointError: if the config is not a scrubber config, or tensors are missing,
                 unexpected or of inconsistent shapes.
         """
-        from safetensors.torch import load_file
-
         path = Path(directory)
         config = read_checkpoint_config(path / _CONFIG_FILE)
         if config.get("format") != _FORMAT:
@@ -189,7 +187,7 @@ class Scrubber(BlockIntervention):
         layers = config.get("layers")
         if not isinstance(layers, list) or not all(isinstance(x, int) for x in layers):
             raise CheckpointError(f"{path / _CONFIG_FILE}: 'layers' must be a list of ints")
-        tensors = load_file(str(path / _WEIGHTS_FILE))
+        tensors = read_safetensors(path / _WEIGHTS_FILE)
         erasers: dict[int, LeaceEraser] = {}
         for layer in layers:
             prefix = f"layers.{layer}."

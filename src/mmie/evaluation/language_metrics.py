@@ -13,8 +13,10 @@ The other evaluation metrics live in their own modules: perplexity and token KL 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -23,7 +25,15 @@ from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmie._validation import finite_float, positive_int, text_list
-from mmie.language.detectors import Detection, Detector, ScriptDetector
+from mmie.evaluation.scoring import check_finite, nonfinite_error
+from mmie.language.detectors import (
+    Detection,
+    Detector,
+    EnsembleDetector,
+    RomanizedHindiDetector,
+    ScriptDetector,
+    script_label,
+)
 from mmie.language.unicode import (
     SCRIPT_LANGUAGE,
     classify_tokens,
@@ -59,7 +69,8 @@ class ExtractionStrength:
         target: the target label.
         method: ``"prefix"`` or ``"word"``, the method used (see
             :func:`extraction_strength`).
-        detector_calls: number of texts passed to the detector, over all generations.
+        detector_calls: number of texts passed to the detector, over all generations (0
+            when the built-in detectors' prefix labels were computed incrementally).
     """
 
     values: tuple[float, ...]
@@ -97,6 +108,66 @@ def _onset_prefix(words: list[str], detector: _CountingDetector, target: str) ->
     for k, word in enumerate(words):
         prefix = f"{prefix} {word}" if k else word
         if detector.detect(prefix).label == target:
+            return k
+    return None
+
+
+def _script_prefix_labels(words: list[str]) -> Iterator[str]:
+    """ScriptDetector's label of each prefix, from running per-script letter counts."""
+    counts: Counter[str] = Counter()
+    for word in words:
+        counts.update(script_counts(word))
+        yield script_label(counts)
+
+
+def _ensemble_prefix_labels(words: list[str], detector: EnsembleDetector) -> Iterator[str]:
+    """The default EnsembleDetector's label of each prefix, from running sums: the script
+    stage's letter counts and the romanised stage's lexicon weights (exactly, as a
+    fraction: its share is ``math.fsum`` of the weights) and English-word count."""
+    romanized = detector.romanized
+    assert isinstance(romanized, RomanizedHindiDetector)
+    weight, english, n_latin = Fraction(0), 0, 0
+    for label, word in zip(_script_prefix_labels(words), words):
+        weights, flags = romanized.word_terms(word)
+        weight += sum(map(Fraction, weights), Fraction(0))
+        english += sum(flags)
+        n_latin += len(weights)
+        if label != "en":
+            yield label
+            continue
+        if n_latin == 0:
+            yield "en"  # Latin letters but no [a-z] word: the ensemble's "und" -> "en"
+            continue
+        yield romanized.label_of(float(weight) / n_latin, english / n_latin, n_latin)
+
+
+def _incremental_labels(detector: Detector) -> Callable[[list[str]], Iterator[str]] | None:
+    """A linear-time generator of prefix labels for the built-in detectors, else ``None``.
+
+    Exact for :class:`ScriptDetector` and for an :class:`EnsembleDetector` with its default
+    stages (a ``ScriptDetector``, a ``RomanizedHindiDetector`` with any lexicon or threshold,
+    no ``latin_fallback``, no ``routes``): both labels are functions of sums over the
+    prefix's words.
+    Subclasses and other detectors are scanned by labelling each prefix.
+    """
+    if type(detector) is ScriptDetector:
+        return _script_prefix_labels
+    if (
+        type(detector) is EnsembleDetector
+        and type(detector.script) is ScriptDetector
+        and type(detector.romanized) is RomanizedHindiDetector
+        and detector.latin_fallback is None
+        and not detector.routes  # a routed script's label needs its detector on each prefix
+    ):
+        return lambda words: _ensemble_prefix_labels(words, detector)
+    return None
+
+
+def _onset_incremental(
+    words: list[str], labels: Callable[[list[str]], Iterator[str]], target: str
+) -> int | None:
+    for k, label in enumerate(labels(words)):
+        if label == target:
             return k
     return None
 
@@ -151,8 +222,14 @@ def extraction_strength(
     Complexity, for ``n`` words and ``m`` characters per generation:
 
     * ``method="prefix"`` (exact for any detector): prefixes are labelled in order and the
-      scan stops at the onset: at most ``n`` detector calls (``O(n)``), on texts of total
-      length ``O(n·m)`` in the worst case.
+      scan stops at the onset. For :class:`~mmie.ScriptDetector` and an
+      :class:`~mmie.EnsembleDetector` with its default stages (the study's detector) the
+      prefix labels follow exactly from running sums over the words (letters per script,
+      romanised-Hindi lexicon weights, English function words), so the scan examines each
+      character once: ``O(m)`` in total, and no detector call. Any other detector is asked
+      for the label of each prefix: at most ``n`` calls, on texts of total length
+      ``O(n·m)`` -- quadratic in the generation's length (a 4,000-word generation is 4,000
+      calls on texts averaging 2,000 words).
     * ``method="word"``: every word is labelled once (one ``detect_batch`` call of ``n``
       texts, ``O(m)`` characters in total) and running per-label letter counts stand in
       for the prefix label: each word adds its letter count (letters and combining marks of
@@ -207,12 +284,18 @@ def extraction_strength(
         method = "word" if isinstance(detector, ScriptDetector) else "prefix"
     counting = _CountingDetector(detector)
     scan = _onset_prefix if method == "prefix" else _onset_word
+    incremental = _incremental_labels(detector) if method == "prefix" else None
     values: list[float] = []
     onsets: list[int | None] = []
     n_words: list[int] = []
     for text in gens:
         words = text.split()
-        onset = scan(words, counting, target) if words else None
+        if not words:
+            onset = None
+        elif incremental is not None:
+            onset = _onset_incremental(words, incremental, target)
+        else:
+            onset = scan(words, counting, target)
         n = len(words)
         values.append(0.0 if onset is None else 1.0 - onset / n)
         onsets.append(onset)
@@ -315,6 +398,7 @@ def script_mass(
             forced) a text with fewer than two tokens, or (``next_char``) an unknown script,
             ``max_depth < 1`` or ``tol`` outside ``(0, 1)``.
         TypeError: a token mask given with ``next_char``.
+        NumericalError: the model's logits are not finite.
     """
     texts = text_list(prompts, "prompts")
     if mode not in ("next_token", "teacher_forced", "next_char"):
@@ -327,9 +411,15 @@ def script_mass(
             raise TypeError("next_char needs a script name, not a token mask")
         max_depth = positive_int(max_depth, "max_depth")
         tol = finite_float(tol, "tol", low=0.0, high=1.0, low_open=True, high_open=True)
-        return _next_char_mass(
+        result = _next_char_mass(
             model, tokenizer, texts, script, batch_size, max_length, max_depth, float(tol)
         )
+        pairs = zip(result.values, result.unresolved, strict=True)
+        bad = [i for i, (v, u) in enumerate(pairs) if not np.isfinite([v, u]).all()]
+        if bad:
+            enc = tokenize(tokenizer, [texts[bad[0]]], max_length=max_length, device="cpu")
+            raise nonfinite_error(model, enc, "script_mass (next_char)")
+        return result
     if isinstance(script, str):
         mask = script_token_mask(tokenizer, script)
     elif isinstance(script, Tensor):
@@ -364,6 +454,7 @@ def script_mass(
             pos = attn[:, 1:].bool()  # (batch, seq-1): positions with a real next token
             mass = log_mass[:, :-1].exp().masked_fill(~pos, 0.0)
             item = mass.sum(1) / pos.sum(1)
+        check_finite(item, model, enc, "script_mass")
         for i, v in zip(idx, item.tolist()):
             values[i] = float(v)
     return ScriptMassResult(

@@ -10,8 +10,11 @@
   ``model`` *is* the reference (``peft_model.disable_adapter``, or :func:`detached`, which
   detaches an intervention), so no second copy of the base model is ever loaded.
 
+* A model whose logits are not finite (NaN/inf) raises :class:`~mmie.NumericalError`
+  naming the first block whose output is not finite, never a NaN result.
+
 The private helpers here (input validation, right-padded batching, logits, target
-log-probabilities, reference resolution) are shared by :mod:`mmie.evaluation.language_metrics`,
+log-probabilities, reference resolution, the non-finite check) are shared by :mod:`mmie.evaluation.language_metrics`,
 :mod:`mmie.evaluation.mia` and :mod:`mmie.evaluation.leakage`.
 """
 
@@ -26,10 +29,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from mmie.models.blocks import input_device
+from mmie.errors import IncompatibleModelError, NumericalError
+from mmie.models.blocks import get_blocks, input_device
 from mmie.models.logprobs import (
     batch_logprobs,
     forward_logits,
@@ -96,6 +100,59 @@ def reference_model(reference: Reference, model: nn.Module) -> Iterator[nn.Modul
         yield model
 
 
+# ---------------------------------------------------------------------- non-finite logits
+def _hidden(output: Any) -> Tensor | None:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        return output[0]
+    return None
+
+
+@torch.no_grad()
+def nonfinite_error(model: nn.Module, enc: BatchEncoding, what: str) -> NumericalError:
+    """The error for a batch whose logits are not finite, naming the first transformer
+    block whose output is not finite (one more forward pass with observing hooks; only run
+    once something already failed)."""
+    try:
+        blocks = list(get_blocks(model))
+    except (IncompatibleModelError, AttributeError, TypeError):
+        blocks = []
+    first: list[int] = []
+    handles = []
+    for i, block in enumerate(blocks):
+
+        def observe(_module: nn.Module, _args: Any, output: Any, i: int = i) -> None:
+            hidden = _hidden(output)
+            if not first and hidden is not None and not bool(torch.isfinite(hidden).all()):
+                first.append(i)
+
+        handles.append(block.register_forward_hook(observe))
+    try:
+        forward_logits(model, enc, input_device(model))
+    finally:
+        for handle in handles:
+            handle.remove()
+    if first:
+        where = f"the first hidden state that is not finite is the output of block {first[0]}" + (
+            " (or the embeddings feeding it)" if first[0] == 0 else ""
+        )
+    elif blocks:
+        where = "every block's output is finite, so the final norm or the LM head is not"
+    else:
+        where = "the blocks could not be located to say where"
+    return NumericalError(
+        f"{what}: the model's logits are not finite (NaN or inf); {where}. Its weights may be "
+        "broken (a diverged training run, float16 overflow: try float32 or bfloat16)"
+    )
+
+
+def check_finite(values: Tensor, model: nn.Module, enc: BatchEncoding, what: str) -> None:
+    """Raise :func:`nonfinite_error` when ``values`` (reduced from the logits) are not finite."""
+    if not bool(torch.isfinite(values).all()):
+        raise nonfinite_error(model, enc, what)
+
+
 # ---------------------------------------------------------------------- perplexity
 @dataclass(frozen=True)
 class PerplexityResult:
@@ -158,6 +215,8 @@ def perplexity(
 
     Raises:
         ValueError: empty ``texts``, ``batch_size < 1``, or no predicted token at all.
+        NumericalError: the model's logits are not finite (the message names the first
+            block whose output is not).
     """
     texts = text_list(texts, "texts")
     batch_size = positive_int(batch_size, "batch_size")
@@ -168,7 +227,9 @@ def perplexity(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
         logp, mask = batch_logprobs(forward_logits(model, enc), enc)
-        sums = (-logp).double().sum(1).tolist()
+        nll_sums = (-logp).double().sum(1)
+        check_finite(nll_sums, model, enc, "perplexity")
+        sums = nll_sums.tolist()
         ns = mask.sum(1).tolist()
         for i, s, n in zip(idx, sums, ns):
             nll[i], counts[i] = float(s), int(n)
@@ -212,6 +273,7 @@ def continuation_nll(
 
     Raises:
         ValueError: the two sequences differ in length.
+        NumericalError: the model's logits are not finite.
     """
     prompts = text_list(prompts, "prompts")
     continuations = text_list(continuations, "continuations")
@@ -250,7 +312,14 @@ def continuation_nll(
             start, length = seqs[i][1], len(seqs[i][0])
             keep[row, start - 1 : length - 1] = True  # position t predicts token t + 1
         keep &= mask
-        sums = (-logp * keep).double().sum(1).tolist()
+        nll_sums = (-logp.masked_fill(~keep, 0.0)).double().sum(1)
+        check_finite(
+            nll_sums,
+            model,
+            BatchEncoding({"input_ids": batch, "attention_mask": attn}),
+            "continuation_nll",
+        )
+        sums = nll_sums.tolist()
         ns = keep.sum(1).tolist()
         for row, i in enumerate(idx):
             nll[i], counts[i] = float(sums[row]), int(ns[row])
@@ -315,6 +384,8 @@ def token_kl(
     Raises:
         TypeError: ``reference`` is neither a module nor a context-manager factory.
         ValueError: empty ``texts`` or vocabularies of different sizes.
+        NumericalError: the model's or the reference's logits are not finite (the message
+            says which, and the first block whose output is not finite).
     """
     texts = text_list(texts, "texts")
     batch_size = positive_int(batch_size, "batch_size")
@@ -337,6 +408,11 @@ def token_kl(
         kl = (logp_ref.exp() * (logp_ref - logp)).sum(-1)  # (batch, seq)
         mask = enc["attention_mask"].to(kl.device).bool()
         kl = kl.masked_fill(~mask, 0.0).double()
+        if not bool(torch.isfinite(kl).all()):
+            if not bool(torch.isfinite(ref_logits.to(mask.device)[mask]).all()):
+                with reference_model(reference, model) as ref:
+                    raise nonfinite_error(ref, enc, "token_kl (the reference model)")
+            raise nonfinite_error(model, enc, "token_kl (the evaluated model)")
         for i, s, n in zip(idx, kl.sum(1).tolist(), mask.sum(1).tolist()):
             values[i], counts[i] = s / n, int(n)
     total = sum(counts)

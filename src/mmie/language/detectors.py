@@ -164,6 +164,25 @@ def _check_text(text: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+_SCRIPT_ORDER = (*SCRIPTS, OTHER_SCRIPT)
+
+
+def _majority_script(counts: Mapping[str, int]) -> str:
+    """The most frequent script of non-empty ``counts``; ties go to the first in SCRIPTS."""
+    return max(counts, key=lambda s: (counts[s], -_SCRIPT_ORDER.index(s)))
+
+
+def script_label(counts: Mapping[str, int]) -> str:
+    """:class:`ScriptDetector`'s label of a text with these :func:`script_counts`.
+
+    Counts add up over the words of a text (spaces are neutral), so a running sum gives the
+    label of every prefix at the cost of one pass (see :func:`mmie.extraction_strength`).
+    """
+    if not any(counts.values()):
+        return "und"
+    return SCRIPT_LANGUAGE[_majority_script({k: v for k, v in counts.items() if v})]
+
+
 class ScriptDetector(_DetectorBase):
     """Label a text by the script most of its letters are written in.
 
@@ -204,8 +223,7 @@ class ScriptDetector(_DetectorBase):
         total = sum(counts.values())
         if total == 0:
             return Detection("und", 0.0)
-        order = (*SCRIPTS, OTHER_SCRIPT)
-        winner = max(counts, key=lambda s: (counts[s], -order.index(s)))
+        winner = _majority_script(counts)
         scores: dict[str, float] = {}
         for script, n in counts.items():
             label = SCRIPT_LANGUAGE[script]
@@ -322,12 +340,28 @@ class RomanizedHindiDetector(_DetectorBase):
         Returns:
             ``(hindi, english, n_words)``; both shares are 0 when ``n_words`` is 0.
         """
-        words = _WORD.findall(_fold(_check_text(text)))
-        if not words:
+        weights, english_flags = self.word_terms(_check_text(text))
+        if not weights:
             return 0.0, 0.0, 0
-        hindi = sum(self._weights.get(w, 0.0) for w in words) / len(words)
-        english = sum(1 for w in words if w in self._english) / len(words)
-        return hindi, english, len(words)
+        hindi = math.fsum(weights) / len(weights)  # exactly rounded: no order or version drift
+        english = sum(english_flags) / len(weights)
+        return hindi, english, len(weights)
+
+    def word_terms(self, text: str) -> tuple[list[float], list[int]]:
+        """Per Latin word of ``text``, in order: its lexicon weight and whether it is an
+        English function word (1 or 0); :meth:`shares` averages them.
+
+        The terms of a text are the terms of its whitespace-separated words one after the
+        other, so running sums give the shares of every prefix in one pass.
+        """
+        words = _WORD.findall(_fold(text))
+        return [self._weights.get(w, 0.0) for w in words], [int(w in self._english) for w in words]
+
+    def label_of(self, hindi: float, english: float, n_words: int) -> str:
+        """The label :meth:`detect` gives a text with these :meth:`shares`."""
+        if n_words == 0:
+            return "und"
+        return "hi-Latn" if hindi >= self.threshold and hindi > english else "en"
 
     def detect(self, text: str) -> Detection:
         """Label a text ``"hi-Latn"``, ``"en"`` or (no Latin words) ``"und"``.
@@ -346,7 +380,7 @@ class RomanizedHindiDetector(_DetectorBase):
             return Detection("und", 0.0)
         p_hindi = hindi / (hindi + english) if hindi + english > 0 else 0.5
         scores = {"hi-Latn": hindi, "en": english}
-        if hindi >= self.threshold and hindi > english:
+        if self.label_of(hindi, english, n) == "hi-Latn":
             return Detection("hi-Latn", p_hindi, scores)
         return Detection("en", 1.0 - p_hindi, scores)
 

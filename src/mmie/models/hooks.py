@@ -9,6 +9,8 @@ always returns a *new* output, never writing into the block's tensors.
 :class:`~mmie.Scrubber` and :class:`~mmie.ReFTAdapter`: ``attach()``/``remove()`` are
 idempotent, the object is a context manager that removes its hooks in ``finally``, and the
 per-block tensors are placed on each block's own device when the intervention attaches.
+Entering the ``with`` block of an intervention that is already attached is an
+:class:`~mmie.InterventionError` (its exit would detach the outer block's hooks).
 
 Several interventions compose; at the same block they apply in the order they were attached:
 
@@ -237,6 +239,21 @@ class BlockIntervention:
             self._on_remove()
 
     def __enter__(self) -> Self:
+        """Attach for the ``with`` block.
+
+        Raises:
+            InterventionError: the intervention is already attached (a nested ``with`` on
+                the same object, or ``with`` after :meth:`attach`): the inner block's exit
+                would remove the hooks and leave the rest of the outer block unedited.
+                Re-entry is an error rather than reference-counted, so that every ``with``
+                block means "attached exactly here".
+        """
+        if self._hooks is not None:
+            raise InterventionError(
+                f"{type(self).__name__} is already attached; a nested `with` on the same "
+                "intervention (or `with` after attach()) would detach it when the inner block "
+                "exits. Use one `with` block, or attach()/remove() explicitly"
+            )
         return self.attach()
 
     def __exit__(self, *exc: object) -> None:

@@ -45,11 +45,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
-from mmie._io import read_checkpoint_config
+from mmie._io import read_checkpoint_config, read_safetensors
 from mmie._validation import is_integer, is_real
 from mmie.errors import CheckpointError, ConfigError, MmieWarning
 from mmie.sae.config import SAEConfig, parse_hook
@@ -173,10 +171,23 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def _safetensors(path: Path) -> dict[str, Tensor]:
+    """The file's tensors; CheckpointError (naming the file, and the tensor) when it is
+    missing, empty, truncated, not safetensors or holds NaN/inf values."""
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as err:
+        return read_safetensors(path)
+    except OSError as err:
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
+
+
+def _check_finite(ckpt: SAECheckpoint) -> None:
+    """Refuse an SAE whose tensors (as read, after folding) hold NaN or infinite values."""
+    for name, tensor in ckpt.tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{ckpt.source}: tensor {name!r} holds {bad} NaN/inf value(s); the checkpoint "
+                "is broken (was it saved after training diverged?)"
+            )
 
 
 def _tensor_dict(path: Path) -> dict[str, Any]:
@@ -1373,7 +1384,8 @@ def read_checkpoint(
 
     Raises:
         CheckpointError: no recognisable layout, a missing file, an unsupported setting
-            (the message gives the reason), or tensors that do not fit the format.
+            (the message gives the reason), tensors that do not fit the format, or tensors
+            holding NaN/inf values.
         ValueError: an unknown layout name or an invalid ``k``/``input_scale``.
     """
     p = Path(path)
@@ -1405,6 +1417,7 @@ def read_checkpoint(
         raise _missing(det, needed)
     logger.info("%s: reading %s (layout %r)", p, _a(det.description), det.layout)
     ckpt = _READERS[det.layout](det, _Options(k, input_scale, allow_transposed))
+    _check_finite(ckpt)
     for note in ckpt.folded:
         logger.info("%s: %s", p, note)
     return ckpt

@@ -13,7 +13,10 @@ comes from the *clean* base model: :meth:`Study.arm` resolves them before it tra
 attaches anything, and :meth:`Study.token_activations` refuses to run on a model that
 carries an adapter or a hook. SAEs (with their features) and scrubbers are cached under the
 output directory's artifacts and reused by later runs, resumed runs and separate
-``--arm`` jobs, so one (seed, arm) unit gives the same result whatever ran before it.
+``--arm`` jobs, so one (seed, arm) unit gives the same result whatever ran before it. Each
+cached artefact is computed under an inter-process lock next to it (two runs needing the
+same SAE train it once), and a cached artefact that cannot be read (truncated, corrupt,
+non-finite) is logged, naming its directory, and computed again.
 
 Parts of an arm apply in a fixed order: the trained part (LoRA adapter or ReFT hooks), then
 the scrubber, then the SAE gate. Control arms (``control.identity``, ``control.script_ban``,
@@ -38,13 +41,13 @@ import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
-from mmie._io import atomic_write_json
+from mmie._io import atomic_write_json, file_lock, read_safetensors, strict_json_loads
 from mmie.edits.controls import ForcedEOSProcessor, NoiseIntervention, ScriptBanProcessor
 from mmie.edits.dynamic_gating import DynamicGatingProcessor
 from mmie.edits.reft import LoReFTConfig, ReFTAdapter
 from mmie.edits.sae_gate import SAEGate
 from mmie.edits.scrubber import Scrubber, fit_scrubber
-from mmie.errors import InterventionError
+from mmie.errors import CheckpointError, InterventionError
 from mmie.language.detectors import make_detector
 from mmie.models.activations import collect_activations
 from mmie.models.hooks import BlockIntervention, detached, mmie_hooks
@@ -66,6 +69,25 @@ _QUALITY_FILE = "training_quality.json"  # SAE quality at training time, written
 _FEATURES_FILE = "features.json"  # the picked latents, next to the SAE's weights
 _SCRUBBER_DONE = "fitted.json"  # written after the scrubber's files: marks a complete save
 _TRAINING_FILE = "training.json"  # a trained adapter's training record, written after it
+# What reading a cached artefact can raise when its files are broken (CheckpointError and
+# DataError are ValueErrors; KeyError/TypeError: a JSON file of the wrong shape).
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+
+
+def _artifact_lock(where: Path) -> contextlib.AbstractContextManager[None]:
+    """The inter-process lock of the cached artefact in ``where`` (a file next to it)."""
+    return file_lock(where.parent / f"{where.name}.lock", what=f"artefact {where}")
+
+
+def _read_json_file(path: Path) -> Any:
+    return strict_json_loads(path.read_bytes().decode("utf-8"))
+
+
+def _forget(where: Path, marker: str, exc: BaseException) -> None:
+    """Log that the artefact in ``where`` is unreadable and drop its completion marker, so
+    that it is computed again (and a run killed meanwhile does not trust it)."""
+    logger.warning("the cached artefact in %s is unreadable (%s); computing it again", where, exc)
+    (where / marker).unlink(missing_ok=True)
 
 
 @dataclass
@@ -254,12 +276,26 @@ class Study:
         if pretrained is not None:
             return self._pretrained_sae(seed, layer, pretrained)
         where = self._sae_dir(seed, layer)
-        if where is not None and (where / _QUALITY_FILE).is_file():
-            # The quality file is written last, so its presence means a complete save.
-            sae = SparseAutoencoder.load(where)
-            features = tuple(json.loads((where / _FEATURES_FILE).read_text())["indices"])
-            logger.info("seed %d: loaded the layer-%d SAE from %s", seed, layer, where)
-            return sae, features, json.loads((where / _QUALITY_FILE).read_text())
+        if where is None:
+            return self._train_sae(seed, layer, None)
+        with _artifact_lock(where):
+            if (where / _QUALITY_FILE).is_file():
+                # The quality file is written last, so its presence means a complete save.
+                try:
+                    sae = SparseAutoencoder.load(where)
+                    features = tuple(_read_json_file(where / _FEATURES_FILE)["indices"])
+                    quality = _read_json_file(where / _QUALITY_FILE)
+                except _UNREADABLE as exc:
+                    _forget(where, _QUALITY_FILE, exc)
+                else:
+                    logger.info("seed %d: loaded the layer-%d SAE from %s", seed, layer, where)
+                    return sae, features, quality
+            return self._train_sae(seed, layer, where)
+
+    def _train_sae(
+        self, seed: int, layer: int, where: Path | None
+    ) -> tuple[SparseAutoencoder, tuple[int, ...], dict[str, Any]]:
+        """Train the seed's SAE at ``layer``, pick its features and save both to ``where``."""
         tokens = self.token_activations()
         cfg = self.config.sae
         acts = torch.cat([tokens["forget"][layer], tokens["retain"][layer]])
@@ -370,26 +406,40 @@ class Study:
         if key in self._scrubbers:
             return self._scrubbers[key]
         where = None if self.artifacts is None else self.artifacts / "scrubber" / key
-        if where is not None and (where / _SCRUBBER_DONE).is_file():
-            scrubber = Scrubber.load(where, self.model)
-            logger.info("loaded the scrubber %s from %s", key, where)
-        else:
-            self._check_clean()
-            scrubber = fit_scrubber(
-                self.model,
-                self.tokenizer,
-                {"retain": self.sets.retain_train, "forget": self.sets.forget_train},
-                layers,
-                method=arm.scrub_method,
-                center="retain" if arm.scrub_center == "retain" else None,
-                batch_size=self.config.data.batch_size,
-                max_length=self.config.data.max_length,
-            )
+        with contextlib.ExitStack() as stack:
             if where is not None:
-                scrubber.save(where)
-                atomic_write_json(where / _SCRUBBER_DONE, {"key": key})
-                scrubber = Scrubber.load(where, self.model)  # exactly what later runs load
+                stack.enter_context(_artifact_lock(where))
+            scrubber = self._fit_scrubber(arm, layers, key, where)
         self._scrubbers[key] = scrubber
+        return scrubber
+
+    def _fit_scrubber(
+        self, arm: ArmConfig, layers: tuple[int, ...], key: str, where: Path | None
+    ) -> Scrubber:
+        """The scrubber loaded from ``where``, or fitted (and saved there)."""
+        if where is not None and (where / _SCRUBBER_DONE).is_file():
+            try:
+                scrubber = Scrubber.load(where, self.model)
+            except _UNREADABLE as exc:
+                _forget(where, _SCRUBBER_DONE, exc)
+            else:
+                logger.info("loaded the scrubber %s from %s", key, where)
+                return scrubber
+        self._check_clean()
+        scrubber = fit_scrubber(
+            self.model,
+            self.tokenizer,
+            {"retain": self.sets.retain_train, "forget": self.sets.forget_train},
+            layers,
+            method=arm.scrub_method,
+            center="retain" if arm.scrub_center == "retain" else None,
+            batch_size=self.config.data.batch_size,
+            max_length=self.config.data.max_length,
+        )
+        if where is not None:
+            scrubber.save(where)
+            atomic_write_json(where / _SCRUBBER_DONE, {"key": key})
+            scrubber = Scrubber.load(where, self.model)  # exactly what later runs load
         return scrubber
 
     def release_seed(self, seed: int) -> None:
@@ -416,6 +466,31 @@ class Study:
             out.saes, out.features = saes, features
             out.info.update(info)
         return out
+
+    def prepare(self, arm: ArmConfig, seed: int) -> list[str]:
+        """Compute (or load) and cache what ``arm`` is built from for ``seed`` -- the seed's
+        SAEs and their features, the arm's scrubber -- without building or training the arm
+        (``mmie prepare``); trained adapters are the arm's own work and are not made here.
+
+        Returns:
+            What the arm uses, e.g. ``["SAEs of seed 0 (layers [1, 2])", "scrubber ..."]``
+            (empty for controls and arms without shared ingredients).
+
+        Raises:
+            InterventionError: the model is not clean, or an ingredient cannot be made (the
+                unit would fail the same way).
+        """
+        if arm.control is not None or not (arm.scrubs or arm.gate_part is not None):
+            return []
+        self._check_clean()
+        layers = arm.layers or self.layers
+        ingredients = self._ingredients(arm, seed, layers)
+        names = []
+        if ingredients.saes:
+            names.append(f"SAEs of seed {seed} (layers {sorted(ingredients.saes)})")
+        if ingredients.scrubber is not None:
+            names.append(f"scrubber {arm.scrub_method}-{arm.scrub_center} (layers {list(layers)})")
+        return names
 
     # ------------------------------------------------------------------ arms
     def _unlearn_config(self, arm: ArmConfig, seed: int) -> UnlearnConfig:
@@ -455,10 +530,11 @@ class Study:
             with self._train(arm, seed, layers) as state:
                 yield state
             return
-        if not (where / _TRAINING_FILE).is_file():
-            with self._train(arm, seed, layers, save_to=where) as state:
-                pass  # trained and saved; evaluated below from the saved adapter, as reruns are
-        info = json.loads((where / _TRAINING_FILE).read_text())
+        with _artifact_lock(where):
+            if not _adapter_complete(where):
+                with self._train(arm, seed, layers, save_to=where) as state:
+                    pass  # trained and saved; evaluated below from the saved adapter, as reruns are
+            info = _read_json_file(where / _TRAINING_FILE)
         if part == "lora":
             with restored_lora_arm(self.model, where) as peft_model:
                 yield ArmState(
@@ -580,6 +656,24 @@ class Study:
                 yield state
         finally:
             self._check_clean()
+
+
+def _adapter_complete(where: Path) -> bool:
+    """Whether ``where`` holds a complete, readable trained adapter (its training record,
+    written last, and weights that are valid safetensors with finite values)."""
+    if not (where / _TRAINING_FILE).is_file():
+        return False
+    try:
+        _read_json_file(where / _TRAINING_FILE)
+        weights = sorted(where.glob("*.safetensors"))
+        if not weights:
+            raise CheckpointError(f"{where} holds no weights file")
+        for path in weights:
+            read_safetensors(path)
+    except _UNREADABLE as exc:
+        _forget(where, _TRAINING_FILE, exc)
+        return False
+    return True
 
 
 def _rebind(scrubber: Scrubber, model: nn.Module) -> Scrubber:

@@ -40,14 +40,17 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import os
 import re
 import sys
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mmie._config import ConfigBase, FieldError, require, validate_fields
+from mmie._io import DuplicateKeyError, decode_utf8, strict_json_loads
 from mmie.errors import ConfigError
 from mmie.language.detectors import DETECTOR_LABELS, DETECTORS
 from mmie.language.names import (
@@ -81,8 +84,10 @@ __all__ = [
     "SamplingConfig",
     "SelectionConfig",
     "SplitConfig",
+    "apply_overrides",
     "demo_config",
     "load_config",
+    "parse_overrides",
 ]
 
 #: The building blocks of an arm's ``kind``; combine them with ``+`` (``"lora+sae_gate"``).
@@ -117,6 +122,9 @@ OPTIONAL_METRICS: tuple[str, ...] = ("robustness",)
 ATTACKS: tuple[str, ...] = ("relearning", "steering", "in_context", "logit_lens", "quantisation")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")
+SEED_LIMIT = 2**32  # seeds are NumPy legacy seeds: 0 <= seed < 2**32
+MAX_D_SAE_MULTIPLE = 256  # d_sae = d_sae_multiple * d_model; 256 x 4096 is already 1M latents
+MAX_STEPS = 1_000_000  # optimizer steps of an SAE or an arm (a typo guard, not a budget)
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 CIMethodName = Literal["auto", "t", "percentile", "basic", "bca"]
@@ -155,8 +163,13 @@ class DataConfig(ConfigBase):
         validate_fields(self)
         for name in ("forget", "retain", "forget_eval", "retain_eval"):
             require(bool(getattr(self, name).strip()), name, "must not be empty")
-        for name in ("n_forget", "n_retain", "max_length", "batch_size"):
+        for name in ("n_forget", "n_retain", "batch_size"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(
+            self.max_length >= 2,
+            "max_length",
+            f"must be >= 2 (a text needs two tokens to predict one), got {self.max_length}",
+        )
         require(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
         require(
             self.n_eval_texts is None or self.n_eval_texts >= self.n_eval,
@@ -229,6 +242,13 @@ class SAETrainingConfig(ConfigBase):
         validate_fields(self)
         for name in ("d_sae_multiple", "k", "steps", "batch_size", "n_features"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(
+            self.d_sae_multiple <= MAX_D_SAE_MULTIPLE,
+            "d_sae_multiple",
+            f"must be <= {MAX_D_SAE_MULTIPLE} (d_sae = d_sae_multiple * d_model latents), got "
+            f"{self.d_sae_multiple}",
+        )
+        require(self.steps <= MAX_STEPS, "steps", f"must be <= {MAX_STEPS:,}, got {self.steps:,}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(
             self.l1_coefficient >= 0, "l1_coefficient", f"must be >= 0, got {self.l1_coefficient}"
@@ -344,6 +364,7 @@ class ArmConfig(ConfigBase):
         require(self.penalty >= 0, "penalty", f"must be >= 0, got {self.penalty}")
         for name in ("steps", "rank", "batch_size"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.steps <= MAX_STEPS, "steps", f"must be <= {MAX_STEPS:,}, got {self.steps:,}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
         require(self.kl_weight >= 0, "kl_weight", f"must be >= 0, got {self.kl_weight}")
@@ -479,7 +500,7 @@ class SamplingConfig(ConfigBase):
         require(self.n_samples >= 1, "n_samples", f"must be >= 1, got {self.n_samples}")
         require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         require(0 < self.dominated <= 1, "dominated", f"must be in (0, 1], got {self.dominated}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(0 <= self.seed < SEED_LIMIT, "seed", f"must be in [0, 2**32), got {self.seed}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -575,7 +596,7 @@ class SplitConfig(ConfigBase):
             "selection_fraction",
             f"must be in [0, 1), got {self.selection_fraction}",
         )
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(0 <= self.seed < SEED_LIMIT, "seed", f"must be in [0, 2**32), got {self.seed}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -710,7 +731,7 @@ class ExperimentConfig(ConfigBase):
         ConfigError: a bad value; the message names the field path (``arms[1].alpha``).
     """
 
-    name: str = "mmie-study"  # label shown in reports
+    name: str = "mmie-study"  # label shown in reports (one line, no control characters)
     model: str = "demo"  # local path or hub id of a causal LM, or "demo" (bundled tiny model)
     dtype: Dtype = "float32"  # parameter dtype of the model
     device: str = "auto"  # "auto" (CUDA or CPU), "cpu", "cuda:N", "sharded" (device_map="auto")
@@ -732,11 +753,12 @@ class ExperimentConfig(ConfigBase):
     ci_method: CIMethodName = "auto"  # interval method; auto = "t" below 10 values, else "bca"
     ci_alpha: float = 0.05  # 1 - confidence level of the reported intervals
     n_boot: int = 10_000  # bootstrap resamples (unused by "t")
-    output_dir: str = "mmie-results"  # shards, artifacts and reports go here
+    output_dir: str = "mmie-results"  # shards, artifacts and reports go here (~ is expanded)
     plots: bool | None = None  # None: plot if matplotlib is installed; True: required
 
     def __post_init__(self) -> None:
         validate_fields(self)
+        _check_name(self.name)
         require(bool(self.model.strip()), "model", "must not be empty")
         require(
             self.device in ("auto", "sharded")
@@ -785,7 +807,11 @@ class ExperimentConfig(ConfigBase):
             )
         require(bool(self.seeds), "seeds", "must list at least one seed")
         for i, seed in enumerate(self.seeds):
-            require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+            require(
+                0 <= seed < SEED_LIMIT,
+                f"seeds[{i}]",
+                f"must be in [0, 2**32) (NumPy's seed range), got {seed}",
+            )
         require(len(set(self.seeds)) == len(self.seeds), "seeds", "has duplicates")
         require(bool(self.metrics), "metrics", "must list at least one metric")
         known = METRICS + OPTIONAL_METRICS
@@ -819,6 +845,7 @@ class ExperimentConfig(ConfigBase):
         require(0 < self.ci_alpha < 1, "ci_alpha", f"must be in (0, 1), got {self.ci_alpha}")
         require(self.n_boot >= 1, "n_boot", f"must be >= 1, got {self.n_boot}")
         require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
+        object.__setattr__(self, "output_dir", os.path.expanduser(self.output_dir))
 
     def _check_languages(self) -> None:
         """Every label a known label of the detector, every bundled set in its role's
@@ -960,25 +987,60 @@ class ExperimentConfig(ConfigBase):
         raise KeyError(f"no arm named {name!r}; arms are {[a.name for a in self.all_arms]}")
 
 
+# Explicit bidirectional formatting characters: they reorder what follows them on screen.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _check_name(name: str) -> None:
+    """A study name is one line of printable text: it heads ``report.md``."""
+    require(bool(name.strip()), "name", "must not be empty")
+    require(len(name) <= 200, "name", f"must be at most 200 characters, got {len(name)}")
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs") or ch in _BIDI_CONTROLS:
+            raise FieldError(
+                "name",
+                f"must be one line of printable text; it holds U+{ord(ch):04X} "
+                f"({unicodedata.name(ch, 'a control character')}) in {name!r}",
+            )
+
+
 # ----------------------------------------------------------------------------- files
 def _read_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python 3.10 only
         import tomli as tomllib
+    text = decode_utf8(path.read_bytes(), path, ConfigError)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply to parse") from None
+
+
+def _read_json(path: Path) -> Any:
+    text = decode_utf8(path.read_bytes(), path, ConfigError)
+    try:
+        return strict_json_loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc} (every key may appear once)") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read an :class:`ExperimentConfig` from a ``.toml`` or ``.json`` file.
 
     Keys are the field names of :class:`ExperimentConfig`; sections are tables
-    (``[data]``, ``[gates]``), arms an array of tables (``[[arms]]``). Missing keys keep their
-    defaults (those of :func:`demo_config` for the embedded study are the same).
+    (``[data]``, ``[gates]``), arms an array of tables (``[[arms]]``). ``model`` is required
+    (``model = "demo"`` for the bundled demo model), so an empty file is an error; other
+    missing keys keep their defaults. Files must be UTF-8; a key repeated in a JSON object is
+    an error, as it is in TOML.
 
     Args:
         path: the file; the suffix decides the format.
@@ -987,8 +1049,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
         The validated config.
 
     Raises:
-        ConfigError: the file is missing, not TOML/JSON, malformed (the message gives the
-            parser's line), or a value is invalid (the message names the field path).
+        ConfigError: the file is missing, not UTF-8, not TOML/JSON, malformed (the message
+            gives the parser's line), lacks ``model``, or a value is invalid (the message
+            names the field path).
     """
     p = Path(path)
     if not p.is_file():
@@ -997,19 +1060,121 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if suffix == ".toml":
         data = _read_toml(p)
     elif suffix == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{p}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from exc
+        data = _read_json(p)
     else:
         raise ConfigError(f"{p}: unknown config format {suffix!r}; use .toml or .json")
     try:
         config: ExperimentConfig = ExperimentConfig.from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+    if "model" not in data:
+        raise ConfigError(
+            f"{p}: model: is required: a local model directory, a hub id such as "
+            '"Qwen/Qwen2-0.5B", or "demo" for the bundled demo model'
+            + (" (the file is empty)" if not data else "")
+        )
     return config
+
+
+# ----------------------------------------------------------------------------- overrides
+_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _toml_value(text: str) -> Any:
+    """``text`` read as a TOML value; text that is not one (``gpt2``, ``org/name``) and
+    TOML dates and times are the string itself."""
+    import datetime
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return text
+    if isinstance(value, (datetime.date, datetime.time)):
+        return text
+    return value
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` overrides (``mmie run --set``) into nested config changes.
+
+    ``KEY`` is a field path with dots between sections (``seeds``, ``data.n_eval``,
+    ``gates.n_permutations``). ``VALUE`` is read as a TOML value: ``8`` is an int, ``0.5`` a
+    float, ``true``/``false`` booleans, ``"text"`` a string, ``[0, 1]`` a list and
+    ``{kind = "lora", steps = 2}`` a table; anything that is not valid TOML (``gpt2``,
+    ``Qwen/Qwen2-0.5B``, ``results/run1``), and TOML dates, are taken as the string as
+    written. Lists (``seeds``, ``arms``, ``metrics``) are replaced whole, sections merged.
+
+    Example:
+        >>> parse_overrides(["seeds=[0, 1]", "data.n_eval=8", "model=org/name"])
+        {'seeds': [0, 1], 'data': {'n_eval': 8}, 'model': 'org/name'}
+
+    Args:
+        pairs: the ``KEY=VALUE`` strings.
+
+    Returns:
+        The changes, as nested mappings for ``ExperimentConfig.replace``.
+
+    Raises:
+        ConfigError: a pair without ``=``, a malformed key, or a key given twice (also as a
+            section and a field in it).
+    """
+    if isinstance(pairs, str):
+        raise TypeError(f"pairs must be a sequence of 'KEY=VALUE' strings, got {pairs!r}")
+    changes: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for pair in pairs:
+        if not isinstance(pair, str):
+            raise TypeError(f"an override must be a 'KEY=VALUE' string, got {pair!r}")
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or _OVERRIDE_KEY.match(key) is None:
+            raise ConfigError(
+                f"--set {pair!r}: expected KEY=VALUE with KEY a field path such as "
+                "data.n_eval or seeds"
+            )
+        clash = next(
+            (
+                other
+                for other in seen
+                if other == key or other.startswith(key + ".") or key.startswith(other + ".")
+            ),
+            None,
+        )
+        if clash is not None:
+            raise ConfigError(f"--set {pair!r}: {key} is already set by --set {seen[clash]!r}")
+        seen[key] = pair
+        *sections, last = key.split(".")
+        target = changes
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[last] = _toml_value(text.strip())
+    return changes
+
+
+def apply_overrides(config: ExperimentConfig, pairs: Sequence[str]) -> ExperimentConfig:
+    """``config`` with ``KEY=VALUE`` overrides (:func:`parse_overrides`) merged in and the
+    result validated again, as ``ExperimentConfig.replace`` does.
+
+    Example:
+        >>> cfg = apply_overrides(demo_config(), ["seeds=[3]", "sae.steps=50"])
+        >>> cfg.seeds, cfg.sae.steps, cfg.sae.k == demo_config().sae.k
+        ((3,), 50, True)
+
+    Raises:
+        ConfigError: a malformed override, or a value the config refuses (the message names
+            the field path and the override).
+    """
+    changes = parse_overrides(pairs)
+    if not changes:
+        return config
+    try:
+        return config.replace(**changes)
+    except ConfigError as exc:
+        raise ConfigError(f"--set {' '.join(pairs)}: {exc}") from None
 
 
 def _demo_arms() -> tuple[ArmConfig, ...]:

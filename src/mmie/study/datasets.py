@@ -52,6 +52,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from mmie._io import DuplicateKeyError, decode_utf8, strict_json_loads
 from mmie.errors import DataError
 
 __all__ = [
@@ -167,10 +168,12 @@ def load_texts(name_or_path: str | Path, *, dedupe: bool = True) -> list[str]:
 
     JSONL files (``.jsonl``, ``.json``, or any suffix but ``.txt``) hold one JSON object per
     line with a non-empty string under ``"text"``; other keys are allowed and ignored, blank
-    lines are skipped. ``.txt`` files hold one text per line. Every text is normalised with
-    ``normalize_text``; with ``dedupe`` the first occurrence of each text is kept, in
-    file order. A bundled name with a line range (``"urdu[48:]"``) gives those lines of the
-    set (the bundled sets hold no duplicate or blank line, so line ``i`` is text ``i``).
+    lines are skipped. ``.txt`` files hold one text per line. Files must be UTF-8; lines end
+    at ``\\n`` (or ``\\r\\n``) only, so U+2028, U+2029, U+0085 and other Unicode line
+    separators stay inside their line (as JSON allows them inside strings). Every text is
+    normalised with ``normalize_text``; with ``dedupe`` the first occurrence of each text is
+    kept, in file order. A bundled name with a line range (``"urdu[48:]"``) gives those lines
+    of the set (the bundled sets hold no duplicate or blank line, so line ``i`` is text ``i``).
 
     Args:
         name_or_path: a name from :data:`BUNDLED_SETS` (optionally ``NAME[START:STOP]``) or
@@ -182,8 +185,10 @@ def load_texts(name_or_path: str | Path, *, dedupe: bool = True) -> list[str]:
 
     Raises:
         FileNotFoundError: the path does not exist (and is not a bundled name).
-        DataError: a line is not valid JSON, not an object, has no ``"text"``, or its text
-            is not a string or is empty; the message names the file and the line number.
+        DataError: the file is not UTF-8, or a line is not valid JSON (or repeats a key, or
+            nests too deeply to parse), not an object, has no ``"text"``, or its text is not
+            a string, is empty or holds a lone surrogate (``"\\ud800"``, which no UTF-8 text
+            can contain); the message names the file and the line number.
         TypeError: ``name_or_path`` is neither a string nor a path.
     """
     if not isinstance(name_or_path, (str, Path)):
@@ -204,14 +209,22 @@ def load_texts(name_or_path: str | Path, *, dedupe: bool = True) -> list[str]:
                 f"no text set at {str(path)!r}; pass a file path or one of the bundled sets "
                 f"{BUNDLED_SETS} (a line range of one as NAME[START:STOP], e.g. 'urdu[48:]')"
             )
-    with path.open(encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+    lines = _lines(decode_utf8(path.read_bytes(), path, DataError))
     if path.suffix == ".txt":
         texts = [normalize_text(line) for line in lines]
         texts = [t for t in texts if t]
     else:
         texts = _parse_jsonl(lines, path)
     return dedupe_texts(texts, source=str(path)) if dedupe else texts
+
+
+def _lines(text: str) -> list[str]:
+    """Lines ended by ``\\n`` or ``\\r\\n`` only (``str.splitlines`` also splits at U+2028,
+    U+0085, form feeds, ...: characters that may sit inside a JSON string or a text)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _parse_jsonl(lines: Sequence[str], path: Path) -> list[str]:
@@ -221,9 +234,13 @@ def _parse_jsonl(lines: Sequence[str], path: Path) -> list[str]:
             continue
         where = f"{path}:{number}"
         try:
-            record = json.loads(line)
+            record = strict_json_loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
+            raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
+        except DuplicateKeyError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        except ValueError as exc:  # nested too deeply
+            raise DataError(f"{where}: invalid JSON ({exc})") from None
         if not isinstance(record, dict):
             raise DataError(f'{where}: expected a JSON object with a "text" key, got {line[:40]!r}')
         if "text" not in record:
@@ -234,6 +251,14 @@ def _parse_jsonl(lines: Sequence[str], path: Path) -> list[str]:
         text = normalize_text(text)
         if not text:
             raise DataError(f'{where}: "text" is empty')
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(text[exc.start])
+            raise DataError(
+                f'{where}: "text" holds a lone surrogate U+{code:04X} (an escape such as '
+                '"\\ud800" without its pair), which is not a character'
+            ) from None
         texts.append(text)
     return texts
 

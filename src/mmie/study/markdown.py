@@ -7,6 +7,7 @@ number formatting here are shared with the summary text and the plots.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -136,10 +137,25 @@ def code(text: object) -> str:
     return "`" + one_line.replace("`", "'") + "`"
 
 
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+
+
+def _cell_text(cell: str) -> str:
+    """A table cell on one line with every pipe escaped once (``escape`` output's ``\\|``
+    stays as it is: escaping it again would end the cell)."""
+    return _UNESCAPED_PIPE.sub(r"\\|", cell.replace("\r", " ").replace("\n", " "))
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    head = [_cell_text(h) for h in header]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_cell_text(cell) for cell in row) + " |" for row in rows]
     return out
+
+
+def _label(key: str, words: Mapping[str, str] | None = None) -> str:
+    """:func:`label` for Markdown: record keys carry user-given set names."""
+    return escape(label(key, words))
 
 
 def _cell(gate: Mapping[str, Any] | None) -> str:
@@ -161,7 +177,7 @@ def _decision_rows(arms: Mapping[str, Any], n_seeds: int) -> list[list[str]]:
             [
                 code(name),
                 f"**{arm['decision']}**",
-                arm["label"],
+                escape(arm["label"]),
                 seeds,
                 ", ".join(failing) or "—",
                 ", ".join(missing) or "—",
@@ -305,10 +321,10 @@ def _metric_rows(
     rows = []
     for key in keys:
         if delta:
-            row = [label(key, words)]
+            row = [_label(key, words)]
         else:
             base = data["base"]["metrics"].get(key)
-            row = [label(key, words), fmt_ci(base["value"], base["ci"]) if base else "—"]
+            row = [_label(key, words), fmt_ci(base["value"], base["ci"]) if base else "—"]
         for name in arms:
             m = arms[name]["metrics"].get(key)
             if delta:
@@ -333,8 +349,8 @@ def _language_line(langs: Mapping[str, Any] | None, cfg: Mapping[str, Any]) -> s
         return f"target {code(cfg['target'])}"
 
     def one(entry: Mapping[str, Any]) -> str:
-        script = f", {entry['script_name']} script" if entry.get("script_name") else ""
-        return f"{code(entry['label'])} ({entry['name']}{script})"
+        script = f", {escape(entry['script_name'])} script" if entry.get("script_name") else ""
+        return f"{code(entry['label'])} ({escape(entry['name'])}{script})"
 
     parts = [f"target {one(langs['target'])}", f"retain {one(langs['retain'])}"]
     related = [
@@ -348,7 +364,12 @@ def _language_line(langs: Mapping[str, Any] | None, cfg: Mapping[str, Any]) -> s
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
-    """The report document as Markdown (user-given names are escaped)."""
+    """The report document as Markdown.
+
+    Every string that can come from the user (the study name, the model, the target, arm
+    and set names, gate reasons, error messages) goes through :func:`escape` or
+    :func:`code`, so none can add a heading, a link, markup or a table cell.
+    """
     cfg = data["config"]
     every = data["arms"]
     arms = {n: a for n, a in every.items() if a["role"] == "arm"}
@@ -360,7 +381,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     words = language_words(langs)
 
     def lab(key: str) -> str:
-        return label(key, words)
+        return _label(key, words)
 
     out.append(
         f"Model {code(cfg['model'])} ({cfg['dtype']}) · {_language_line(langs, cfg)} · "
@@ -465,11 +486,13 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     out += _table(["gate", *[code(n) for n in arms]], rows)
     out += ["", "### Reasons", ""]
     for name, arm in {**arms, **controls}.items():
-        out.append(f"- {code(name)} — **{arm['decision']}** ({arm['label']})")
-        out += [f"  - {reason}" for reason in arm["reasons"]]
+        out.append(f"- {code(name)} — **{arm['decision']}** ({escape(arm['label'])})")
+        out += [f"  - {escape(reason)}" for reason in arm["reasons"]]
     for name, ref in refs.get("decisions", {}).items():
-        out.append(f"- `reference.{escape(name)}` — **{ref['decision']}** ({ref['label']})")
-        out += [f"  - {reason}" for reason in ref["reasons"]]
+        out.append(
+            f"- {code('reference.' + name)} — **{ref['decision']}** ({escape(ref['label'])})"
+        )
+        out += [f"  - {escape(reason)}" for reason in ref["reasons"]]
 
     out += ["", "## Runs", ""]
     status = {(u["seed"], u["arm"]): u for u in data["units"]}

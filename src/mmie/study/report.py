@@ -41,7 +41,7 @@ from mmie.language.unicode import LANGUAGE_SCRIPT
 from mmie.stats import bootstrap_ci
 from mmie.study.config import ArmConfig, ExperimentConfig, SplitConfig
 from mmie.study.decisions import Role, judge_arms, split_indices
-from mmie.study.markdown import fmt_ci, render_markdown
+from mmie.study.markdown import code, escape, fmt_ci, render_markdown
 from mmie.study.records import MetricRecord
 from mmie.study.robustness import recoverability
 from mmie.study.schema import REPORT_SCHEMA_VERSION
@@ -141,6 +141,17 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
 # ----------------------------------------------------------------------------- report
 @dataclass(frozen=True)
 class Report:
@@ -168,8 +179,11 @@ class Report:
         return {k: v for k, v in self.data.items() if k != "timings"}
 
     def to_json(self) -> str:
-        """The document as indented JSON with sorted keys."""
-        return json.dumps(self.data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        """The document as indented JSON with sorted keys (NaN/inf as ``null``)."""
+        data = _json_ready(self.data)
+        return (
+            json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+        )
 
     def to_markdown(self) -> str:
         """A readable Markdown report (no timings, so it is stable too)."""
@@ -178,11 +192,14 @@ class Report:
     def write(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``report.json`` and ``report.md`` atomically into ``directory``.
 
+        A non-finite number anywhere in the document (a metric that came out NaN) is
+        written as ``null``, never refused.
+
         Returns:
             ``{"json": path, "markdown": path}``.
         """
         d = Path(directory)
-        json_path = atomic_write_json(d / "report.json", self.data)
+        json_path = atomic_write_json(d / "report.json", _json_ready(self.data))
         md_path = atomic_write_text(d / "report.md", self.to_markdown())
         return {"json": json_path, "markdown": md_path}
 
@@ -657,13 +674,30 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         lines.append("Forget extraction strength was not computed, so no arm can be judged on it.")
     else:
         lines.append(
-            f"The base model continues held-out {name} (`{target['label']}`{where}) prompts "
-            f"in {name} with extraction strength {fmt_ci(base['value'], base['ci'])} "
+            f"The base model continues held-out {name} ({code(target['label'])}{where}) "
+            f"prompts in {name} with extraction strength {fmt_ci(base['value'], base['ci'])} "
             f"({level} interval over {base['n_items']} prompts)."
         )
     oracle = summary["oracle_decision"]
     if oracle is not None:
-        lines.append(f"The reference that never saw {name} is judged `{oracle}`.")
+        failing = [
+            g["name"]
+            for g in data.get("references", {})
+            .get("decisions", {})
+            .get("oracle", {})
+            .get("gates", [])
+            if g["status"] == "fail"
+        ]
+        lines.append(
+            f"The reference that never saw {name} is judged `{oracle}`"
+            + (
+                f" (failing {', '.join(failing)}: the gold standard itself is not shown to "
+                "pass it at this study's size, so an arm failing it may lack power rather "
+                "than fail; see the gate calibration table)."
+                if failing
+                else "."
+            )
+        )
     if best is not None and base is not None:
         arm = data["arms"][best]
         m = arm["metrics"]["forget_es"]
@@ -698,7 +732,7 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
                 "much to call the effect measurable at the level of training runs."
             )
         elif gate is not None and gate["status"] == "not evaluated":
-            lines.append(f"Its forget-ES gate is not evaluated: {gate['reason']}")
+            lines.append(f"Its forget-ES gate is not evaluated: {escape(gate['reason'])}")
         else:
             lines.append(
                 f"Its forget-ES reduction is not shown at level {config.gates.alpha} on the "

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from mmie._io import read_safetensors
 from mmie.errors import CheckpointError, ConfigError, IncompatibleModelError
 from mmie.models.blocks import unwrap_model
 from mmie.seeding import seed_context
@@ -198,7 +199,6 @@ def load_lora(model: nn.Module, directory: str | Path, *, is_trainable: bool = F
 
     from peft import LoraConfig, get_peft_model
     from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     try:
         lora_config = LoraConfig.from_pretrained(str(path))
@@ -209,7 +209,7 @@ def load_lora(model: nn.Module, directory: str | Path, *, is_trainable: bool = F
     except IncompatibleModelError as exc:
         raise CheckpointError(f"adapter in {path} does not fit this model: {exc}") from exc
     lora_config.inference_mode = not is_trainable
-    state = load_file(str(path / _ADAPTER_WEIGHTS))
+    state = read_safetensors(path / _ADAPTER_WEIGHTS)  # CheckpointError: corrupt, NaN/inf
     flags = [p.requires_grad for p in model.parameters()]
     with seed_context(0), quiet_peft():  # the random init is overwritten below
         peft_model: Any = get_peft_model(model, lora_config)
