@@ -3,6 +3,8 @@ sets checked against their roles, derived defaults, and reports worded by langua
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -319,3 +321,23 @@ def test_redistribution_gate_watches_the_given_scripts():
     hindi = judge_arms(base, {"arm": {0: arm}}, cfg, computed=("forget_es", "redistribution"))
     gate = next(g for g in hindi["arm"].gates if g.name == "redistribution")
     assert gate.status == "not evaluated"
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        'target = "xx"\n',
+        'target = "Hindi"\n',
+        'target = "mr"\n',
+        'target = "ur"\n',
+        'target = "ur"\n\n[data]\nforget = "urdu[48:]"\nforget_eval = "urdu[:48]"\n',
+    ],
+)
+def test_the_messages_on_the_languages_page_are_real(tmp_path, monkeypatch, capsys, toml):
+    """docs/languages.md shows what `mmie run study.toml` prints for these configs."""
+    monkeypatch.chdir(tmp_path)
+    Path("study.toml").write_text(toml, encoding="utf-8")
+    assert cli.main(["run", "study.toml"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "languages.md").read_text("utf-8")
+    assert line in page.splitlines()
