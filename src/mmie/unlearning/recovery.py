@@ -91,6 +91,7 @@ from mmie.models.hooks import BlockIntervention, Edit
 from mmie.models.tokenization import collate_ids
 from mmie.seeding import seed_context
 from mmie.unlearning.lora_checkpoint import (
+    attach_lora,
     check_targets,
     default_lora_targets,
     is_peft,
@@ -433,19 +434,13 @@ def _new_lora(
     """A fresh LoRA adapter on a model without one; unloaded (originals back) on exit."""
     targets = tuple(target_modules) if target_modules is not None else default_lora_targets(model)
     fan_in_fan_out = check_targets(model, targets)
-    from peft import get_peft_model
-
     flags = [p.requires_grad for p in model.parameters()]
-    had_config = "peft_config" in vars(model)
-    with quiet_peft():
-        peft_model: Any = get_peft_model(model, _lora_config(rank, targets, fan_in_fan_out))
+    peft_model: Any = attach_lora(model, _lora_config(rank, targets, fan_in_fan_out))
     try:
         params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
         yield peft_model, params
     finally:
-        remove_lora(peft_model, flags)
-        if not had_config and "peft_config" in vars(model):
-            delattr(model, "peft_config")  # unload() removes it in current peft; older left it
+        remove_lora(peft_model, flags)  # also drops the peft_config older peft leaves
 
 
 def _lora_layers(model: nn.Module) -> list[nn.Module]:
