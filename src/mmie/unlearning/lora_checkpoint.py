@@ -200,7 +200,8 @@ def save_lora(peft_model: Any, directory: str | Path) -> Path:
     """Save a LoRA adapter: ``adapter_model.safetensors`` plus ``adapter_config.json``.
 
     Only the adapter weights are written (peft's ``save_pretrained`` with
-    ``safe_serialization=True``), never the base model.
+    ``safe_serialization=True`` and ``save_embedding_layers=False``), never the base model
+    nor its embeddings.
 
     Args:
         peft_model: a ``peft.PeftModel`` (e.g. :attr:`UnlearnResult.model`).
@@ -217,7 +218,9 @@ def save_lora(peft_model: Any, directory: str | Path) -> Path:
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     with quiet_peft():
-        peft_model.save_pretrained(str(path), safe_serialization=True)
+        # mmie never resizes the vocabulary, so the base embeddings are not saved; "auto"
+        # would look the base model up on the Hub (and warn when it cannot).
+        peft_model.save_pretrained(str(path), safe_serialization=True, save_embedding_layers=False)
     return path
 
 

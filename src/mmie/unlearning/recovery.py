@@ -204,11 +204,18 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Cost:
-    """Wall-clock seconds and passes: a plain forward pre-hook on the unwrapped model counts
-    every forward call (one per generated token during generation); removed on exit."""
+    """Wall-clock seconds and passes: a plain forward pre-hook on the input embedding counts
+    every forward call (one per generated token during generation); removed on exit.
+
+    The hook sits on the embedding, not on the model: peft < 0.19 runs the wrapped model
+    through ``model.forward(...)``, which skips the model's own hooks.
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        self.base = unwrap_model(model)
+        base = unwrap_model(model)
+        get_embeddings = getattr(base, "get_input_embeddings", None)
+        embeddings = get_embeddings() if callable(get_embeddings) else None
+        self.base = embeddings if isinstance(embeddings, nn.Module) else base
         self.forward = 0
         self.backward = 0
         self.seconds = 0.0
