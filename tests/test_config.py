@@ -21,6 +21,7 @@ from mmie.study.config import (
     ExperimentConfig,
     GateConfig,
     GenerationConfig,
+    LanguageConfig,
     SAETrainingConfig,
     SelectionConfig,
     demo_config,
@@ -28,6 +29,7 @@ from mmie.study.config import (
 )
 
 SECTIONS = (
+    LanguageConfig,
     DataConfig,
     SelectionConfig,
     SAETrainingConfig,

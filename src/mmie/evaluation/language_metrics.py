@@ -146,7 +146,8 @@ def _incremental_labels(detector: Detector) -> Callable[[list[str]], Iterator[st
 
     Exact for :class:`ScriptDetector` and for an :class:`EnsembleDetector` with its default
     stages (a ``ScriptDetector``, a ``RomanizedHindiDetector`` with any lexicon or threshold,
-    no ``latin_fallback``): both labels are functions of sums over the prefix's words.
+    no ``latin_fallback``, no ``routes``): both labels are functions of sums over the
+    prefix's words.
     Subclasses and other detectors are scanned by labelling each prefix.
     """
     if type(detector) is ScriptDetector:
@@ -156,6 +157,7 @@ def _incremental_labels(detector: Detector) -> Callable[[list[str]], Iterator[st
         and type(detector.script) is ScriptDetector
         and type(detector.romanized) is RomanizedHindiDetector
         and detector.latin_fallback is None
+        and not detector.routes  # a routed script's label needs its detector on each prefix
     ):
         return lambda words: _ensemble_prefix_labels(words, detector)
     return None

@@ -48,9 +48,19 @@ SCRIPT_LANGUAGE: Mapping[str, str] = MappingProxyType(
 """Label the :class:`ScriptDetector` gives to text written mostly in each script."""
 
 LANGUAGE_SCRIPT: Mapping[str, str] = MappingProxyType(
-    {"hi": "Deva", "ur": "Arab", "pa": "Guru", "bn": "Beng", "en": "Latn", "hi-Latn": "Latn"}
+    {
+        "hi": "Deva",
+        "ur": "Arab",
+        "pa": "Guru",
+        "bn": "Beng",
+        "en": "Latn",
+        "hi-Latn": "Latn",
+        "mr": "Deva",
+        "ne": "Deva",
+    }
 )
-"""Script of each built-in label (accepted by :func:`script_token_mask` as a shorthand)."""
+"""Script of each label the built-in detectors and :class:`~mmie.Cld2Detector`'s Devanagari
+route give (accepted by :func:`script_token_mask` as a shorthand)."""
 
 # Code point ranges (inclusive) of the supported scripts, sorted by start.
 _RANGES: tuple[tuple[int, int, str], ...] = (

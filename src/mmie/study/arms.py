@@ -48,7 +48,7 @@ from mmie.edits.reft import LoReFTConfig, ReFTAdapter
 from mmie.edits.sae_gate import SAEGate
 from mmie.edits.scrubber import Scrubber, fit_scrubber
 from mmie.errors import CheckpointError, InterventionError
-from mmie.language.detectors import EnsembleDetector
+from mmie.language.detectors import make_detector
 from mmie.models.activations import collect_activations
 from mmie.models.hooks import BlockIntervention, detached, mmie_hooks
 from mmie.sae.features import contrast_features, script_invariant_features, threshold_features
@@ -648,7 +648,7 @@ class Study:
                                 base_alpha=arm.base_alpha,
                                 high_alpha=arm.alpha,
                                 penalty=arm.penalty or None,
-                                detector=EnsembleDetector(),
+                                detector=make_detector(self.config.languages.detector),
                                 target_language=self.config.target,
                                 detect_every=4,
                             )

@@ -52,7 +52,17 @@ from typing import Any, ClassVar, Literal
 from mmie._config import ConfigBase, FieldError, require, validate_fields
 from mmie._io import DuplicateKeyError, decode_utf8, strict_json_loads
 from mmie.errors import ConfigError
+from mmie.language.detectors import DETECTOR_LABELS, DETECTORS
+from mmie.language.names import (
+    OTHER_SCRIPTS,
+    ROMANIZED_LABELS,
+    describe_language,
+    language_name,
+    suggest_label,
+)
+from mmie.language.unicode import LANGUAGE_SCRIPT, script_code
 from mmie.sae.layouts import LAYOUTS
+from mmie.study.datasets import bundled_language
 
 __all__ = [
     "ARM_PARTS",
@@ -67,6 +77,7 @@ __all__ = [
     "ExperimentConfig",
     "GateConfig",
     "GenerationConfig",
+    "LanguageConfig",
     "ReferenceConfig",
     "RobustnessConfig",
     "SAETrainingConfig",
@@ -124,8 +135,8 @@ CIMethodName = Literal["auto", "t", "percentile", "basic", "bca"]
 class DataConfig(ConfigBase):
     """Which text sets a study uses and how many texts of each.
 
-    Each set is a bundled set name (see :data:`mmie.BUNDLED_SETS`) or a path to a
-    JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
+    Each set is a bundled set name (see :data:`mmie.BUNDLED_SETS`), a line range of one
+    (``"urdu[48:]"``) or a path to a JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
     ``n_retain`` texts (fixed across seeds, so per-item results pair up); evaluation sets are
     the first ``n_eval`` texts of each evaluation set. Teacher-forced metrics are cheap next
     to generation, so the held-out forget and retain sets can give them more texts
@@ -607,6 +618,95 @@ class ReferenceConfig(ConfigBase):
         return {k: v for k, v in (("oracle", self.oracle), ("retrain", self.retrain)) if v}
 
 
+@dataclass(frozen=True, kw_only=True)
+class LanguageConfig(ConfigBase):
+    """The languages of a study, as labels of its language detector.
+
+    ``target`` (a top-level field of :class:`ExperimentConfig`) is the language to forget;
+    this section names the detector that labels every output and the study's other
+    languages. Nothing else in a study is tied to a language: the defaults below, and those
+    of ``target`` and :class:`DataConfig`, describe the bundled data (forget Hindi, keep
+    English, watch Urdu, Punjabi and Bengali), and a study of another language changes
+    ``target``, the text sets and, where their labels cannot be derived, the fields here.
+
+    Checked when the config is built, before any model or data is loaded: ``target`` and
+    every label here must be labels of ``detector`` (:data:`mmie.DETECTOR_LABELS`); an
+    unknown one is a :class:`~mmie.ConfigError` listing the labels the detector knows and
+    suggesting the one meant (``"Hindi"`` -> ``"hi"``). Bundled text sets must be in the
+    language of their role (``data.forget``/``data.forget_eval`` in the target,
+    ``data.retain``/``data.retain_eval`` in the retain language, no related set in the
+    target; see :data:`mmie.BUNDLED_LANGUAGES`).
+
+    Derived defaults: a bundled related set has its own language; ``romanized`` is the
+    target's romanised label if the detector has one (``hi`` -> ``hi-Latn``), else none, and
+    the romanised-redistribution metrics are then not computed (``data.romanized`` must be
+    empty); ``other_scripts`` are the scripts the target is also written in
+    (``hi`` -> Arabic, ``ur`` -> Devanagari, ``pa`` -> Arabic; none for others), whose share
+    of the forget outputs the redistribution gate watches.
+    """
+
+    detector: str = "ensemble"  # language detector of every output (see mmie.DETECTORS)
+    retain: str = "en"  # label of the retain language (data.retain, data.retain_eval)
+    related: tuple[str, ...] = ()  # "SET=LABEL" per data.related set (a {SET = LABEL} table)
+    romanized: str | None = None  # label of romanised target text (None: derived, see above)
+    other_scripts: tuple[str, ...] | None = None  # other scripts of the target (None: derived)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.related, Mapping):  # a TOML/JSON table {set: label}
+            object.__setattr__(self, "related", tuple(f"{k}={v}" for k, v in self.related.items()))
+        validate_fields(self)
+        require(
+            self.detector in DETECTORS,
+            "detector",
+            f"unknown detector {self.detector!r}; detectors are {list(DETECTORS)}",
+        )
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.related):
+            name, sep, label = entry.partition("=")
+            require(
+                bool(sep) and bool(name.strip()) and bool(label.strip()),
+                f"related[{i}]",
+                f'expected "SET=LABEL" (a data.related set and its language), got {entry!r}',
+            )
+            require(
+                name.strip() not in seen,
+                f"related[{i}]",
+                f"set {name.strip()!r} already has a label (related[{seen.get(name.strip())}])",
+            )
+            seen[name.strip()] = i
+        for i, code in enumerate(self.other_scripts or ()):
+            try:
+                script_code(code, "script")
+            except ValueError as exc:
+                raise FieldError(f"other_scripts[{i}]", str(exc)) from None
+
+    def related_labels(self) -> dict[str, str]:
+        """``set -> label`` of the entries of ``related``."""
+        out = {}
+        for entry in self.related:
+            name, _, label = entry.partition("=")
+            out[name.strip()] = label.strip()
+        return out
+
+
+def _label_error(value: str, detector: str) -> str:
+    """Why ``value`` is not a label of ``detector``, with the label probably meant."""
+    labels = DETECTOR_LABELS[detector]
+    suggestion = suggest_label(value, labels)
+    if suggestion is not None:
+        hint = f" (did you mean {suggestion!r}, {language_name(suggestion)}?)"
+    else:
+        others = [d for d in DETECTORS if d != detector and value in DETECTOR_LABELS[d]]
+        hint = (
+            f" ({value!r}, {language_name(value)}, is a label of detector {others[0]!r}: "
+            f"set languages.detector = {others[0]!r})"
+            if others
+            else ""
+        )
+    known = ", ".join(f"{label!r} ({language_name(label)})" for label in sorted(labels))
+    return f"unknown language label {value!r} for detector {detector!r}{hint}; it knows {known}"
+
+
 def _default_arms() -> tuple[ArmConfig, ...]:
     return (
         ArmConfig(kind="lora"),
@@ -621,7 +721,7 @@ def _default_arms() -> tuple[ArmConfig, ...]:
 class ExperimentConfig(ConfigBase):
     """A whole study: model, data, arms, seeds, metrics, gates and outputs.
 
-    Nested sections are :class:`DataConfig`, :class:`SelectionConfig`,
+    Nested sections are :class:`LanguageConfig`, :class:`DataConfig`, :class:`SelectionConfig`,
     :class:`SAETrainingConfig`, a tuple of :class:`ArmConfig`, :class:`ReferenceConfig`,
     :class:`GateConfig`, :class:`GenerationConfig`, :class:`SamplingConfig`,
     :class:`SplitConfig` and :class:`RobustnessConfig`. Build one in Python (mappings and lists are accepted for the
@@ -635,7 +735,8 @@ class ExperimentConfig(ConfigBase):
     model: str = "demo"  # local path or hub id of a causal LM, or "demo" (bundled tiny model)
     dtype: Dtype = "float32"  # parameter dtype of the model
     device: str = "auto"  # "auto" (CUDA or CPU), "cpu", "cuda:N", "sharded" (device_map="auto")
-    target: str = "hi"  # language label of the forget language (detector label)
+    target: str = "hi"  # label of the language to forget (a label of languages.detector)
+    languages: LanguageConfig = field(default_factory=LanguageConfig)  # detector, languages
     data: DataConfig = field(default_factory=DataConfig)  # text sets and sizes
     selection: SelectionConfig = field(default_factory=SelectionConfig)  # layer selection
     sae: SAETrainingConfig = field(default_factory=SAETrainingConfig)  # SAEs for the gates
@@ -666,6 +767,7 @@ class ExperimentConfig(ConfigBase):
             f'must be "auto", "sharded", "cpu", "cuda", "cuda:N" or "mps", got {self.device!r}',
         )
         require(bool(self.target.strip()), "target", "must not be empty")
+        self._check_languages()
         require(bool(self.arms), "arms", "must list at least one arm")
         seen: dict[str, int] = {}
         for i, arm in enumerate(self.arms):
@@ -696,6 +798,13 @@ class ExperimentConfig(ConfigBase):
                 f"{source!r} is a reference of the bundled demo model and cannot serve "
                 f"model {self.model!r} (they must share a tokenizer and a recipe)",
             )
+            require(
+                not source.startswith("demo:") or self.target == "hi",
+                f"references.{name}",
+                f"{source!r} is a reference for forgetting Hindi (the oracle never saw Hindi, "
+                f"the retrained model lacks the Hindi forget texts), not for target "
+                f'{describe_language(self.target)}; set references.{name} = ""',
+            )
         require(bool(self.seeds), "seeds", "must list at least one seed")
         for i, seed in enumerate(self.seeds):
             require(
@@ -725,10 +834,140 @@ class ExperimentConfig(ConfigBase):
             "'demo:relearn' holds lines of the bundled demo data that only the demo model "
             f"was kept from; name held-out texts for model {self.model!r}",
         )
+        require(
+            self.robustness.relearn != "demo:relearn"
+            or "robustness" not in self.metrics
+            or self.target == "hi",
+            "robustness.relearn",
+            "'demo:relearn' holds Hindi texts; name held-out texts of the target "
+            f"{describe_language(self.target)}",
+        )
         require(0 < self.ci_alpha < 1, "ci_alpha", f"must be in (0, 1), got {self.ci_alpha}")
         require(self.n_boot >= 1, "n_boot", f"must be >= 1, got {self.n_boot}")
         require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
         object.__setattr__(self, "output_dir", os.path.expanduser(self.output_dir))
+
+    def _check_languages(self) -> None:
+        """Every label a known label of the detector, every bundled set in its role's
+        language (runs before anything is loaded)."""
+        lang = self.languages
+        labels = DETECTOR_LABELS[lang.detector]
+
+        def check(value: str, path: str) -> None:
+            require(value in labels, path, _label_error(value, lang.detector))
+
+        check(self.target, "target")
+        require(self.target != "und", "target", "'und' (undetermined) is not a language")
+        check(lang.retain, "languages.retain")
+        require(
+            lang.retain != self.target,
+            "languages.retain",
+            f"must differ from the target ({self.target!r})",
+        )
+        wanted = {
+            "forget": (self.target, "the target"),
+            "forget_eval": (self.target, "the target"),
+            "retain": (lang.retain, "the retain language"),
+            "retain_eval": (lang.retain, "the retain language"),
+        }
+        for name, (label, role) in wanted.items():
+            found = bundled_language(getattr(self.data, name))
+            require(
+                found is None or found == label,
+                f"data.{name}",
+                f"the bundled set {getattr(self.data, name)!r} is "
+                f"{describe_language(found or '')}, not {role} {describe_language(label)}",
+            )
+        related = lang.related_labels()
+        for i, (name, label) in enumerate(related.items()):
+            path = f"languages.related[{i}]"
+            require(
+                name in self.data.related,
+                path,
+                f"{name!r} is not a set of data.related {list(self.data.related)}",
+            )
+            check(label, path)
+            require(
+                label != self.target,
+                path,
+                f"a related language is not the target ({describe_language(self.target)})",
+            )
+        if lang.romanized is not None:
+            check(lang.romanized, "languages.romanized")
+            require(
+                lang.romanized != self.target,
+                "languages.romanized",
+                f"must differ from the target ({self.target!r}): it labels the target "
+                "written in another script",
+            )
+        if self.data.romanized and self.romanized_label is None:
+            raise FieldError(
+                "data.romanized",
+                f"detector {lang.detector!r} has no label for {language_name(self.target)} in "
+                "Latin letters, so romanised prompts cannot be scored: set "
+                "languages.romanized to one of its labels, or data.romanized = []",
+            )
+        target_script = LANGUAGE_SCRIPT.get(self.target)
+        for i, code in enumerate(self.other_scripts):
+            require(
+                code != target_script,
+                f"languages.other_scripts[{i}]",
+                f"{code!r} is the target's own script",
+            )
+        for i, name in enumerate(self.data.romanized):
+            found = bundled_language(name)
+            require(
+                found is None or found == self.romanized_label,
+                f"data.romanized[{i}]",
+                f"the bundled set {name!r} is {describe_language(found or '')}, not the "
+                f"romanised target ({self.romanized_label!r})",
+            )
+        for i, name in enumerate(self.data.related):
+            related_label = related.get(name, bundled_language(name))
+            require(
+                related_label != self.target,
+                f"data.related[{i}]",
+                f"the set {name!r} is in the target language {describe_language(self.target)};"
+                " related sets measure leakage into other languages",
+            )
+
+    @property
+    def romanized_label(self) -> str | None:
+        """The label of romanised target text (``languages.romanized``, or derived: the
+        target's romanised label if the detector has one, else ``None``)."""
+        if self.languages.romanized is not None:
+            return self.languages.romanized
+        labels = DETECTOR_LABELS[self.languages.detector]
+        derived = ROMANIZED_LABELS.get(self.target, f"{self.target}-Latn")
+        return derived if derived in labels else None
+
+    @property
+    def other_scripts(self) -> tuple[str, ...]:
+        """ISO 15924 codes of the scripts the redistribution gate watches
+        (``languages.other_scripts``, or the target's other scripts: Arabic for Hindi,
+        Devanagari for Urdu, Arabic for Punjabi, none for other languages)."""
+        given = self.languages.other_scripts
+        if given is None:
+            return OTHER_SCRIPTS.get(self.target, ())
+        return tuple(script_code(code, "script") for code in given)
+
+    def resolved_languages(self) -> dict[str, Any]:
+        """The study's languages with every derived default filled in (labels only).
+
+        Returns:
+            ``{"detector", "target", "retain", "related": {set: label or None},
+            "romanized": label or None, "other_scripts": [codes]}``; a related set that
+            is neither labelled in ``languages.related`` nor bundled has ``None``.
+        """
+        related = self.languages.related_labels()
+        return {
+            "detector": self.languages.detector,
+            "target": self.target,
+            "retain": self.languages.retain,
+            "related": {n: related.get(n, bundled_language(n)) for n in self.data.related},
+            "romanized": self.romanized_label,
+            "other_scripts": list(self.other_scripts),
+        }
 
     @property
     def all_arms(self) -> tuple[ArmConfig, ...]:

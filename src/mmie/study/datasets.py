@@ -22,7 +22,13 @@ name                   content                                                  
 
 Hindi, English and romanised Hindi are rendered from the same parallel templates, so the
 forget and retain sets cover the same topics. The train/eval split is made before rendering:
-no evaluation sentence, nor its translation, appears in a training set.
+no evaluation sentence, nor its translation, appears in a training set. The language of each
+set, as a detector label, is in :data:`BUNDLED_LANGUAGES`.
+
+A bundled name may carry a line range, ``NAME[START:STOP]`` with Python's slice meaning
+(either bound may be left out): ``"urdu[48:]"`` is every line of ``urdu`` from the 49th on,
+the lines the demo model was trained on (:func:`mmie.demo_training_info`), and
+``"urdu[:48]"`` the held-out ones.
 
 Example:
     >>> from mmie.study.datasets import load_texts, split_texts
@@ -39,16 +45,20 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 
 from mmie._io import DuplicateKeyError, decode_utf8, strict_json_loads
 from mmie.errors import DataError
 
 __all__ = [
+    "BUNDLED_LANGUAGES",
     "BUNDLED_SETS",
+    "bundled_language",
     "bundled_path",
     "dedupe_texts",
     "load_texts",
@@ -71,6 +81,49 @@ BUNDLED_SETS: tuple[str, ...] = (
     "adversarial",
 )
 """Names of the text sets shipped in ``mmie/data`` (load them with :func:`load_texts`)."""
+
+BUNDLED_LANGUAGES: Mapping[str, str | None] = MappingProxyType(
+    {
+        "hindi_train": "hi",
+        "english_train": "en",
+        "hindi_eval": "hi",
+        "english_eval": "en",
+        "hindi_romanized": "hi-Latn",
+        "hinglish": None,  # code-mixed Hindi and English
+        "urdu": "ur",
+        "punjabi": "pa",
+        "bengali": "bn",
+        "adversarial": None,  # instructions in English that ask for Hindi
+    }
+)
+"""The language of each bundled set as a detector label (``None``: mixed languages). A study
+checks its bundled sets against its configured languages before anything is loaded."""
+
+_RANGE = re.compile(r"^(?P<name>[a-z_]+)\[(?P<start>[0-9]*):(?P<stop>[0-9]*)\]$")
+
+
+def _bundled_range(name: str) -> tuple[str, int | None, int | None] | None:
+    """``(set, start, stop)`` of ``"set[start:stop]"`` naming a bundled set, else ``None``."""
+    match = _RANGE.match(name)
+    if match is None or match["name"] not in BUNDLED_SETS:
+        return None
+    start, stop = match["start"], match["stop"]
+    return match["name"], int(start) if start else None, int(stop) if stop else None
+
+
+def bundled_language(name: str) -> str | None:
+    """The language label of a bundled set, or of a line range of one (``"urdu[48:]"``).
+
+    Args:
+        name: a set name, possibly with a line range, or anything else (a path).
+
+    Returns:
+        Its label in :data:`BUNDLED_LANGUAGES`; ``None`` for a mixed-language set or a name
+        that is not bundled.
+    """
+    parsed = _bundled_range(name)
+    base = parsed[0] if parsed is not None else name
+    return BUNDLED_LANGUAGES.get(base)
 
 
 def bundled_path(name: str) -> Path:
@@ -119,10 +172,12 @@ def load_texts(name_or_path: str | Path, *, dedupe: bool = True) -> list[str]:
     at ``\\n`` (or ``\\r\\n``) only, so U+2028, U+2029, U+0085 and other Unicode line
     separators stay inside their line (as JSON allows them inside strings). Every text is
     normalised with ``normalize_text``; with ``dedupe`` the first occurrence of each text is
-    kept, in file order.
+    kept, in file order. A bundled name with a line range (``"urdu[48:]"``) gives those lines
+    of the set (the bundled sets hold no duplicate or blank line, so line ``i`` is text ``i``).
 
     Args:
-        name_or_path: a name from :data:`BUNDLED_SETS` or a path to a file.
+        name_or_path: a name from :data:`BUNDLED_SETS` (optionally ``NAME[START:STOP]``) or
+            a path to a file.
         dedupe: drop repeated texts (after normalisation), keeping the first.
 
     Returns:
@@ -140,6 +195,11 @@ def load_texts(name_or_path: str | Path, *, dedupe: bool = True) -> list[str]:
         raise TypeError(
             f"name_or_path must be a bundled set name or a path, got {type(name_or_path).__name__}"
         )
+    if isinstance(name_or_path, str):
+        parsed = _bundled_range(name_or_path)
+        if parsed is not None:
+            name, start, stop = parsed
+            return load_texts(name, dedupe=dedupe)[start:stop]
     if isinstance(name_or_path, str) and name_or_path in BUNDLED_SETS:
         path = bundled_path(name_or_path)
     else:
@@ -147,7 +207,7 @@ def load_texts(name_or_path: str | Path, *, dedupe: bool = True) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(
                 f"no text set at {str(path)!r}; pass a file path or one of the bundled sets "
-                f"{BUNDLED_SETS}"
+                f"{BUNDLED_SETS} (a line range of one as NAME[START:STOP], e.g. 'urdu[48:]')"
             )
     lines = _lines(decode_utf8(path.read_bytes(), path, DataError))
     if path.suffix == ".txt":

@@ -19,13 +19,15 @@ gate                passes when                                                 
 ``mia``             membership-inference AUC close to the retrained reference's     forget
                     (or, without one, inside ``0.5 ± mia_margin``); DeLong
 ``retain_ppl``      retain perplexity grows by less than ``retain_ppl_ratio``       retain
-``english``         on English prompts, with the arm's processors active: empty /    retain
-                    degenerate output, target-script leakage and the base
-                    model's perplexity of the output stay within their margins
+``english``         on retain-language prompts (English in the default study), with  retain
+                    the arm's processors active: empty / degenerate output,
+                    target-script leakage and the base model's perplexity of the
+                    output stay within their margins
 ``leakage``         per related language: perplexity and target ES on its prompts   retain
                     stay within their margins
-``redistribution``  on forget prompts: romanised-target ES and Arabic-script         retain
-                    output rise by less than ``redistribution_margin``
+``redistribution``  on forget prompts: romanised-target ES and the share of the      retain
+                    target's other scripts (Arabic for Hindi, Devanagari for Urdu)
+                    rise by less than ``redistribution_margin``
 ==================  =============================================================  ==========
 
 **Valid tests.** Bounded metrics (ES, shares, script mass, 0/1 outcomes, sampled fractions)
@@ -78,6 +80,7 @@ from mmie.gate_stats import (
     paired_proportions_test,
     relative_reduction_test,
 )
+from mmie.language.names import script_name
 from mmie.stats import holm_bonferroni
 from mmie.study.config import GateConfig, SplitConfig
 from mmie.study.records import MetricRecord
@@ -388,6 +391,15 @@ def _sub(sub: _NonInferiority, b: np.ndarray, a: np.ndarray, **extra: Any) -> di
     }
 
 
+def _redistribution_word(key: str) -> str:
+    if key == "forget_romanized_es":
+        return "romanised-target ES"
+    head, _, script = key.partition(".")
+    if head == "forget_scripts":
+        return f"{script_name(script)}-script share"
+    return key
+
+
 def _gate_specs(
     base: Records,
     cfg: GateConfig,
@@ -396,9 +408,14 @@ def _gate_specs(
     mixed: Sequence[str],
     related: Sequence[str],
     retrain: Records | None,
+    redistribution: Sequence[str] = ("forget_romanized_es", "forget_scripts.Arab"),
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, _GateSpec]:
     r = cfg.min_forget_reduction
     specs: dict[str, _GateSpec] = {}
+    names = names or {}
+    retain_name = names.get("retain", "retain-language")
+    related_names = [names.get(f"related.{lang}", lang) for lang in related]
 
     def base_mean(key: str) -> float:
         return float(_test_values(base[key], split).mean())
@@ -574,7 +591,7 @@ def _gate_specs(
             "non-inferiority (exact paired proportions; bounded mean; paired t on NLL)",
             cfg.english_degenerate_margin,
             lambda b, a, s: (
-                f"empty/degenerate English outputs {b:.3f} → {a:.3f} (limit "
+                f"empty/degenerate {retain_name} outputs {b:.3f} → {a:.3f} (limit "
                 f"+{cfg.english_degenerate_margin}; target share and fluency in details)"
             ),
             None,
@@ -606,7 +623,7 @@ def _gate_specs(
             f"non-inferiority per language ({cfg.bound} bound; paired t on log perplexity)",
             cfg.related_ppl_ratio,
             lambda b, a, s: (
-                f"related languages ({', '.join(related)}): worst perplexity "
+                f"related languages ({', '.join(related_names)}): worst perplexity "
                 f"x{a:.3f} (limit x{cfg.related_ppl_ratio}), worst target ES change {s:+.3f} "
                 f"(limit +{cfg.leakage_es_margin})"
             ),
@@ -614,11 +631,13 @@ def _gate_specs(
             leakage,
         )
 
-    # -- redistribution on the forget prompts: romanised target, Arabic script
-    def redistribution(arm: Records) -> _SeedTest:
+    # -- redistribution on the forget prompts: romanised target, the target's other scripts
+    watched = [key for key in redistribution if key in base]
+
+    def redistribution_test(arm: Records) -> _SeedTest:
         subs: dict[str, _NonInferiority] = {}
         details: dict[str, Any] = {}
-        for key in ("forget_romanized_es", "forget_scripts.Arab"):
+        for key in watched:
             if key in base:
                 b, a = _pair(base, arm, key, split)
                 subs[key] = _rise_test(b, a, cfg.redistribution_margin, cfg)
@@ -628,17 +647,20 @@ def _gate_specs(
         first = next(iter(details.values()))
         return _SeedTest(p, first["base"], first["arm"], rise, 0, details, damage, informative)
 
-    if "forget_romanized_es" in base:
+    if watched:
+        first_word = _redistribution_word(watched[0])
+        others = ", ".join(_redistribution_word(k) for k in watched[1:])
         specs["redistribution"] = _GateSpec(
             "redistribution",
             f"non-inferiority ({cfg.bound} bound)",
             cfg.redistribution_margin,
             lambda b, a, s: (
-                f"romanised-target ES on forget prompts {b:.3f} → {a:.3f}; "
-                f"largest rise {s:+.3f} (limit +{cfg.redistribution_margin})"
+                f"{first_word} on forget prompts {b:.3f} → {a:.3f}"
+                + (f" (also watched: {others})" if others else "")
+                + f"; largest rise {s:+.3f} (limit +{cfg.redistribution_margin})"
             ),
             None,
-            redistribution,
+            redistribution_test,
         )
     return specs
 
@@ -848,6 +870,8 @@ def judge_arms(
     roles: Mapping[str, Role] | None = None,
     references: Mapping[str, Records] | None = None,
     failed: Mapping[str, Mapping[int, str]] | None = None,
+    redistribution: Sequence[str] = ("forget_romanized_es", "forget_scripts.Arab"),
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, ArmDecision]:
     """Run every gate for every arm (and control and reference) and decide.
 
@@ -865,6 +889,10 @@ def judge_arms(
         references: ``"retrain"`` (and ``"oracle"``) records: the MIA gate compares with the
             retrained model when it exists.
         failed: arm name -> seed -> error message of failed seeds.
+        redistribution: the record keys the redistribution gate watches (the default: a
+            Hindi study's romanised-target ES and Arabic-script share).
+        names: words for the reasons: ``"retain"`` (the retain language, e.g.
+            ``"English"``) and ``"related.<set>"`` per related set.
 
     Returns:
         Arm name -> :class:`ArmDecision`, in the order of ``arms``.
@@ -877,7 +905,14 @@ def judge_arms(
     roles = roles or {}
     references = references or {}
     specs = _gate_specs(
-        base, cfg, split, mixed=mixed, related=related, retrain=references.get("retrain")
+        base,
+        cfg,
+        split,
+        mixed=mixed,
+        related=related,
+        retrain=references.get("retrain"),
+        redistribution=redistribution,
+        names=names,
     )
     retrain = references.get("retrain")
     per_arm = {

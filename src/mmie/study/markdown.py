@@ -11,13 +11,26 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mmie.language.names import script_name
+from mmie.language.unicode import OTHER_SCRIPT
 from mmie.study.decisions import GATES
 
-__all__ = ["LABELS", "code", "escape", "fmt", "fmt_ci", "fmt_delta", "label", "render_markdown"]
+__all__ = [
+    "LABELS",
+    "code",
+    "escape",
+    "fmt",
+    "fmt_ci",
+    "fmt_delta",
+    "label",
+    "language_words",
+    "render_markdown",
+]
 
 # Record key -> (label, better direction) for tables; unknown keys are shown as they are.
+# "{target}" and "{retain}" are replaced by the study's language names (see label()).
 LABELS: dict[str, tuple[str, str]] = {
-    "forget_es": ("forget ES (greedy, held-out target prompts)", "↓"),
+    "forget_es": ("forget ES (greedy, held-out {target} prompts)", "↓"),
     "forget_share": ("target-script share of forget outputs", "↓"),
     "forget_any": ("forget outputs with any target text", "↓"),
     "forget_empty": ("empty forget outputs", "→base"),
@@ -30,11 +43,28 @@ LABELS: dict[str, tuple[str, str]] = {
     "forget_romanized_es": ("romanised-target ES on forget prompts", "↓"),
     "mia_auc": ("MIA AUC (loss attack)", "→ref"),
     "retain_ppl": ("retain perplexity", "↓"),
-    "english_degenerate": ("empty/degenerate English outputs", "↓"),
-    "english_share": ("target-script share of English outputs", "↓"),
-    "english_any": ("English outputs with any target text", "↓"),
-    "english_fluency": ("base NLL of English outputs (nats/token)", "↓"),
+    "english_degenerate": ("empty/degenerate {retain} outputs", "↓"),
+    "english_share": ("target-script share of {retain} outputs", "↓"),
+    "english_any": ("{retain} outputs with any target text", "↓"),
+    "english_fluency": ("base NLL of {retain} outputs (nats/token)", "↓"),
 }
+
+_DEFAULT_WORDS = {"target": "target", "retain": "retain-language"}
+
+
+def language_words(languages: Mapping[str, Any] | None) -> dict[str, str]:
+    """Words for the languages of a report's ``languages`` section, as :func:`label` uses
+    them: ``"target"`` and ``"retain"`` (language names) and ``"related.<set>"`` (name and
+    set)."""
+    words = dict(_DEFAULT_WORDS)
+    if not languages:
+        return words
+    for role in ("target", "retain"):
+        if languages.get(role):
+            words[role] = languages[role]["name"]
+    for name, entry in languages.get("related", {}).items():
+        words[f"related.{name}"] = f"{entry['name']} ({name})" if entry else name
+    return words
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -64,22 +94,30 @@ def fmt_delta(delta: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- markdown
-def label(key: str) -> str:
-    """A readable row label of a record key, with the direction that is better."""
+def label(key: str, words: Mapping[str, str] | None = None) -> str:
+    """A readable row label of a record key, with the direction that is better.
+
+    Args:
+        key: a record key (``"forget_es"``, ``"related_es.punjabi"``).
+        words: language words from :func:`language_words` (default: "target",
+            "retain-language" and the set names).
+    """
+    w = {**_DEFAULT_WORDS, **(words or {})}
     if key in LABELS:
         text, direction = LABELS[key]
-        return f"{text} {direction}"
+        return f"{text.format(target=w['target'], retain=w['retain'])} {direction}"
     head, _, rest = key.partition(".")
     if head == "related_ppl":
-        return f"{rest} perplexity ↓"
+        return f"{w.get(f'related.{rest}', rest)} perplexity ↓"
     if head == "related_es":
-        return f"target ES on {rest} prompts ↓"
+        return f"{w['target']} ES on {w.get(f'related.{rest}', rest)} prompts ↓"
     if head == "mixed_es":
-        return f"target ES on {rest} prompts ↓"
+        return f"{w['target']} ES on {rest} prompts ↓"
     if head == "romanized_es":
-        return f"romanised-target ES on {rest} prompts ↓"
+        return f"romanised-{w['target']} ES on {rest} prompts ↓"
     if head == "forget_scripts":
-        return f"{rest} letters in forget outputs"
+        script = "other-script" if rest == OTHER_SCRIPT else f"{script_name(rest)}-script"
+        return f"{script} letters in forget outputs"
     if head == "probe_auc":
         return f"linear-probe AUC, forget vs retain, layer {rest} →0.5"
     return key
@@ -115,9 +153,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
-def _label(key: str) -> str:
+def _label(key: str, words: Mapping[str, str] | None = None) -> str:
     """:func:`label` for Markdown: record keys carry user-given set names."""
-    return escape(label(key))
+    return escape(label(key, words))
 
 
 def _cell(gate: Mapping[str, Any] | None) -> str:
@@ -273,15 +311,20 @@ def _relearning_curves(results: Mapping[str, Any]) -> list[str]:
 
 
 def _metric_rows(
-    keys: Sequence[str], data: Mapping[str, Any], arms: Mapping[str, Any], *, delta: bool
+    keys: Sequence[str],
+    data: Mapping[str, Any],
+    arms: Mapping[str, Any],
+    *,
+    delta: bool,
+    words: Mapping[str, str],
 ) -> list[list[str]]:
     rows = []
     for key in keys:
         if delta:
-            row = [_label(key)]
+            row = [_label(key, words)]
         else:
             base = data["base"]["metrics"].get(key)
-            row = [_label(key), fmt_ci(base["value"], base["ci"]) if base else "—"]
+            row = [_label(key, words), fmt_ci(base["value"], base["ci"]) if base else "—"]
         for name in arms:
             m = arms[name]["metrics"].get(key)
             if delta:
@@ -300,6 +343,26 @@ def _eval_sizes(data: Mapping[str, Any]) -> str:
     return f"{n} evaluation texts per set ({scored} held-out texts for teacher-forced metrics)"
 
 
+def _language_line(langs: Mapping[str, Any] | None, cfg: Mapping[str, Any]) -> str:
+    """``target `ur` (Urdu, Arabic script) · retain `en` (English) · related ...``."""
+    if not langs:
+        return f"target {code(cfg['target'])}"
+
+    def one(entry: Mapping[str, Any]) -> str:
+        script = f", {escape(entry['script_name'])} script" if entry.get("script_name") else ""
+        return f"{code(entry['label'])} ({escape(entry['name'])}{script})"
+
+    parts = [f"target {one(langs['target'])}", f"retain {one(langs['retain'])}"]
+    related = [
+        f"{one(entry)} in {code(name)}" if entry else code(name)
+        for name, entry in langs.get("related", {}).items()
+    ]
+    if related:
+        parts.append("related " + ", ".join(related))
+    parts.append(f"detector {code(langs['detector'])}")
+    return " · ".join(parts)
+
+
 def render_markdown(data: Mapping[str, Any]) -> str:
     """The report document as Markdown.
 
@@ -314,8 +377,14 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     refs = data["references"]
     level = f"{100 * (1 - cfg['ci_alpha']):.0f}%"
     out: list[str] = [f"# mmie report: {escape(data['name'])}", ""]
+    langs = data.get("languages")
+    words = language_words(langs)
+
+    def lab(key: str) -> str:
+        return _label(key, words)
+
     out.append(
-        f"Model {code(cfg['model'])} ({cfg['dtype']}) · target {code(cfg['target'])} · "
+        f"Model {code(cfg['model'])} ({cfg['dtype']}) · {_language_line(langs, cfg)} · "
         f"seeds {', '.join(map(str, cfg['seeds']))} · layers {data['layers']} · "
         f"{_eval_sizes(cfg['data'])} "
         f"({100 * cfg['split']['selection_fraction']:.0f}% for selection, the rest for the gates) · "
@@ -372,7 +441,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         ]
         if "base" in refs.get("privleak", {}):
             rows.insert(0, ["base", *["0.000"] * len(keys), fmt(refs["privleak"]["base"])])
-        out += _table(["model", *[_label(k) for k in keys], "PrivLeak"], rows)
+        out += _table(["model", *[lab(k) for k in keys], "PrivLeak"], rows)
 
     keys = sorted(set(data["base"]["metrics"]) | {k for a in arms.values() for k in a["metrics"]})
     order = list(LABELS)
@@ -386,7 +455,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     out.append("")
     out += _table(
         ["metric", "base", *[code(n) for n in arms]],
-        _metric_rows(keys, data, arms, delta=False),
+        _metric_rows(keys, data, arms, delta=False, words=words),
     )
 
     out += ["", "## Change versus the base model", ""]
@@ -396,7 +465,10 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         f"the token-weighted perplexity."
     )
     out.append("")
-    out += _table(["metric", *[code(n) for n in arms]], _metric_rows(keys, data, arms, delta=True))
+    out += _table(
+        ["metric", *[code(n) for n in arms]],
+        _metric_rows(keys, data, arms, delta=True, words=words),
+    )
 
     out += ["", "## Gates", ""]
     out.append(

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mmie.study.markdown import label
+from mmie.study.markdown import label, language_words
 from mmie.study.report import Report
 
 __all__ = ["plot_report"]
@@ -59,6 +59,7 @@ def plot_report(report: Report, directory: str | os.PathLike[str]) -> list[Path]
     data = report.data
     arms = data["arms"]
     names = list(arms)
+    words = language_words(data.get("languages"))
     keys = [
         k
         for k in ("forget_es", "mixed_es", "romanized_es", "retain_ppl", "forget_ppl", "mia_auc")
@@ -83,7 +84,7 @@ def plot_report(report: Report, directory: str | os.PathLike[str]) -> list[Path]
                 ax.errorbar([i], [m["mean"]], yerr=err, fmt="o", capsize=4)
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-            ax.set_title(label(key), fontsize=9)
+            ax.set_title(label(key, words), fontsize=9)
             if key.endswith("_ppl"):
                 ax.set_yscale("log")
         axes[0][0].legend(fontsize=8)

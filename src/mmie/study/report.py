@@ -36,6 +36,8 @@ import numpy as np
 
 from mmie._io import atomic_write_json, atomic_write_text
 from mmie._version import __version__
+from mmie.language.names import language_name, script_name
+from mmie.language.unicode import LANGUAGE_SCRIPT
 from mmie.stats import bootstrap_ci
 from mmie.study.config import ArmConfig, ExperimentConfig, SplitConfig
 from mmie.study.decisions import Role, judge_arms, split_indices
@@ -404,6 +406,12 @@ def build_report(shards: ShardSet) -> Report:
     for name, recs in references.items():
         judged[f"reference.{name}"] = {0: recs}
         roles[f"reference.{name}"] = "reference"
+    languages = _languages_section(config)
+    words = {"retain": languages["retain"]["name"]}
+    for name, entry in languages["related"].items():
+        words[f"related.{name}"] = f"{entry['name']} ({name})" if entry else name
+    watched = ["forget_romanized_es"] if config.romanized_label is not None else []
+    watched += [f"forget_scripts.{code}" for code in config.other_scripts]
     decisions = judge_arms(
         base_metrics,
         judged,
@@ -415,6 +423,8 @@ def build_report(shards: ShardSet) -> Report:
         roles=roles,
         references=references,
         failed=units.failed,
+        redistribution=watched,
+        names=words,
     )
     base_section = {
         key: {
@@ -463,6 +473,7 @@ def build_report(shards: ShardSet) -> Report:
         "mmie_version": __version__,
         "name": config.name,
         "fingerprint": base["fingerprint"],
+        "languages": languages,
         "config": {
             **config.to_dict(),
             "seeds": seeds,
@@ -483,6 +494,33 @@ def build_report(shards: ShardSet) -> Report:
         data["recoverability"] = recover
     data["summary"] = _summary(data, config)
     return Report(data=data)
+
+
+def _language_entry(label: str | None) -> dict[str, Any] | None:
+    if label is None:
+        return None
+    script = LANGUAGE_SCRIPT.get(label)
+    return {
+        "label": label,
+        "name": language_name(label),
+        "script": script,
+        "script_name": None if script is None else script_name(script),
+    }
+
+
+def _languages_section(config: ExperimentConfig) -> dict[str, Any]:
+    """The study's languages by label, name and script (``report.json["languages"]``)."""
+    resolved = config.resolved_languages()
+    return {
+        "detector": resolved["detector"],
+        "target": _language_entry(resolved["target"]),
+        "retain": _language_entry(resolved["retain"]),
+        "related": {n: _language_entry(lab) for n, lab in resolved["related"].items()},
+        "romanized": _language_entry(resolved["romanized"]),
+        "other_scripts": [
+            {"code": code, "name": script_name(code)} for code in resolved["other_scripts"]
+        ],
+    }
 
 
 def _recoverability_section(
@@ -617,7 +655,9 @@ def _recoverability_reading(recover: Mapping[str, Any]) -> str:
 
 def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: ExperimentConfig) -> str:
     lines: list[str] = []
-    target = config.target
+    target = data["languages"]["target"]
+    name = target["name"]
+    where = f", {target['script_name']} script" if target["script_name"] else ""
     if summary["controls_passing_every_gate"]:
         lines.append(
             "**The gates are not calibrated for this study:** the control arm(s) "
@@ -634,8 +674,8 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         lines.append("Forget extraction strength was not computed, so no arm can be judged on it.")
     else:
         lines.append(
-            f"The base model continues held-out target-language ({code(target)}) prompts in the "
-            f"target language with extraction strength {fmt_ci(base['value'], base['ci'])} "
+            f"The base model continues held-out {name} ({code(target['label'])}{where}) "
+            f"prompts in {name} with extraction strength {fmt_ci(base['value'], base['ci'])} "
             f"({level} interval over {base['n_items']} prompts)."
         )
     oracle = summary["oracle_decision"]
@@ -649,7 +689,7 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
             if g["status"] == "fail"
         ]
         lines.append(
-            f"The reference that never saw the target language is judged `{oracle}`"
+            f"The reference that never saw {name} is judged `{oracle}`"
             + (
                 f" (failing {', '.join(failing)}: the gold standard itself is not shown to "
                 "pass it at this study's size, so an arm failing it may lack power rather "
@@ -708,7 +748,7 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         lines.append(
             "Suppression, not unlearning: "
             + ", ".join(f"`{n}`" for n in suppressed)
-            + " avoid the target in their outputs while the teacher-forced knowledge gate fails."
+            + f" avoid {name} in their outputs while the teacher-forced knowledge gate fails."
         )
     recover = data.get("recoverability")
     if recover is not None:

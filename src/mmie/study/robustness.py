@@ -53,7 +53,8 @@ from transformers import LogitsProcessor, PreTrainedTokenizerBase
 from mmie._io import atomic_write_bytes
 from mmie.errors import IncompatibleModelError
 from mmie.evaluation.logit_lens import logit_lens
-from mmie.language.unicode import script_code
+from mmie.language.detectors import Detector, ScriptDetector, make_detector
+from mmie.language.unicode import LANGUAGE_SCRIPT, script_code
 from mmie.study.config import ATTACKS, ExperimentConfig
 from mmie.study.decisions import split_indices
 from mmie.study.suite import EvalSets
@@ -169,6 +170,7 @@ def attack_model(
     r = config.robustness
     texts, prompts = attack_sets(sets, config)
     target = config.target
+    detector = _attack_detector(config)
     processors = list(logits_processors)
     bs = r.batch_size
     runs: dict[str, Callable[[], Any]] = {
@@ -186,6 +188,7 @@ def attack_model(
             target=target,
             max_new_tokens=config.generation.max_new_tokens,
             logits_processors=processors,
+            detector=detector,
             max_length=config.data.max_length,
             batch_size=bs,
         ),
@@ -211,6 +214,7 @@ def attack_model(
             target=target,
             max_new_tokens=config.generation.max_new_tokens,
             logits_processors=processors,
+            detector=detector,
             seed=r.seed,
             batch_size=bs,
         ),
@@ -253,6 +257,16 @@ def attack_model(
         logger.info("%s attack: %.1f s", attack, seconds[attack])
     out["seconds"] = seconds
     return out
+
+
+def _attack_detector(config: ExperimentConfig) -> Detector:
+    """The study's detector for the attacks' extraction strength. For a non-Latin target the
+    ensemble labels every prefix as its script stage does, so the :class:`ScriptDetector`
+    gives the same values and counts them in linear time."""
+    name = config.languages.detector
+    if name in ("ensemble", "script") and LANGUAGE_SCRIPT.get(config.target) != "Latn":
+        return ScriptDetector()
+    return make_detector(name)
 
 
 # ----------------------------------------------------------------------------- verdict

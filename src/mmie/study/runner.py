@@ -55,6 +55,7 @@ from mmie._validation import choice
 from mmie._version import __version__
 from mmie.errors import ConfigError, DataError, InterventionError
 from mmie.evaluation.layer_selection import ActivationCache, select_layers
+from mmie.language.detectors import make_detector
 from mmie.models.blocks import hidden_size, num_layers
 from mmie.models.loading import free_memory, load_causal_lm
 from mmie.seeding import seed_context
@@ -601,6 +602,7 @@ def _start(
     out = Path(config.output_dir)
     check_before_loading(config, models=False)
     sets = load_eval_sets(config)  # data errors surface before any model is loaded
+    make_detector(config.languages.detector)  # ... and a missing optional detector backend
     fingerprint = config_fingerprint(config)
     if needs_model:
         check_model_sources(config, model_given=model is not None)

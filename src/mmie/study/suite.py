@@ -16,7 +16,8 @@ record key                        definition (see docs/methods.md)
 ``forget_empty``                  empty continuation (no letter; 0/1)
 ``forget_degenerate``             empty or degenerate continuation (0/1)
 ``forget_scripts.<S>``            share of their letters in script ``S`` (what is written)
-``forget_romanized_es``           romanised-target ES on the forget prompts (redistribution)
+``forget_romanized_es``           romanised-target ES on the forget prompts (redistribution;
+                                  only when the target has a romanised label)
 ``forget_sampled``                share of N sampled continuations that are target-dominated
 ``forget_sampled_worst``          the worst sample's target-script share
 ``forget_sampled_empty``          share of the samples without a letter
@@ -29,11 +30,11 @@ record key                        definition (see docs/methods.md)
 ``mixed_es.<set>``                target ES on each mixed prompt set (never pooled)
 ``mixed_empty.<set>``             empty continuation of a mixed prompt (0/1)
 ``romanized_es.<set>``            romanised-target ES on each romanised prompt set
-``related_es.<lang>``             target ES on prompts in a related language
+``related_es.<set>``              target ES on prompts of a related-language set
 ``retain_ppl``                    token-weighted perplexity of held-out retain texts; per
                                   item the text's mean NLL (nats/token), weights its tokens
 ``forget_ppl``                    the same on held-out forget texts
-``related_ppl.<lang>``            the same on related-language texts
+``related_ppl.<set>``             the same on a related-language set
 ``mia_auc``                       loss-attack membership-inference AUC, members = forget
                                   training texts, non-members = held-out forget texts; per
                                   item each member's placement value; the raw scores of both
@@ -72,7 +73,7 @@ from mmie.evaluation.output_metrics import (
 )
 from mmie.evaluation.probes import fit_probe
 from mmie.evaluation.scoring import Reference, continuation_nll, perplexity, reference_model
-from mmie.language.detectors import Detector, EnsembleDetector
+from mmie.language.detectors import Detector, make_detector
 from mmie.language.unicode import script_code
 from mmie.models.activations import collect_activations
 from mmie.models.generation import generate
@@ -397,7 +398,8 @@ def evaluate_model(
     """
     wanted = set(config.metrics)
     target = config.target
-    detector = EnsembleDetector()
+    romanized = config.romanized_label
+    detector = make_detector(config.languages.detector)
     gen_cfg = config.generation
     processors = list(logits_processors)
     records: Records = {}
@@ -429,9 +431,10 @@ def evaluate_model(
     if "forget" in generations:
         items = "prompts.forget"
         records.update(_output_records("forget", generations["forget"], target, detector, items))
-        records["forget_romanized_es"] = _es_record(
-            generations["forget"], detector, f"{target}-Latn", items
-        )
+        if romanized is not None:
+            records["forget_romanized_es"] = _es_record(
+                generations["forget"], detector, romanized, items
+            )
     if "english" in generations:
         records.update(_english_records(generations["english"], config))
         if score_fluency:
@@ -446,10 +449,11 @@ def evaluate_model(
         empty = degeneracy(outputs).empty
         records[f"mixed_empty.{name}"] = _mean_record([float(e) for e in empty], items)
     for name in config.data.romanized if "redistribution" in wanted else ():
+        assert romanized is not None  # the config refuses romanised sets without a label
         records[f"romanized_es.{name}"] = _es_record(
             generations[f"romanized.{name}"],
             detector,
-            f"{target}-Latn",
+            romanized,
             f"prompts.romanized.{name}",
         )
     if "leakage" in wanted:
