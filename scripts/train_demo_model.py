@@ -358,10 +358,12 @@ def save(
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     # transformers 5 records its backend class name; the generic fast-tokenizer name loads
-    # the same tokenizer.json under transformers 4 and 5.
+    # the same tokenizer.json under transformers 4 and 5. Without model_input_names,
+    # transformers 4 also returns token_type_ids, which generate() refuses.
     config_path = out / "tokenizer_config.json"
     tok_config = json.loads(config_path.read_text(encoding="utf-8"))
     tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok_config["model_input_names"] = ["input_ids", "attention_mask"]
     config_path.write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
     tokenizer_sha = hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
     info = {

@@ -79,6 +79,7 @@ def devanagari_tokenizer() -> PreTrainedTokenizerFast:
         bos_token="<s>",
         eos_token="</s>",
         padding_side="left",
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 

@@ -8,14 +8,18 @@ import weakref
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from mmie.edits.reft import LoReFTConfig
+from mmie.errors import CheckpointError, TrainingError
 from mmie.models.hooks import mmie_hooks
 from mmie.models.tokenization import tokenize
 from mmie.testing import count_live_models, tiny_causal_lm
 from mmie.unlearning.config import UnlearnConfig
-from mmie.unlearning.lifecycle import lora_arm, reft_arm
+from mmie.unlearning.lifecycle import lora_arm, reft_arm, restored_lora_arm
+from mmie.unlearning.lora_checkpoint import save_lora
+from mmie.unlearning.trainer import Trainer
 
 FORGET = ["नमस्ते दुनिया", "मेरा नाम राम है", "यह एक परीक्षण है", "हिंदी पाठ यहाँ"]
 RETAIN = ["hello world", "my name is ram", "this is a test", "english text here"]
@@ -118,6 +122,76 @@ def test_arm_is_released_when_training_fails(tokenizer, model):
         lora_arm(model, tokenizer, [], RETAIN, config=CONFIG),
     ):
         pass
+    _assert_restored(model, snap)
+
+
+def _fail_training(*args, **kwargs):
+    raise TrainingError("injected failure after the adapter was attached")
+
+
+def test_lora_error_after_attaching_leaves_no_peft_config(tokenizer, model, monkeypatch):
+    # peft < 0.19 leaves ``peft_config`` on the base after unload(); a failed arm must not,
+    # or the next LoRA arm is refused ("model already carries a PEFT adapter").
+    snap = _snapshot(model)
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "run", _fail_training)
+        with (
+            pytest.raises(TrainingError, match="injected"),
+            lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG),
+        ):
+            pass
+    assert "peft_config" not in vars(model)
+    _assert_restored(model, snap)
+    with lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG) as arm:
+        _logits(arm.model, tokenizer)
+    del arm
+    _assert_restored(model, snap)
+
+
+def test_lora_error_while_attaching_leaves_the_base_clean(tokenizer, model, monkeypatch):
+    from peft.tuners.lora import LoraModel
+
+    original = LoraModel._create_and_replace
+    calls = []
+
+    def fail_on_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure half-way through injection")
+        return original(self, *args, **kwargs)
+
+    snap = _snapshot(model)
+    with monkeypatch.context() as patch:
+        patch.setattr(LoraModel, "_create_and_replace", fail_on_second)
+        with (
+            pytest.raises(RuntimeError, match="half-way"),
+            lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG),
+        ):
+            pass
+    assert len(calls) == 2  # one layer was wrapped before the failure
+    _assert_restored(model, snap)
+    with lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG) as arm:
+        _logits(arm.model, tokenizer)
+    del arm
+    _assert_restored(model, snap)
+
+
+def test_failed_adapter_load_leaves_the_base_clean(tokenizer, model, tmp_path):
+    with lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG) as arm:
+        save_lora(arm.model, tmp_path / "lora")
+    del arm
+    snap = _snapshot(model)
+    state = load_file(str(tmp_path / "lora" / "adapter_model.safetensors"))
+    save_file(dict(list(state.items())[1:]), str(tmp_path / "lora" / "adapter_model.safetensors"))
+    with (
+        pytest.raises(CheckpointError, match="does not match"),
+        restored_lora_arm(model, tmp_path / "lora"),
+    ):
+        pass
+    _assert_restored(model, snap)
+    with lora_arm(model, tokenizer, FORGET, RETAIN, config=CONFIG) as arm:
+        _logits(arm.model, tokenizer)
+    del arm
     _assert_restored(model, snap)
 
 

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy
 import scipy.stats
 import torch
 from hypothesis import assume, given, settings
@@ -35,6 +36,16 @@ BOOT_METHODS = ("percentile", "basic", "bca")
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 samples = st.lists(finite, min_size=2, max_size=40).filter(lambda v: min(v) != max(v))
 open_unit = st.floats(0.0, 1.0, exclude_min=True, exclude_max=True)
+
+# scipy 1.15 renamed ``random_state`` to ``rng`` (SPEC 7); the floors job runs an older scipy.
+_SCIPY_RNG = (
+    "rng" if tuple(int(p) for p in scipy.__version__.split(".")[:2]) >= (1, 15) else "random_state"
+)
+
+
+def scipy_seed(seed: int) -> dict[str, np.random.Generator]:
+    """The keyword that seeds a scipy.stats resampling function with default_rng(seed)."""
+    return {_SCIPY_RNG: np.random.default_rng(seed)}
 
 
 def ci(values, **kwargs) -> ConfidenceInterval:
@@ -61,7 +72,7 @@ def scipy_ci(x, *, alpha, n_boot, seed, method) -> tuple[float, float]:
             n_resamples=n_boot,
             method=method,
             confidence_level=1 - alpha,
-            rng=np.random.default_rng(seed),
+            **scipy_seed(seed),
         )
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     est = float(np.mean(x))
@@ -253,7 +264,7 @@ def test_bca_stays_finite_where_scipy_gives_nan():
         warnings.simplefilter("ignore", RuntimeWarning)  # std of one resample
         with np.errstate(all="ignore"):
             ref = scipy.stats.bootstrap(
-                (x,), np.mean, n_resamples=1, method="bca", rng=np.random.default_rng(seed)
+                (x,), np.mean, n_resamples=1, method="bca", **scipy_seed(seed)
             )
     assert np.isnan(ref.confidence_interval.low)
     res = ci(x, method="bca", n_boot=1, seed=seed)
@@ -535,7 +546,7 @@ def test_two_sample_monte_carlo_agrees_with_scipy(alternative):
     x, y = rng.normal(0.4, 1.0, size=14), rng.normal(0.0, 1.0, size=16)
     mc = permutation_test(x, y, alternative=alternative, n_permutations=20_000, seed=2)
     ref = scipy.stats.permutation_test(
-        (x, y), _scipy_diff, alternative=alternative, n_resamples=200_000, rng=0
+        (x, y), _scipy_diff, alternative=alternative, n_resamples=200_000, **scipy_seed(0)
     )
     p = ref.pvalue
     assert mc.method == "monte_carlo"

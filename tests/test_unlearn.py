@@ -281,7 +281,13 @@ def test_gradient_checkpointing_trains_the_same_and_is_undone(tokenizer):
             [p.detach().clone() for n, p in result.model.named_parameters() if "lora_" in n]
         )
         base = result.model.unload()
-        assert not base.is_activation_checkpointing
+        # transformers 5 renamed is_gradient_checkpointing (which now warns)
+        flag = (
+            "is_activation_checkpointing"
+            if hasattr(type(base), "is_activation_checkpointing")
+            else "is_gradient_checkpointing"
+        )
+        assert not getattr(base, flag)
         assert not getattr(base, "_require_grads_hooks", [])
         assert all(not m._forward_hooks for m in base.modules())
     for a, b in zip(*weights):

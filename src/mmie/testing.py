@@ -67,6 +67,7 @@ def byte_tokenizer(*, padding_side: Literal["left", "right"] = "left") -> PreTra
         eos_token=EOS,
         padding_side=padding_side,
         model_max_length=2048,
+        model_input_names=["input_ids", "attention_mask"],  # no token_type_ids (transformers 4)
     )
     return tok
 

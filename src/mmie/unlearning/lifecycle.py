@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ from mmie.errors import InterventionError
 from mmie.models.hooks import assert_no_mmie_hooks
 from mmie.models.loading import free_memory
 from mmie.unlearning.config import ReFTUnlearnResult, UnlearnConfig, UnlearnResult
-from mmie.unlearning.lora_checkpoint import load_lora
+from mmie.unlearning.lora_checkpoint import drop_peft_config, load_lora, quiet_peft
 from mmie.unlearning.train import unlearn_lora, unlearn_reft
 
 if TYPE_CHECKING:
@@ -163,18 +162,16 @@ def lora_arm(
 
 
 def _unload_lora(peft_model: Any, base: nn.Module) -> None:
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-        )
-        restored = peft_model.unload()
+    try:
+        with quiet_peft():
+            restored = peft_model.unload()
+    finally:
+        drop_peft_config(base)  # unload() removes it from peft 0.19 on; older left it
     if restored is not base:
         raise InterventionError("peft's unload() returned another model than the base model")
     leftover = [n for n, _ in base.named_modules() if "lora_" in n]
     if leftover:
         raise InterventionError(f"LoRA modules left on the base model after unload: {leftover[:5]}")
-    if "peft_config" in vars(base):  # unload() removes it in current peft; older left it
-        delattr(base, "peft_config")
 
 
 @contextlib.contextmanager

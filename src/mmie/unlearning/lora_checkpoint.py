@@ -59,16 +59,71 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
+def drop_peft_config(base: nn.Module) -> None:
+    """Delete the ``peft_config`` that peft < 0.19 leaves on the base model after ``unload()``.
+
+    Every caller attaches adapters only to a model without one (:func:`is_peft` is checked
+    first), so an attribute there now was put there by peft. Left in place, the next
+    ``get_peft_model`` would add its adapter to that stale dict.
+    """
+    if "peft_config" in vars(base):
+        delattr(base, "peft_config")
+
+
+def attach_lora(model: nn.Module, lora_config: Any) -> Any:
+    """peft's ``get_peft_model`` on a model without an adapter, undone if it raises."""
+    from peft import get_peft_model
+
+    drop_peft_config(model)  # stale: left by an earlier unload() of peft < 0.19
+    try:
+        with quiet_peft():
+            return get_peft_model(model, lora_config)
+    except BaseException:
+        _unwrap_lora_layers(model)
+        drop_peft_config(model)
+        raise
+
+
+def _unwrap_lora_layers(model: nn.Module) -> None:
+    """Put back the original module of every peft layer injected before a failure."""
+    for name, module in list(model.named_modules()):
+        base_layer = getattr(module, "base_layer", None)
+        if isinstance(base_layer, nn.Module) and _is_peft_module(module):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, base_layer)
+
+
 def remove_lora(peft_model: Any, requires_grad: Sequence[bool]) -> None:
-    """Take a failed adapter off the base model and restore its ``requires_grad`` flags."""
+    """Take an adapter off the base model and restore its ``requires_grad`` flags.
+
+    The base model is left as it was before :func:`attach_lora`: the original modules back
+    (peft's ``unload()``) and no ``peft_config`` attribute (see :func:`drop_peft_config`),
+    whatever the peft version.
+    """
     with quiet_peft():
         base = peft_model.unload()
+    drop_peft_config(base)
     for p, flag in zip(base.parameters(), requires_grad):
         p.requires_grad_(flag)
 
 
+def _is_peft_module(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("peft")
+
+
 def is_peft(model: nn.Module) -> bool:
-    return type(model).__module__.startswith("peft") or hasattr(model, "peft_config")
+    """Whether ``model`` is a PEFT model or carries adapters (also through transformers).
+
+    A ``peft_config`` attribute alone does not count: peft < 0.19 leaves it on the base
+    model after ``unload()``, with no adapter layer left (see :func:`drop_peft_config`).
+    """
+    if _is_peft_module(model):
+        return True
+    if not hasattr(model, "peft_config"):
+        return False
+    return bool(getattr(model, "_hf_peft_config_loaded", False)) or any(
+        _is_peft_module(m) for m in model.modules()
+    )
 
 
 def _linear_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -146,7 +201,8 @@ def save_lora(peft_model: Any, directory: str | Path) -> Path:
     """Save a LoRA adapter: ``adapter_model.safetensors`` plus ``adapter_config.json``.
 
     Only the adapter weights are written (peft's ``save_pretrained`` with
-    ``safe_serialization=True``), never the base model.
+    ``safe_serialization=True`` and ``save_embedding_layers=False``), never the base model
+    nor its embeddings.
 
     Args:
         peft_model: a ``peft.PeftModel`` (e.g. :attr:`UnlearnResult.model`).
@@ -163,7 +219,9 @@ def save_lora(peft_model: Any, directory: str | Path) -> Path:
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     with quiet_peft():
-        peft_model.save_pretrained(str(path), safe_serialization=True)
+        # mmie never resizes the vocabulary, so the base embeddings are not saved; "auto"
+        # would look the base model up on the Hub (and warn when it cannot).
+        peft_model.save_pretrained(str(path), safe_serialization=True, save_embedding_layers=False)
     return path
 
 
@@ -197,7 +255,7 @@ def load_lora(model: nn.Module, directory: str | Path, *, is_trainable: bool = F
         if not (path / name).is_file():
             raise CheckpointError(f"{path} has no {name}: not a LoRA adapter saved by save_lora")
 
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from peft.utils import set_peft_model_state_dict
 
     try:
@@ -211,8 +269,8 @@ def load_lora(model: nn.Module, directory: str | Path, *, is_trainable: bool = F
     lora_config.inference_mode = not is_trainable
     state = read_safetensors(path / _ADAPTER_WEIGHTS)  # CheckpointError: corrupt, NaN/inf
     flags = [p.requires_grad for p in model.parameters()]
-    with seed_context(0), quiet_peft():  # the random init is overwritten below
-        peft_model: Any = get_peft_model(model, lora_config)
+    with seed_context(0):  # the random init is overwritten below
+        peft_model: Any = attach_lora(model, lora_config)
     try:
         expected = {n for n in peft_model.state_dict() if "lora_" in n}
         try:

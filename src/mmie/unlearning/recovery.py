@@ -91,6 +91,7 @@ from mmie.models.hooks import BlockIntervention, Edit
 from mmie.models.tokenization import collate_ids
 from mmie.seeding import seed_context
 from mmie.unlearning.lora_checkpoint import (
+    attach_lora,
     check_targets,
     default_lora_targets,
     is_peft,
@@ -203,11 +204,18 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Cost:
-    """Wall-clock seconds and passes: a plain forward pre-hook on the unwrapped model counts
-    every forward call (one per generated token during generation); removed on exit."""
+    """Wall-clock seconds and passes: a plain forward pre-hook on the input embedding counts
+    every forward call (one per generated token during generation); removed on exit.
+
+    The hook sits on the embedding, not on the model: peft < 0.19 runs the wrapped model
+    through ``model.forward(...)``, which skips the model's own hooks.
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        self.base = unwrap_model(model)
+        base = unwrap_model(model)
+        get_embeddings = getattr(base, "get_input_embeddings", None)
+        embeddings = get_embeddings() if callable(get_embeddings) else None
+        self.base = embeddings if isinstance(embeddings, nn.Module) else base
         self.forward = 0
         self.backward = 0
         self.seconds = 0.0
@@ -433,19 +441,13 @@ def _new_lora(
     """A fresh LoRA adapter on a model without one; unloaded (originals back) on exit."""
     targets = tuple(target_modules) if target_modules is not None else default_lora_targets(model)
     fan_in_fan_out = check_targets(model, targets)
-    from peft import get_peft_model
-
     flags = [p.requires_grad for p in model.parameters()]
-    had_config = "peft_config" in vars(model)
-    with quiet_peft():
-        peft_model: Any = get_peft_model(model, _lora_config(rank, targets, fan_in_fan_out))
+    peft_model: Any = attach_lora(model, _lora_config(rank, targets, fan_in_fan_out))
     try:
         params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
         yield peft_model, params
     finally:
-        remove_lora(peft_model, flags)
-        if not had_config and "peft_config" in vars(model):
-            delattr(model, "peft_config")  # unload() removes it in current peft; older left it
+        remove_lora(peft_model, flags)  # also drops the peft_config older peft leaves
 
 
 def _lora_layers(model: nn.Module) -> list[nn.Module]:

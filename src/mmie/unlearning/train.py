@@ -35,10 +35,10 @@ from mmie.unlearning.config import (
     resolve_config,
 )
 from mmie.unlearning.lora_checkpoint import (
+    attach_lora,
     check_targets,
     default_lora_targets,
     is_peft,
-    quiet_peft,
     remove_lora,
 )
 from mmie.unlearning.trainer import (
@@ -137,7 +137,7 @@ def unlearn_lora(
         raise TypeError("target_modules must be a non-empty sequence of module names")
     fan_in_fan_out = check_targets(model, targets)
 
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     lora_config = LoraConfig(
         r=rank,
@@ -150,8 +150,7 @@ def unlearn_lora(
     )
     flags = [p.requires_grad for p in model.parameters()]
     with seed_context(cfg.seed):
-        with quiet_peft():
-            peft_model: Any = get_peft_model(model, lora_config)
+        peft_model: Any = attach_lora(model, lora_config)
         try:
             params = [p for p in peft_model.parameters() if p.requires_grad]
             initial = [p.detach().clone() for p in params]

@@ -164,7 +164,14 @@ def gradient_checkpointing(model: nn.Module, enabled: bool) -> Iterator[None]:
     if not has_input_grads():
         base.enable_input_require_grads()
     try:
-        yield
+        with warnings.catch_warnings():
+            # torch 2.4's own checkpoint recomputation calls its deprecated CPU autocast
+            warnings.filterwarnings(
+                "ignore",
+                message=r"`torch\.cpu\.amp\.autocast\(args\.\.\.\)` is deprecated",
+                category=FutureWarning,
+            )
+            yield
     finally:
         disable()
         if not had_input_grads:
