@@ -47,13 +47,15 @@ record key                        definition (see docs/methods.md)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -74,7 +76,9 @@ from mmie.evaluation.scoring import Reference, continuation_nll, perplexity, ref
 from mmie.language.detectors import Detector, EnsembleDetector
 from mmie.language.unicode import script_code
 from mmie.models.activations import collect_activations
-from mmie.models.generation import generate
+from mmie.models.blocks import input_device
+from mmie.models.generation import DEFAULT_MAX_BATCH_TOKENS, generate
+from mmie.models.hooks import mmie_hooks
 from mmie.stats import placement_values
 from mmie.study.config import ExperimentConfig
 from mmie.study.datasets import load_texts
@@ -83,6 +87,13 @@ from mmie.study.records import MetricRecord, Records
 __all__ = ["EvalSets", "evaluate_model", "fluency_record", "load_eval_sets"]
 
 logger = logging.getLogger(__name__)
+
+#: Interventions (owners as :func:`mmie.mmie_hooks` names them) whose output for a row
+#: depends on the rest of its batch: the noise control draws its noise for the whole batch
+#: tensor. With one of them attached, the prompt sets are generated as in mmie 0.1 (one
+#: ``generate`` call per set, ``generation.batch_size`` prompts in order), so its draws and
+#: results stay those of 0.1.
+_BATCH_DEPENDENT_HOOKS = frozenset({"NoiseIntervention"})
 
 
 @dataclass(frozen=True)
@@ -329,8 +340,18 @@ def evaluate_model(
     reference: Reference | None = None,
     score_fluency: bool = True,
     show_progress: bool = False,
+    max_batch_tokens: int | Literal["auto"] | None = "auto",
+    profile: Callable[[str], AbstractContextManager[Any]] | None = None,
 ) -> tuple[Records, dict[str, list[str]]]:
     """Compute the configured metric groups on ``model`` as it is (interventions included).
+
+    Every greedy prompt set (forget, English, mixed, romanised, related) is continued in one
+    :func:`mmie.generate` pass: they share the processors, greedy decoding and
+    ``max_new_tokens``, so their distinct prompts are sorted by length and packed by a token
+    budget, and each set gets its continuations back in its own order. A greedy
+    continuation depends only on its prompt (``mmie.models.generation``), so the records
+    are those of one call per set; with an intervention whose output depends on the batch
+    (the noise control) attached, the sets are generated one call per set as before.
 
     Args:
         model: the model, with the arm's adapters and hooks in place.
@@ -347,6 +368,15 @@ def evaluate_model(
         score_fluency: compute ``english_fluency`` (a reference model evaluated on its own
             leaves it to :func:`fluency_record` once the base model is loaded).
         show_progress: progress bars for generation.
+        max_batch_tokens: token budget of a generation batch (see :func:`mmie.generate`);
+            ``"auto"``: :data:`mmie.models.generation.DEFAULT_MAX_BATCH_TOKENS` for the
+            model's device type (8192 on CPU); ``None``: one ``generate`` call per prompt
+            set, ``generation.batch_size`` prompts at a time (mmie 0.1).
+        profile: called with a phase name and entered around that phase (a timer, e.g.
+            ``benchmarks/study.py``): ``"generation"`` (every greedy set), ``"outputs"``
+            (records of the continuations), ``"fluency"``, ``"leakage"`` (related-language
+            perplexity), then ``"sampled"``, ``"retain_ppl"``, ``"forget_ppl"``, ``"mia"``,
+            ``"script_mass"`` and ``"probe"``; a name may be entered more than once.
 
     Returns:
         ``(records, generations)``: metric records (see the module docstring) and the
@@ -355,7 +385,6 @@ def evaluate_model(
     wanted = set(config.metrics)
     target = config.target
     detector = EnsembleDetector()
-    gen_cfg = config.generation
     processors = list(logits_processors)
     records: Records = {}
     generations: dict[str, list[str]] = {}
@@ -371,71 +400,134 @@ def evaluate_model(
         needed += [f"romanized.{name}" for name in config.data.romanized]
     if "leakage" in wanted:
         needed += [f"related.{name}" for name in config.data.related]
-    for name in needed:
-        out = generate(
-            model,
-            tokenizer,
-            sets.prompts[name],
-            max_new_tokens=gen_cfg.max_new_tokens,
-            batch_size=gen_cfg.batch_size,
-            logits_processors=processors,
-            show_progress=show_progress,
+    phase = profile if profile is not None else _no_profile
+    with phase("generation"):
+        budget = _batch_budget(model, max_batch_tokens)
+        generations.update(
+            _generate_sets(
+                model, tokenizer, sets, needed, config, processors, budget, show_progress
+            )
         )
-        generations[name] = [str(t) for t in out]
 
+    # Records in the order of mmie 0.1; ``phase`` may be entered more than once per name.
     if "forget" in generations:
-        items = "prompts.forget"
-        records.update(_output_records("forget", generations["forget"], target, detector, items))
-        records["forget_romanized_es"] = _es_record(
-            generations["forget"], detector, f"{target}-Latn", items
-        )
+        with phase("outputs"):  # detector- and script-based records of the continuations
+            items = "prompts.forget"
+            records.update(
+                _output_records("forget", generations["forget"], target, detector, items)
+            )
+            records["forget_romanized_es"] = _es_record(
+                generations["forget"], detector, f"{target}-Latn", items
+            )
     if "english" in generations:
-        records.update(_english_records(generations["english"], config))
+        with phase("outputs"):
+            records.update(_english_records(generations["english"], config))
         if score_fluency:
-            with reference_model(reference if reference is not None else model, model) as base:
+            base_of = reference if reference is not None else model
+            with phase("fluency"), reference_model(base_of, model) as base:
                 records["english_fluency"] = fluency_record(
                     base, tokenizer, sets, config, generations["english"]
                 )
     for name in config.data.mixed if "mixed_es" in wanted else ():
-        outputs = generations[f"mixed.{name}"]
-        items = f"prompts.mixed.{name}"
-        records[f"mixed_es.{name}"] = _es_record(outputs, detector, target, items)
-        empty = degeneracy(outputs).empty
-        records[f"mixed_empty.{name}"] = _mean_record([float(e) for e in empty], items)
+        with phase("outputs"):
+            outputs = generations[f"mixed.{name}"]
+            items = f"prompts.mixed.{name}"
+            records[f"mixed_es.{name}"] = _es_record(outputs, detector, target, items)
+            empty = degeneracy(outputs).empty
+            records[f"mixed_empty.{name}"] = _mean_record([float(e) for e in empty], items)
     for name in config.data.romanized if "redistribution" in wanted else ():
-        records[f"romanized_es.{name}"] = _es_record(
-            generations[f"romanized.{name}"],
-            detector,
-            f"{target}-Latn",
-            f"prompts.romanized.{name}",
-        )
+        with phase("outputs"):
+            records[f"romanized_es.{name}"] = _es_record(
+                generations[f"romanized.{name}"],
+                detector,
+                f"{target}-Latn",
+                f"prompts.romanized.{name}",
+            )
     if "leakage" in wanted:
         for name in config.data.related:
-            records[f"related_es.{name}"] = _es_record(
-                generations[f"related.{name}"], detector, target, f"prompts.related.{name}"
-            )
-            records[f"related_ppl.{name}"] = _ppl_record(
-                model, tokenizer, sets.related_texts[name], config, f"related.{name}"
-            )
+            with phase("outputs"):
+                records[f"related_es.{name}"] = _es_record(
+                    generations[f"related.{name}"], detector, target, f"prompts.related.{name}"
+                )
+            with phase("leakage"):
+                records[f"related_ppl.{name}"] = _ppl_record(
+                    model, tokenizer, sets.related_texts[name], config, f"related.{name}"
+                )
     if "sampled" in wanted:
-        records.update(_sampled_records(model, tokenizer, sets, config, processors))
+        with phase("sampled"):
+            records.update(_sampled_records(model, tokenizer, sets, config, processors))
     if "retain_ppl" in wanted:
-        records["retain_ppl"] = _ppl_record(
-            model, tokenizer, sets.retain_eval, config, "retain_eval"
-        )
+        with phase("retain_ppl"):
+            records["retain_ppl"] = _ppl_record(
+                model, tokenizer, sets.retain_eval, config, "retain_eval"
+            )
     if "forget_ppl" in wanted:
-        records["forget_ppl"] = _ppl_record(
-            model, tokenizer, sets.forget_eval, config, "forget_eval"
-        )
+        with phase("forget_ppl"):
+            records["forget_ppl"] = _ppl_record(
+                model, tokenizer, sets.forget_eval, config, "forget_eval"
+            )
     if "mia" in wanted:
-        records["mia_auc"] = _mia_record(model, tokenizer, sets, config)
+        with phase("mia"):
+            records["mia_auc"] = _mia_record(model, tokenizer, sets, config)
     if "script_mass" in wanted:
-        records["forget_script_mass"] = _script_mass_record(
-            model, tokenizer, sets.prompts["forget"], config
-        )
+        with phase("script_mass"):
+            records["forget_script_mass"] = _script_mass_record(
+                model, tokenizer, sets.prompts["forget"], config
+            )
     if "probe" in wanted and probe_layers:
-        records.update(_probe_records(model, tokenizer, sets, config, probe_layers))
+        with phase("probe"):
+            records.update(_probe_records(model, tokenizer, sets, config, probe_layers))
     return records, generations
+
+
+def _no_profile(_phase: str) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def _batch_budget(model: nn.Module, max_batch_tokens: int | Literal["auto"] | None) -> int | None:
+    """The generation token budget: ``None`` (one call per set) while an intervention whose
+    output depends on the batch is attached, else the given or the device's default."""
+    batch_dependent = {owner for _, owner in mmie_hooks(model)} & _BATCH_DEPENDENT_HOOKS
+    if max_batch_tokens is None or batch_dependent:
+        return None
+    if max_batch_tokens == "auto":
+        device = input_device(model).type
+        return DEFAULT_MAX_BATCH_TOKENS.get(device, DEFAULT_MAX_BATCH_TOKENS["cuda"])
+    return max_batch_tokens
+
+
+def _generate_sets(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: EvalSets,
+    names: Sequence[str],
+    config: ExperimentConfig,
+    processors: Sequence[LogitsProcessor],
+    max_batch_tokens: int | None,
+    show_progress: bool,
+) -> dict[str, list[str]]:
+    """Greedy continuations of the prompt sets ``names``: one packed pass over their distinct
+    prompts, or (``max_batch_tokens=None``) one call per set."""
+    gen = config.generation
+    kw: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens,
+        "logits_processors": processors,
+        "show_progress": show_progress,
+    }
+    if max_batch_tokens is None:
+        return {
+            name: [
+                str(t)
+                for t in generate(
+                    model, tokenizer, sets.prompts[name], batch_size=gen.batch_size, **kw
+                )
+            ]
+            for name in names
+        }
+    prompts = list(dict.fromkeys(p for name in names for p in sets.prompts[name]))
+    out = generate(model, tokenizer, prompts, max_batch_tokens=max_batch_tokens, **kw)
+    continuation = {p: str(t) for p, t in zip(prompts, out, strict=True)}
+    return {name: [continuation[p] for p in sets.prompts[name]] for name in names}
 
 
 def _english_records(outputs: list[str], config: ExperimentConfig) -> Records:
