@@ -142,7 +142,7 @@ def _load_model(
         yield model, tokenizer
     finally:
         del model
-        free_memory()
+        free_memory(collect=True)
 
 
 def _select_layers(
