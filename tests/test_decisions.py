@@ -216,6 +216,20 @@ def test_mia_gate_is_delong_tost_and_not_evaluated_when_the_base_is_already_in_b
     )["a"]
     direct = auc_difference_test(members, nonmembers, members + 0.1, nonmembers, low=-0.1, high=0.1)
     assert gate(ref, "mia").p_value == pytest.approx(direct.p_value)
+    # the retrained reference itself is not judged against itself; a copy of it is
+    refs = judge_arms(
+        memorised,
+        {"reference.retrain": {0: retrain}, "copy": {0: dict(retrain)}},
+        cfg,
+        computed=["mia"],
+        split=ALL,
+        roles={"reference.retrain": "reference"},
+        references={"retrain": retrain},
+    )
+    own = gate(refs["reference.retrain"], "mia")
+    assert (own.status, own.p_value) == ("not evaluated", None)
+    assert "compares with" in own.reason
+    assert gate(refs["copy"], "mia").status != "not evaluated"
 
 
 def test_suppression_label_when_outputs_change_but_knowledge_does_not():

@@ -471,6 +471,36 @@ def test_seed_intervals_stay_in_the_metric_domain(values):
     assert _domain("something_else") == (-math.inf, math.inf)
 
 
+def test_every_proportion_metric_has_the_unit_domain():
+    from mmie.study.report import _domain
+
+    unit = [
+        "forget_es",
+        "forget_share",
+        "forget_any",
+        "forget_empty",
+        "forget_degenerate",
+        "forget_scripts.Arab",
+        "forget_romanized_es",
+        "forget_sampled",
+        "forget_sampled_worst",
+        "forget_sampled_empty",
+        "english_share",
+        "english_any",
+        "english_degenerate",
+        "mixed_es.code_switch",
+        "mixed_empty.code_switch",
+        "romanized_es.latin",
+        "related_es.urdu",
+        "mia_auc",
+        "forget_script_mass",
+        "probe_auc.3",
+    ]
+    assert {key: _domain(key) for key in unit} == dict.fromkeys(unit, (0.0, 1.0))
+    for key in ("retain_ppl", "forget_ppl", "related_ppl.urdu", "english_fluency"):
+        assert _domain(key) == (0.0, math.inf)
+
+
 def test_sharded_device_loads_with_a_device_map():
     from mmie.study.runner import _load_model
 

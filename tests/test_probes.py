@@ -78,7 +78,10 @@ def test_study_probe_group_sees_a_scrubber_erase_the_language():
     from mmie.study.demo import load_demo_model
     from mmie.study.suite import evaluate_model, load_eval_sets
 
-    config = demo_config(metrics=("probe",), data={"n_forget": 48, "n_retain": 48, "n_eval": 40})
+    config = demo_config(
+        metrics=("probe",),
+        data={"n_forget": 48, "n_retain": 48, "n_eval": 40, "n_eval_texts": 40},
+    )
     sets = load_eval_sets(config)
     model, tok = load_demo_model()
     base, generations = evaluate_model(model, tok, sets, config, probe_layers=[1, 2])

@@ -6,8 +6,10 @@ import json
 import warnings
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mmie.errors import DataError, MmieWarning
+from mmie.errors import ConfigError, DataError, MmieWarning
 from mmie.study.config import demo_config
 from mmie.study.suite import load_eval_sets
 
@@ -101,3 +103,52 @@ def test_no_warning_for_clean_sets():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_eval_sets(demo_config(quick=True))
+
+
+def test_every_prompt_continues_into_the_text_it_was_cut_from():
+    # Deduplicated prompts keep their own text's continuation (they once took the i-th text's
+    # rest for the i-th surviving prompt, so 39 of 44 demo English prompts were misaligned).
+    config = demo_config()
+    assert config.generation.dedupe_prompts
+    sets = load_eval_sets(config)
+    sources = {
+        "forget": sets.forget_eval[: config.data.n_eval],
+        "english": sets.retain_eval[: config.data.n_eval],
+    }
+    for key, texts in sources.items():
+        prompts, rests = sets.prompts[key], sets.continuations[key]
+        assert len(prompts) == len(rests) < len(texts) or key == "forget"
+        joined = {" ".join(t.split()) for t in texts}
+        for prompt, rest in zip(prompts, rests):
+            assert " ".join((prompt + rest).split()) in joined
+    assert all(rest == "" for rest in sets.continuations["mixed.adversarial"])  # whole lines
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    words=st.lists(
+        st.text(st.characters(blacklist_categories=("Z", "C")), min_size=1, max_size=6),
+        min_size=1,
+        max_size=8,
+    ),
+    gaps=st.lists(st.sampled_from([" ", "  ", "\t", " \u00a0"]), min_size=8, max_size=8),
+    k=st.integers(1, 6),
+)
+def test_cut_gives_the_first_words_and_the_exact_rest(words, gaps, k):
+    from mmie.study.suite import _cut
+
+    text = "".join(w + g for w, g in zip(words, gaps))[: -len(gaps[len(words) - 1])]
+    prompt, rest = _cut(text, k)
+    assert prompt == " ".join(text.split()[:k])
+    assert " ".join(text.split()[k:]) == " ".join(rest.split())
+    assert text.endswith(rest)
+
+
+def test_teacher_forced_sets_can_be_larger_than_the_prompt_sets():
+    config = demo_config(quick=True, data={"n_eval": 16, "n_eval_texts": 40})
+    sets = load_eval_sets(config)
+    assert len(sets.forget_eval) == len(sets.retain_eval) == 40
+    assert len(sets.prompts["forget"]) <= 16
+    assert len(sets.prompts["english"]) <= 16
+    with pytest.raises(ConfigError, match="n_eval_texts"):
+        demo_config(quick=True, data={"n_eval": 16, "n_eval_texts": 8})

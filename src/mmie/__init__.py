@@ -143,6 +143,8 @@ _EXPORTS: dict[str, str] = {
     "select_layers": "mmie.evaluation.layer_selection",
     "LanguageLeakage": "mmie.evaluation.leakage",
     "cross_lingual_leakage": "mmie.evaluation.leakage",
+    "LogitLens": "mmie.evaluation.logit_lens",
+    "logit_lens": "mmie.evaluation.logit_lens",
     "MIAResult": "mmie.evaluation.mia",
     "membership_inference": "mmie.evaluation.mia",
     "mia_auc": "mmie.evaluation.mia",
@@ -180,6 +182,16 @@ _EXPORTS: dict[str, str] = {
     "npo_loss": "mmie.unlearning.objectives",
     "sequence_logprobs": "mmie.unlearning.objectives",
     "token_nll": "mmie.unlearning.objectives",
+    "InContextRecovery": "mmie.unlearning.recovery",
+    "QuantisationAttack": "mmie.unlearning.recovery",
+    "RelearningCurve": "mmie.unlearning.recovery",
+    "SteeringRecovery": "mmie.unlearning.recovery",
+    "in_context_recovery": "mmie.unlearning.recovery",
+    "quantisation_attack": "mmie.unlearning.recovery",
+    "relearning_attack": "mmie.unlearning.recovery",
+    "rtn_quantise": "mmie.unlearning.recovery",
+    "steering_directions": "mmie.unlearning.recovery",
+    "steering_recovery": "mmie.unlearning.recovery",
     "unlearn_lora": "mmie.unlearning.train",
     "unlearn_reft": "mmie.unlearning.train",
     # study: config, data, demo, records, runner, decisions, reports
@@ -268,6 +280,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         select_layers,
     )
     from mmie.evaluation.leakage import LanguageLeakage, cross_lingual_leakage
+    from mmie.evaluation.logit_lens import LogitLens, logit_lens
     from mmie.evaluation.mia import MIAResult, membership_inference, mia_auc, mia_scores
     from mmie.evaluation.output_metrics import (
         Degeneracy,
@@ -408,5 +421,17 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         npo_loss,
         sequence_logprobs,
         token_nll,
+    )
+    from mmie.unlearning.recovery import (
+        InContextRecovery,
+        QuantisationAttack,
+        RelearningCurve,
+        SteeringRecovery,
+        in_context_recovery,
+        quantisation_attack,
+        relearning_attack,
+        rtn_quantise,
+        steering_directions,
+        steering_recovery,
     )
     from mmie.unlearning.train import unlearn_lora, unlearn_reft

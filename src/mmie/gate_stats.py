@@ -1362,7 +1362,8 @@ def log_ratio_test(
     *liberal* for right-skewed differences (a few items much worse under the arm): the
     false-pass rate at the margin is 0.06-0.08 for skewness 1 and 0.07-0.12 for skewness 2
     at ``n = 128 ... 16`` (the old sign-flip test is as liberal). When every difference is
-    the same (``s = 0``) there is no spread to test against: ``p = 1``.
+    the same (``s = 0``) the test takes its limit: ``p = 0`` below the margin, ``p = 1`` at
+    or above it.
 
     Args:
         arm: the arm's per-item log values, 1-D, at least 2 finite numbers.

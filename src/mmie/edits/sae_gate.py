@@ -30,11 +30,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mmie._validation import choice, is_integer, unit_interval
+from mmie._validation import boolean, choice, is_integer, unit_interval
 from mmie.errors import IncompatibleModelError, InterventionError
 from mmie.models.blocks import block_device, block_dtype, hidden_size, num_layers
 from mmie.models.hooks import BlockIntervention, Edit
 from mmie.sae.architectures import activate, topk_select
+from mmie.sae.config import HOOK_SITES
 from mmie.sae.model import SparseAutoencoder
 
 __all__ = ["SAEGate"]
@@ -433,10 +434,17 @@ class SAEGate(BlockIntervention):
         block_path: dotted path of the block list for unknown architectures.
         topk_precision: ``"auto"``, ``"fp32"`` or ``"mixed"``: how TopK SAEs find their
             top ``k`` latents (same result, different cost; ignored by other SAEs).
+        allow_other_sites: gate with SAEs whose hook site
+            (:attr:`mmie.SAEConfig.hook_site`) is not the residual stream at a block output
+            -- an SAE trained on ``hook_mlp_out``, an attention output or ``hook_z``. The
+            gate reads and edits block outputs, so such an SAE's latents would be computed
+            from the wrong activations; only pass it knowing they are the same. SAEs without
+            a hook name are accepted either way.
 
     Raises:
         ValueError: ``alpha`` outside ``[0, 1]``, an empty or out-of-range feature list,
-            duplicate features, or a layer that does not exist.
+            duplicate features, a layer that does not exist, or an SAE of another hook
+            site without ``allow_other_sites``.
         TypeError: arguments of the wrong type.
         IncompatibleModelError: an SAE's ``d_in`` differs from the model's hidden size.
 
@@ -454,6 +462,7 @@ class SAEGate(BlockIntervention):
         alpha: float = 1.0,
         block_path: str | None = None,
         topk_precision: TopKPrecision = "auto",
+        allow_other_sites: bool = False,
     ) -> None:
         super().__init__(model, block_path=block_path)
         self._topk_precision = choice(topk_precision, "topk_precision", _TOPK_PRECISIONS)
@@ -461,6 +470,7 @@ class SAEGate(BlockIntervention):
             raise TypeError("saes and features must be mappings keyed by layer index")
         if not features:
             raise ValueError("features must name at least one layer")
+        allow_other_sites = boolean(allow_other_sites, "allow_other_sites")
         n_blocks = num_layers(model, block_path)
         d_model = hidden_size(model)
         chosen: dict[int, tuple[int, ...]] = {}
@@ -483,6 +493,16 @@ class SAEGate(BlockIntervention):
             if sae.d_in != d_model:
                 raise IncompatibleModelError(
                     f"saes[{layer}] has d_in={sae.d_in} but the model's hidden size is {d_model}"
+                )
+            site = sae.config.hook_site
+            if site not in (None, "resid_post") and not allow_other_sites:
+                raise ValueError(
+                    f"saes[{layer}] was trained on {sae.config.hook_name!r}, hook site {site!r} "
+                    f"({HOOK_SITES[site]}), but an SAEGate reads and edits the residual stream "
+                    "at block outputs (blocks.L.hook_resid_post, the output of model.layers[L]); "
+                    "its latents would be computed from the wrong activations. Use an SAE of "
+                    "the residual stream, or pass allow_other_sites=True if you know the "
+                    "activations are the same."
                 )
             if sae.config.hook_layer is not None and sae.config.hook_layer != layer:
                 logger.warning(

@@ -13,10 +13,11 @@ gated         ``1[x' W_enc + b_gate > 0] * ReLU(x' (W_enc * exp(r_mag)) + b_mag)
 with ``x' = x - b_dec`` when ``apply_b_dec_to_input`` (else ``x' = x``), the pre-activation
 ``p = x' W_enc + b_enc`` and the decoder ``x_hat = f W_dec + b_dec``.
 
-Checkpoints are safetensors + JSON, never pickle. :meth:`SparseAutoencoder.load` reads
-mmie's own layout and SAELens directories (``cfg.json`` of SAELens 6.x and of older
-releases, ``sae_weights.safetensors``) and checks every tensor's shape against
-``d_in``/``d_sae``. SAELens config conversion lives in :mod:`mmie.sae.saelens`, training
+mmie writes safetensors + JSON and never unpickles. :meth:`SparseAutoencoder.load` reads
+mmie's own layout, SAELens directories (``cfg.json`` of SAELens 6.x and of older
+releases, ``sae_weights.safetensors``) and the other published formats through the readers
+of :mod:`mmie.sae.formats`, and checks every tensor's shape against ``d_in``/``d_sae``.
+SAELens config conversion lives in :mod:`mmie.sae.saelens`, training
 (:func:`~mmie.train_sae`) in :mod:`mmie.sae.training`, and the quality metrics and
 the reconstruction check (:func:`~mmie.check_reconstruction`, which fails loudly
 when an SAE cannot belong to a layer) in :mod:`mmie.sae.quality`; those names are still
@@ -39,26 +40,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from mmie._io import read_checkpoint_config, write_checkpoint
-from mmie.errors import CheckpointError, ConfigError
+from mmie._io import write_checkpoint
+from mmie.errors import CheckpointError
 from mmie.sae.architectures import TENSOR_SHAPES, activate, topk_select
 from mmie.sae.config import SAEConfig, dtype_name
-from mmie.sae.saelens import config_from_saelens, config_to_saelens
+from mmie.sae.formats import (
+    MMIE_CONFIG_FILE,
+    MMIE_FORMAT,
+    MMIE_FORMAT_VERSION,
+    MMIE_WEIGHTS_FILE,
+    SAELENS_CONFIG_FILE,
+    SAELENS_WEIGHTS_FILE,
+    checkpoint_from_saelens,
+    read_checkpoint,
+)
+from mmie.sae.saelens import config_to_saelens
 
 __all__ = ["SparseAutoencoder"]
 
 logger = logging.getLogger(__name__)
 
 
-MMIE_CONFIG_FILE = "sae_config.json"
-MMIE_WEIGHTS_FILE = "sae.safetensors"
-SAELENS_CONFIG_FILE = "cfg.json"
-SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
-_FORMAT = "mmie-sae"
-_FORMAT_VERSION = 1
+_FORMAT = MMIE_FORMAT
+_FORMAT_VERSION = MMIE_FORMAT_VERSION
 
 
 class SparseAutoencoder(nn.Module):
@@ -83,6 +89,8 @@ class SparseAutoencoder(nn.Module):
         b_enc: ``[d_sae]`` encoder bias (not for gated SAEs).
         threshold: ``[d_sae]`` fp32 JumpReLU thresholds (jumprelu only).
         b_gate, r_mag, b_mag: ``[d_sae]`` gated-SAE parameters (gated only).
+        provenance: what :meth:`load` read (``source``, ``layout``, ``description`` and
+            ``folded``, what it folded into the weights); empty for SAEs built otherwise.
     """
 
     W_enc: nn.Parameter
@@ -100,6 +108,7 @@ class SparseAutoencoder(nn.Module):
         if not isinstance(config, SAEConfig):
             raise TypeError(f"config must be an SAEConfig, got {type(config).__name__}")
         self.config = config
+        self.provenance: dict[str, Any] = {}
         dtype = config.torch_dtype
         gen = torch.Generator().manual_seed(seed)
         w_dec = torch.randn(config.d_sae, config.d_in, generator=gen)  # (d_sae, d_in)
@@ -324,89 +333,139 @@ class SparseAutoencoder(nn.Module):
     @classmethod
     def load(
         cls,
-        directory: str | Path,
+        path: str | Path,
         *,
+        layout: str = "auto",
         allow_transposed: bool = False,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
+        k: int | None = None,
+        input_scale: float | None = None,
     ) -> SparseAutoencoder:
-        """Load an SAE saved by :meth:`save` or a SAELens directory.
+        """Load an SAE saved by :meth:`save`, by SAELens or in another published format.
 
-        The layout is detected from the files present: ``sae_config.json`` (mmie) or
-        ``cfg.json`` + ``sae_weights.safetensors`` (SAELens). SAELens 6.x configs
-        (``architecture``, ``k``, ``metadata.hook_name``) and older ones (``hook_point``,
-        ``activation_fn_str``, ``activation_fn_kwargs.k``) are both understood; SAELens'
-        ``"standard"`` architecture is ``"relu"``. A ``blocks.L.hook_resid_post`` hook name
-        gives ``hook_layer = L``, ``blocks.L.hook_resid_pre`` gives ``L - 1``.
+        The layout is detected from the files present (or forced with ``layout``); the
+        readers of ``mmie.sae.formats`` know mmie's own layout, SAELens (6.x and older
+        ``cfg.json``), Gemma Scope (``params.npz``), Gemma Scope 2, Llama Scope (and its
+        R1-distill variant), EleutherAI sparsify, dictionary_learning and Qwen Scope, and
+        recognise OpenAI's TopK autoencoders to refuse them. Whatever a format computes
+        differently (decoder-norm rescaling, dataset activation norms, transposed or
+        renamed tensors, input centring) is folded into the weights exactly, so that
+        :meth:`encode` and :meth:`decode` equal the format's own maths on raw activations;
+        settings that cannot be folded (per-token normalisation, skip connections,
+        transcoders) are refused with the reason. The docs page "Bring your own model and
+        SAEs" has the table. SAELens' ``"standard"`` architecture is ``"relu"``; a
+        ``blocks.L.hook_resid_post`` hook name gives ``hook_layer = L``,
+        ``blocks.L.hook_resid_pre`` gives ``L - 1``. Formats without a dtype in their config
+        are read in fp32.
 
         Args:
-            directory: the SAE directory.
-            allow_transposed: accept ``[out, in]`` weight matrices (see :meth:`from_tensors`).
-            dtype: parameter dtype (default: the config's).
+            path: the SAE directory (or a weights file such as ``params.npz`` or
+                ``layer5.sae.pt``).
+            layout: ``"auto"`` or a layout name from ``mmie.sae.formats.LAYOUTS``
+                (``"mmie"``, ``"saelens"``, ``"gemma_scope"``, ``"gemma_scope_2"``,
+                ``"llama_scope"``, ``"llama_scope_r1"``, ``"sparsify"``,
+                ``"dictionary_learning"``, ``"qwen_scope"``, ``"openai_topk"``).
+            allow_transposed: accept ``[out, in]`` weight matrices in mmie and SAELens
+                directories (see :meth:`from_tensors`).
+            dtype: parameter dtype (default: the checkpoint's).
             device: where to put the parameters.
+            k: latents per token, for formats that do not store it (Qwen Scope).
+            input_scale: a dataset-wide input scaling factor the checkpoint does not store
+                (SAELens ``normalize_activations="expected_average_only_in"``, Llama Scope
+                R1 ``norm_activation="dataset-wise"``): ``sqrt(d_in)`` over the dataset's
+                average activation norm, SAELens' ``norm_scaling_factor``.
+
+        Returns:
+            The SAE in eval mode; :attr:`provenance` says what was read and folded.
+
+        Raises:
+            CheckpointError: no recognised layout (the message lists what was found and
+                what each layout needs), a missing file, an unsupported setting (with the
+                reason), or tensors that do not match the config. Pickles are never
+                unpickled: ``.pt`` files are read only as plain tensor dicts
+                (``torch.load(weights_only=True)``).
+            ValueError: an unknown ``layout``, an invalid ``k`` or ``input_scale``.
+        """
+        ckpt = read_checkpoint(
+            path,
+            layout=layout,
+            k=k,
+            input_scale=input_scale,
+            allow_transposed=allow_transposed,
+        )
+        config = ckpt.config
+        if dtype is not None:
+            config = config.replace(dtype=dtype_name(dtype))
+        sae = cls.from_tensors(
+            config,
+            ckpt.tensors,
+            allow_transposed=allow_transposed,
+            device=device,
+            source=str(ckpt.source),
+        )
+        sae.provenance = {
+            "source": str(path),
+            "layout": ckpt.layout,
+            "description": ckpt.description,
+            "folded": list(ckpt.folded),
+        }
+        logger.info("loaded %r from %s (%s)", sae, path, ckpt.description)
+        return sae
+
+    # ------------------------------------------------------------------ SAELens objects
+    @classmethod
+    def from_saelens(cls, sae: Any) -> SparseAutoencoder:
+        """Convert a loaded ``sae_lens.SAE`` (SAELens >= 6) into a :class:`SparseAutoencoder`.
+
+        The same conversion as reading its directory: the config through SAELens'
+        ``cfg.to_dict()``, the tensors from its ``state_dict()``, TopK
+        ``rescale_acts_by_decoder_norm`` folded.
+
+        Args:
+            sae: the SAELens SAE.
 
         Returns:
             The SAE in eval mode.
 
         Raises:
-            CheckpointError: no recognised layout, an unsupported SAELens setting, or tensors
-                that do not match the config. Pickle files are never read.
+            ImportError: SAELens is not installed (``pip install 'mmie[saelens]'``).
+            CheckpointError: an architecture or setting mmie does not read.
         """
-        path = Path(directory)
-        if not path.is_dir():
-            raise CheckpointError(f"{path} is not a directory")
-        if (path / MMIE_CONFIG_FILE).is_file():
-            config, weights = _read_mmie_config(path), path / MMIE_WEIGHTS_FILE
-        elif (path / SAELENS_CONFIG_FILE).is_file():
-            raw = _read_json(path / SAELENS_CONFIG_FILE)
-            config, weights = (
-                config_from_saelens(raw, source=str(path)),
-                path / SAELENS_WEIGHTS_FILE,
-            )
-        else:
-            found = sorted(p.name for p in path.iterdir())
-            raise CheckpointError(
-                f"{path} holds neither an mmie SAE ({MMIE_CONFIG_FILE}) nor a SAELens SAE "
-                f"({SAELENS_CONFIG_FILE} + {SAELENS_WEIGHTS_FILE}); found {found}"
-            )
-        if not weights.is_file():
-            pickles = sorted(p.name for p in [*path.glob("*.pt"), *path.glob("*.bin")])
-            hint = (
-                " (pickle files are never loaded; convert them to safetensors)" if pickles else ""
-            )
-            raise CheckpointError(f"missing weights file {weights}{hint}")
-        if dtype is not None:
-            config = config.replace(dtype=dtype_name(dtype))
-        tensors = load_file(str(weights))
-        if "scaling_factor" in tensors:
-            scaling = tensors.pop("scaling_factor")
-            if not torch.allclose(scaling, torch.ones_like(scaling)):
-                raise CheckpointError(
-                    f"{weights}: a fine-tuning scaling_factor other than 1 is not supported; "
-                    "fold it into W_dec (W_dec *= scaling_factor[:, None]) first"
-                )
-        sae = cls.from_tensors(
-            config, tensors, allow_transposed=allow_transposed, device=device, source=str(weights)
-        )
-        logger.info("loaded %r from %s", sae, path)
+        _sae_lens()
+        cfg = sae.cfg.to_dict()
+        cfg.setdefault("architecture", sae.cfg.architecture())
+        tensors = {name: t.detach().cpu() for name, t in sae.state_dict().items()}
+        ckpt = checkpoint_from_saelens(cfg, tensors, source="sae_lens.SAE")
+        out = cls.from_tensors(ckpt.config, ckpt.tensors, source="sae_lens.SAE")
+        out.provenance = {
+            "source": "sae_lens.SAE",
+            "layout": "saelens",
+            "description": ckpt.description,
+            "folded": list(ckpt.folded),
+        }
+        return out
+
+    def to_saelens(self) -> Any:
+        """This SAE as a ``sae_lens.SAE`` (SAELens >= 6), built from :meth:`save`'s SAELens
+        config and the same tensors.
+
+        Raises:
+            ImportError: SAELens is not installed (``pip install 'mmie[saelens]'``).
+        """
+        sae_lens = _sae_lens()
+        sae = sae_lens.SAE.from_dict(config_to_saelens(self.config))
+        sae.load_state_dict({name: t.clone() for name, t in self.tensors().items()})
         return sae
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_checkpoint_config(path)
-
-
-def _read_mmie_config(path: Path) -> SAEConfig:
-    data = _read_json(path / MMIE_CONFIG_FILE)
-    if data.get("format") != _FORMAT or "config" not in data:
-        raise CheckpointError(f"{path / MMIE_CONFIG_FILE} is not an mmie SAE config")
-    version = data.get("format_version")
-    if version != _FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path / MMIE_CONFIG_FILE}: format_version {version!r} is not supported "
-            f"(this mmie reads {_FORMAT_VERSION})"
-        )
+def _sae_lens() -> Any:
+    """The ``sae_lens`` module, or an ImportError naming the extra that installs it."""
     try:
-        return SAEConfig.from_dict(data["config"])
-    except (ConfigError, TypeError) as err:
-        raise CheckpointError(f"{path / MMIE_CONFIG_FILE}: {err}") from err
+        import sae_lens
+    except ImportError as err:
+        raise ImportError(
+            "SparseAutoencoder.from_saelens / to_saelens need SAELens >= 6, which is not "
+            "installed: pip install 'mmie[saelens]'"
+        ) from err
+    return sae_lens

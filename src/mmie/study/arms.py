@@ -50,6 +50,7 @@ from mmie.models.activations import collect_activations
 from mmie.models.hooks import BlockIntervention, detached, mmie_hooks
 from mmie.sae.features import contrast_features, script_invariant_features, threshold_features
 from mmie.sae.model import SparseAutoencoder
+from mmie.sae.quality import check_reconstruction
 from mmie.sae.training import train_sae
 from mmie.study.config import ArmConfig, ExperimentConfig
 from mmie.study.suite import EvalSets
@@ -245,7 +246,11 @@ class Study:
     def _sae(
         self, seed: int, layer: int
     ) -> tuple[SparseAutoencoder, tuple[int, ...], dict[str, Any]]:
-        """The seed's SAE at ``layer`` and its gated features: loaded, or trained and saved."""
+        """The seed's SAE at ``layer`` and its gated features: a configured pretrained SAE
+        (the same for every seed), loaded from the artifacts, or trained and saved."""
+        pretrained = self.config.sae.pretrained().get(layer)
+        if pretrained is not None:
+            return self._pretrained_sae(seed, layer, pretrained)
         where = self._sae_dir(seed, layer)
         if where is not None and (where / _QUALITY_FILE).is_file():
             # The quality file is written last, so its presence means a complete save.
@@ -281,6 +286,43 @@ class Study:
             atomic_write_json(where / _FEATURES_FILE, {"indices": list(features)})
             atomic_write_json(where / _QUALITY_FILE, quality)
             sae = SparseAutoencoder.load(where)  # what every later run will use, exactly
+        return sae, features, quality
+
+    def _pretrained_sae(
+        self, seed: int, layer: int, directory: str
+    ) -> tuple[SparseAutoencoder, tuple[int, ...], dict[str, Any]]:
+        """A pretrained SAE from ``sae.paths``: read, checked on the clean base model's
+        activations of the training texts (:func:`~mmie.check_reconstruction` raises when it
+        clearly does not belong to ``layer``), and its features picked like a trained one's."""
+        self._check_clean()
+        sae = SparseAutoencoder.load(directory, layout=self.config.sae.layout)
+        d = self.config.data
+        report = check_reconstruction(
+            self.model,
+            self.tokenizer,
+            sae,
+            layer,
+            [*self.sets.forget_train, *self.sets.retain_train],
+            batch_size=d.batch_size,
+            max_length=d.max_length,
+        )
+        features = self._pick(sae, layer, seed, self.token_activations())
+        logger.info(
+            "seed %d: layer %d uses the pretrained SAE %s (%s; FVU %.3g)",
+            seed,
+            layer,
+            directory,
+            sae.provenance.get("layout"),
+            report.fvu,
+        )
+        quality = {
+            "source": directory,
+            "layout": sae.provenance.get("layout"),
+            "fvu": report.fvu,
+            "cosine": report.mean_cosine,
+            "l0": report.mean_l0,
+            "dead_fraction": report.dead_fraction,
+        }
         return sae, features, quality
 
     def _pick(

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Literal
 
 from mmie._config import ConfigBase, FieldError, require, validate_fields
 from mmie.errors import ConfigError
+from mmie.sae.layouts import LAYOUTS
 
 __all__ = [
     "ARM_PARTS",
@@ -110,7 +111,10 @@ class DataConfig(ConfigBase):
     Each set is a bundled set name (see :data:`mmie.BUNDLED_SETS`) or a path to a
     JSONL file of ``{"text": ...}`` records. Training sets are the first ``n_forget`` /
     ``n_retain`` texts (fixed across seeds, so per-item results pair up); evaluation sets are
-    the first ``n_eval`` texts of each evaluation set.
+    the first ``n_eval`` texts of each evaluation set. Teacher-forced metrics are cheap next
+    to generation, so the held-out forget and retain sets can give them more texts
+    (``n_eval_texts``: perplexity, MIA non-members, probes) while their prompts stay the
+    first ``n_eval``.
     """
 
     forget: str = "hindi_train"  # texts to unlearn (Hindi, Devanagari); also MIA members
@@ -124,6 +128,7 @@ class DataConfig(ConfigBase):
     n_forget: int = 64  # forget texts used for training (and as MIA members)
     n_retain: int = 64  # retain texts used for training
     n_eval: int = 32  # texts taken from each evaluation set
+    n_eval_texts: int | None = None  # forget_eval/retain_eval texts scored teacher-forced
     max_length: int = 128  # tokens per text when scoring or training (longer ones truncated)
     batch_size: int = 16  # texts per forward pass when scoring
 
@@ -134,8 +139,18 @@ class DataConfig(ConfigBase):
         for name in ("n_forget", "n_retain", "max_length", "batch_size"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         require(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
+        require(
+            self.n_eval_texts is None or self.n_eval_texts >= self.n_eval,
+            "n_eval_texts",
+            f"must be >= n_eval ({self.n_eval}) or unset, got {self.n_eval_texts}",
+        )
         require(self.forget != self.forget_eval, "forget_eval", "must differ from forget")
         require(self.retain != self.retain_eval, "retain_eval", "must differ from retain")
+
+    @property
+    def n_scored(self) -> int:
+        """Held-out forget/retain texts scored teacher-forced (``n_eval_texts`` or ``n_eval``)."""
+        return self.n_eval if self.n_eval_texts is None else self.n_eval_texts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +181,15 @@ class SelectionConfig(ConfigBase):
 
 @dataclass(frozen=True, kw_only=True)
 class SAETrainingConfig(ConfigBase):
-    """The sparse autoencoders trained (one per selected layer and seed) for SAE gates."""
+    """The sparse autoencoders of the SAE gates: trained (one per selected layer and seed), or
+    pretrained ones read from disk.
+
+    ``paths`` maps layers to pretrained SAE directories, as ``"LAYER=DIR"`` strings or, in a
+    TOML/JSON file, a table (``paths = {12 = "saes/layer_12"}``). A selected layer with a
+    path uses that SAE for every seed (read with :meth:`mmie.SparseAutoencoder.load` in
+    ``layout``, checked with :func:`mmie.check_reconstruction` on the training texts) instead
+    of training one; the other layers are trained as usual.
+    """
 
     architecture: Literal["topk", "relu"] = "topk"  # SAE activation (see SparseAutoencoder)
     d_sae_multiple: int = 4  # d_sae = d_sae_multiple * d_model
@@ -178,8 +201,12 @@ class SAETrainingConfig(ConfigBase):
     n_features: int = 64  # features gated per layer (at most)
     picker: Literal["contrast", "script_invariant", "threshold"] = "contrast"  # feature picker
     max_retain_frequency: float = 0.05  # skip latents firing on more retain tokens than this
+    paths: tuple[str, ...] = ()  # pretrained SAEs, "LAYER=DIR" (a {LAYER = DIR} table in files)
+    layout: str = "auto"  # layout of the pretrained SAEs ("auto": detect each; see load)
 
     def __post_init__(self) -> None:
+        if isinstance(self.paths, Mapping):  # a TOML/JSON table {layer: dir}
+            object.__setattr__(self, "paths", tuple(f"{k}={v}" for k, v in self.paths.items()))
         validate_fields(self)
         for name in ("d_sae_multiple", "k", "steps", "batch_size", "n_features"):
             require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
@@ -192,6 +219,35 @@ class SAETrainingConfig(ConfigBase):
             "max_retain_frequency",
             f"must be in [0, 1], got {self.max_retain_frequency}",
         )
+        require(
+            self.layout == "auto" or self.layout in LAYOUTS,
+            "layout",
+            f"must be one of {['auto', *LAYOUTS]}, got {self.layout!r}",
+        )
+        seen: dict[int, int] = {}
+        for i, entry in enumerate(self.paths):
+            layer_text, sep, directory = entry.partition("=")
+            require(
+                bool(sep) and re.fullmatch(r"[0-9]+", layer_text.strip()) is not None,
+                f"paths[{i}]",
+                f'expected "LAYER=DIR" with LAYER an int >= 0, got {entry!r}',
+            )
+            require(bool(directory.strip()), f"paths[{i}]", f"the directory is empty in {entry!r}")
+            layer = int(layer_text)
+            require(
+                layer not in seen,
+                f"paths[{i}]",
+                f"layer {layer} already has a path (paths[{seen.get(layer)}])",
+            )
+            seen[layer] = i
+
+    def pretrained(self) -> dict[int, str]:
+        """``layer -> directory`` of the pretrained SAEs in ``paths``."""
+        out = {}
+        for entry in self.paths:
+            layer, _, directory = entry.partition("=")
+            out[int(layer)] = directory.strip()
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -646,8 +702,9 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "selection": {"n_layers": 3},
     "generation": {"dedupe_prompts": True},  # Hinglish lines often share their first words
     # 48 evaluation texts per set (the bundled sets' evaluation region), 10% of them for
-    # selection: 43 test items per set.
-    "data": {"n_eval": 48},
+    # selection: 43 test items per set. Perplexity, MIA and probes score all 124 lines of
+    # hindi_eval / english_eval (none is in any demo model's training data): 111 test texts.
+    "data": {"n_eval": 48, "n_eval_texts": 124},
     "split": {"selection_fraction": 0.1},
     "gates": {
         # Two retrains of the tiny demo recipe differ by x0.91-x1.20 in retain perplexity,
@@ -667,7 +724,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
 #: Overrides applied on top by ``mmie demo --quick`` and :func:`demo_config` ``(quick=True)``.
 QUICK_OVERRIDES: dict[str, Any] = {
     "seeds": (0, 1),
-    "data": {"n_forget": 32, "n_retain": 32, "n_eval": 16},
+    "data": {"n_forget": 32, "n_retain": 32, "n_eval": 16, "n_eval_texts": 64},
     "selection": {"stability_seeds": 2, "n_texts": 16},
     "sae": {"steps": 150},
     "generation": {"max_new_tokens": 24},

@@ -875,8 +875,21 @@ def judge_arms(
     specs = _gate_specs(
         base, cfg, split, mixed=mixed, related=related, retrain=references.get("retrain")
     )
+    retrain = references.get("retrain")
     per_arm = {
-        name: {gate: _judge_gate(specs.get(gate), gate, seeds, computed) for gate in GATES}
+        name: {
+            gate: (
+                GateResult(
+                    gate,
+                    "not evaluated",
+                    "this is the retrained model the MIA gate compares with",
+                    test=specs["mia"].test,
+                )
+                if gate == "mia" and "mia" in specs and _is(seeds, retrain)
+                else _judge_gate(specs.get(gate), gate, seeds, computed)
+            )
+            for gate in GATES
+        }
         for name, seeds in arms.items()
     }
     adjusted: dict[tuple[str, str], float] = {}
@@ -905,6 +918,12 @@ def judge_arms(
             name, final, failed.get(name, {}), n_ok=n_seeds, role=roles.get(name, "arm")
         )
     return decisions
+
+
+def _is(seeds: Mapping[int, Records], records: Records | None) -> bool:
+    """Whether an "arm" is the given reference's own records (it is then not judged against
+    itself)."""
+    return records is not None and any(r is records for r in seeds.values())
 
 
 def _pending_p(gate: GateResult | _Pending) -> float:

@@ -23,6 +23,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "forget_degenerate": ("empty/degenerate forget outputs", "→base"),
     "forget_sampled": ("target-dominated samples (of N per prompt)", "↓"),
     "forget_sampled_worst": ("worst-of-N target share", "↓"),
+    "forget_sampled_empty": ("samples without a letter", "→base"),
     "forget_script_mass": ("P(next letter is target script)", "↓"),
     "forget_ppl": ("forget perplexity", "↑"),
     "forget_romanized_es": ("romanised-target ES on forget prompts", "↓"),
@@ -152,6 +153,13 @@ def _metric_rows(
     return rows
 
 
+def _eval_sizes(data: Mapping[str, Any]) -> str:
+    n, scored = data["n_eval"], data.get("n_eval_texts")
+    if scored is None or scored == n:
+        return f"{n} evaluation texts per set"
+    return f"{n} evaluation texts per set ({scored} held-out texts for teacher-forced metrics)"
+
+
 def render_markdown(data: Mapping[str, Any]) -> str:
     """The report document as Markdown (user-given names are escaped)."""
     cfg = data["config"]
@@ -164,7 +172,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     out.append(
         f"Model {code(cfg['model'])} ({cfg['dtype']}) · target {code(cfg['target'])} · "
         f"seeds {', '.join(map(str, cfg['seeds']))} · layers {data['layers']} · "
-        f"{cfg['data']['n_eval']} evaluation texts per set "
+        f"{_eval_sizes(cfg['data'])} "
         f"({100 * cfg['split']['selection_fraction']:.0f}% for selection, the rest for the gates) · "
         f"mmie {data['mmie_version']} · config fingerprint `{data['fingerprint']}`"
     )

@@ -59,11 +59,26 @@ def _ci_method(config: ExperimentConfig, n: int) -> str:
 def _domain(key: str) -> tuple[float, float]:
     """The range a metric's values (hence their mean) cannot leave."""
     metric = key.split(".", 1)[0]  # "related_es.urdu" -> "related_es"
-    if metric.endswith(("_es", "script_mass", "_auc")):
+    if metric in _UNIT_METRICS or metric.endswith(_UNIT_SUFFIXES):
         return (0.0, 1.0)
-    if metric.endswith("_ppl"):
+    if metric.endswith(("_ppl", "_fluency")):
         return (0.0, math.inf)
     return (-math.inf, math.inf)
+
+
+# Metrics that are means of per-item values in [0, 1] (shares, 0/1 indicators, ES, AUC).
+_UNIT_SUFFIXES = (
+    "_es",
+    "script_mass",
+    "_auc",
+    "_share",
+    "_any",
+    "_empty",
+    "_degenerate",
+    "_sampled",
+    "_sampled_worst",
+)
+_UNIT_METRICS = frozenset({"forget_scripts", "mixed_empty"})
 
 
 def _interval(

@@ -51,6 +51,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -103,10 +104,14 @@ class EvalSets:
     Attributes:
         forget_train: forget texts used for training (and as MIA members).
         retain_train: retain texts used for training.
-        forget_eval: held-out forget texts (perplexity, MIA non-members).
-        retain_eval: held-out retain texts (perplexity).
-        prompts: prompt sets: ``"forget"`` (held-out forget texts), ``"english"`` (held-out
-            retain texts), ``"mixed.<set>"``, ``"romanized.<set>"`` and ``"related.<lang>"``.
+        forget_eval: held-out forget texts (perplexity, MIA non-members, probes): the first
+            ``data.n_scored`` of the set.
+        retain_eval: held-out retain texts (perplexity, probes), as many.
+        prompts: prompt sets: ``"forget"`` (from the first ``n_eval`` held-out forget texts),
+            ``"english"`` (from the first ``n_eval`` held-out retain texts), ``"mixed.<set>"``,
+            ``"romanized.<set>"`` and ``"related.<lang>"``.
+        continuations: per prompt set, the real rest of the text each prompt was cut from
+            (``""`` for a whole-line prompt), aligned with its prompts.
         related_texts: per related language, its texts (perplexity).
         picker_texts: auxiliary texts of the feature pickers (``"romanized"``: romanised
             target-language texts for the script-invariant picker), disjoint from every
@@ -118,6 +123,7 @@ class EvalSets:
     forget_eval: list[str]
     retain_eval: list[str]
     prompts: dict[str, list[str]] = field(default_factory=dict)
+    continuations: dict[str, list[str]] = field(default_factory=dict)
     related_texts: dict[str, list[str]] = field(default_factory=dict)
     picker_texts: dict[str, list[str]] = field(default_factory=dict)
 
@@ -166,13 +172,27 @@ def _check_held_out(sources: Mapping[str, Sequence[str]]) -> None:
                 )
 
 
+def _cut(text: str, words: int) -> tuple[str, str]:
+    """``(prompt, continuation)``: the first ``words`` words joined by one space, and the
+    rest of ``text`` after them (its own whitespace kept)."""
+    match = re.match(rf"\s*(?:\S+\s+){{{words - 1}}}\S+", text)
+    if match is None:  # fewer words than that: the whole line is the prompt
+        return " ".join(text.split()), ""
+    return " ".join(match.group(0).split()), text[match.end() :]
+
+
 def _prompt_set(
     texts: Sequence[str], *, whole: bool, config: ExperimentConfig, path: str
-) -> list[str]:
-    """Prompts of one set: whole lines or their first words, checked for distinctness."""
+) -> tuple[list[str], list[str]]:
+    """Prompts of one set (whole lines or their first words, checked for distinctness) and
+    the real continuation of each."""
     gen = config.generation
-    prompts = [t if whole else " ".join(t.split()[: gen.prompt_words]) for t in texts]
-    distinct = list(dict.fromkeys(prompts))
+    cut = [(t, "") if whole else _cut(t, gen.prompt_words) for t in texts]
+    prompts = [p for p, _ in cut]
+    first: dict[str, str] = {}
+    for p, rest in cut:
+        first.setdefault(p, rest)  # a duplicate prompt keeps its first text's continuation
+    distinct = list(first)
     if len(distinct) < gen.min_prompts:
         raise DataError(
             f"{path}: only {len(distinct)} distinct prompt(s) of {len(prompts)} after cutting "
@@ -184,7 +204,7 @@ def _prompt_set(
         n_dup = len(prompts) - len(distinct)
         if gen.dedupe_prompts:
             logger.info("%s: dropped %d duplicate prompt(s); %d remain", path, n_dup, len(distinct))
-            return distinct
+            return distinct, [first[p] for p in distinct]
         warnings.warn(
             f"{path}: {n_dup} of {len(prompts)} prompts are duplicates after cutting to "
             f"{gen.prompt_words} words, and the statistics count each as an item; set "
@@ -193,7 +213,7 @@ def _prompt_set(
             MmieWarning,
             stacklevel=3,
         )
-    return prompts
+    return prompts, [rest for _, rest in cut]
 
 
 def load_eval_sets(config: ExperimentConfig) -> EvalSets:
@@ -201,8 +221,9 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
 
     Runs before any model is loaded. A prompt is the first ``generation.prompt_words`` words
     of an evaluation text, or the whole line for the sets in ``data.whole_prompt_sets``
-    (instructions). Each evaluation set contributes its first ``n_eval`` texts; the
-    script-invariant picker's romanised texts are the ``n_forget`` texts after those, so they
+    (instructions). Each evaluation set contributes its first ``n_eval`` texts (the held-out
+    forget and retain sets ``data.n_scored`` to teacher-forced metrics, their prompts from the
+    first ``n_eval``); the script-invariant picker's romanised texts are the ``n_forget`` texts after those, so they
     never overlap a prompt set.
 
     Raises:
@@ -215,8 +236,8 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
     d = config.data
     forget_train = _take(d.forget, d.n_forget, "data.forget")
     retain_train = _take(d.retain, d.n_retain, "data.retain")
-    forget_eval = _take(d.forget_eval, d.n_eval, "data.forget_eval")
-    retain_eval = _take(d.retain_eval, d.n_eval, "data.retain_eval")
+    forget_eval = _take(d.forget_eval, d.n_scored, "data.forget_eval")
+    retain_eval = _take(d.retain_eval, d.n_scored, "data.retain_eval")
     listed = [*d.mixed, *d.romanized, *d.related]
     repeated = sorted({n for n in listed if listed.count(n) > 1})
     if repeated:
@@ -243,22 +264,25 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
         )
     _check_held_out(sources)
 
-    def prompts_of(texts: Sequence[str], name: str, path: str) -> list[str]:
-        return _prompt_set(texts, whole=name in d.whole_prompt_sets, config=config, path=path)
+    prompts: dict[str, list[str]] = {}
+    continuations: dict[str, list[str]] = {}
 
-    prompts = {
-        "forget": prompts_of(forget_eval, d.forget_eval, "data.forget_eval"),
-        "english": prompts_of(retain_eval, d.retain_eval, "data.retain_eval"),
-    }
+    def add(key: str, texts: Sequence[str], name: str, path: str) -> None:
+        whole = name in d.whole_prompt_sets
+        prompts[key], continuations[key] = _prompt_set(texts, whole=whole, config=config, path=path)
+
+    add("forget", forget_eval[: d.n_eval], d.forget_eval, "data.forget_eval")
+    add("english", retain_eval[: d.n_eval], d.retain_eval, "data.retain_eval")
     for group in ("mixed", "romanized", "related"):
         for name, texts in groups[group].items():
-            prompts[f"{group}.{name}"] = prompts_of(texts, name, f"data.{group} ({name})")
+            add(f"{group}.{name}", texts, name, f"data.{group} ({name})")
     return EvalSets(
         forget_train=forget_train,
         retain_train=retain_train,
         forget_eval=forget_eval,
         retain_eval=retain_eval,
         prompts=prompts,
+        continuations=continuations,
         related_texts=dict(groups["related"]),
         picker_texts=picker,
     )
@@ -559,7 +583,7 @@ def fluency_record(
         "max_length": config.data.max_length,
     }
     fluency = continuation_nll(base, tokenizer, prompts, list(outputs), **kw)
-    truth = [text[len(prompt) :] for prompt, text in zip(prompts, sets.retain_eval)]
+    truth = sets.continuations["english"]
     reference = continuation_nll(base, tokenizer, prompts, truth, **kw)
     return _mean_record(
         list(fluency.item_nll),

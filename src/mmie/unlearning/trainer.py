@@ -100,8 +100,9 @@ def encode_texts(
     return [seq[:max_length] for seq in ids]
 
 
-class _Batches:
-    """Endless batches of indices: a fresh permutation per pass over the data."""
+class Batches:
+    """Endless batches of indices: a fresh permutation per pass over the data (also used by
+    the relearning attack of :mod:`mmie.unlearning.recovery`)."""
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
         self.n = n
@@ -234,8 +235,8 @@ class Trainer:
         gen = torch.Generator().manual_seed(config.seed)
         self.forget, self.forget_val = _split(forget, config.val_fraction, gen, "forget")
         self.retain, self.retain_val = _split(retain, config.val_fraction, gen, "retain")
-        self.forget_batches = _Batches(len(self.forget), config.batch_size, gen)
-        self.retain_batches = _Batches(len(self.retain), config.batch_size, gen)
+        self.forget_batches = Batches(len(self.forget), config.batch_size, gen)
+        self.retain_batches = Batches(len(self.retain), config.batch_size, gen)
         self.cache_bytes = int(reference_cache_mb * 2**20)
         # Filled by _cache_references() when run() starts (None: computed per step).
         self._forget_ref: torch.Tensor | None = None  # (n_forget,) fp32 sequence log-probs
