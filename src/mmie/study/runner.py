@@ -359,10 +359,13 @@ def _evaluate_base(
 ) -> tuple[int, ...]:
     """Select the layers, evaluate the base model and write the base shard."""
     t0 = time.perf_counter()
+    phases = _PhaseTimer()
     with seed_context(0):
         layers, selection = _select_layers(model, tokenizer, config, sets)
         t1 = time.perf_counter()
-        records, generations = evaluate_model(model, tokenizer, sets, config, probe_layers=layers)
+        records, generations = evaluate_model(
+            model, tokenizer, sets, config, probe_layers=layers, profile=phases
+        )
     atomic_write_json(
         path,
         {
@@ -376,7 +379,11 @@ def _evaluate_base(
             "metrics": {k: r.to_dict() for k, r in records.items()},
             "generations": generations,
             "environment": env,
-            "timings": {"selection_s": t1 - t0, "evaluation_s": time.perf_counter() - t1},
+            "timings": {
+                "selection_s": t1 - t0,
+                "evaluation_s": time.perf_counter() - t1,
+                "phases": phases.seconds,
+            },
         },
     )
     logger.info("base model evaluated; layers %s", list(layers))
@@ -456,9 +463,9 @@ def run_experiment(
             assert tok is not None
             base_model.eval()
             if need_base:
-                layers = _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path)
-            else:
-                layers = tuple(read_json(base_path)["layers"])
+                _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path)
+            base_shard = read_json(base_path)
+            layers = tuple(base_shard["layers"])
             _score_reference_fluency(base_model, tok, config, sets, out)
             study = Study(
                 base_model,
@@ -468,6 +475,7 @@ def run_experiment(
                 layers,
                 artifacts=out / "artifacts" / fingerprint,  # never mixes configs
                 show_progress=False,
+                base_shard=base_shard,  # arms that score as the base reuse its records
             )
             bar = tqdm(todo, desc="mmie study", unit="run", disable=not show_progress)
             for i, (seed, name) in enumerate(bar):
@@ -530,6 +538,8 @@ def _run_unit(
     try:
         with seed_context(seed), study.arm(arm, seed) as state:
             t1 = time.perf_counter()
+            phases = _PhaseTimer()
+            reuse = study.reuse(state)
             records, generations = evaluate_model(
                 state.model,
                 study.tokenizer,
@@ -538,15 +548,22 @@ def _run_unit(
                 logits_processors=state.logits_processors,
                 probe_layers=study.layers,
                 reference=state.reference,
+                profile=phases,
+                **reuse,
             )
             info = state.info
+        shard["reused"] = _reused(reuse, records)
         shard.update(
             status="ok",
             error=None,
             metrics={k: r.to_dict() for k, r in records.items()},
             info=info,
             generations=generations,
-            timings={"build_train_s": t1 - t0, "total_s": time.perf_counter() - t0},
+            timings={
+                "build_train_s": t1 - t0,
+                "total_s": time.perf_counter() - t0,
+                "phases": phases.seconds,
+            },
         )
         logger.info("seed %d, arm %s: done", seed, name)
     except Exception as exc:
@@ -568,6 +585,30 @@ def _run_unit(
         failure = UnitFailure(seed=seed, arm=name, error=f"{error['type']}: {error['message']}")
     atomic_write_json(unit_shard_path(out, seed, name), shard)
     return failure
+
+
+class _PhaseTimer:
+    """``evaluate_model``'s ``profile``: wall seconds per evaluation phase (summed)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+
+def _reused(reuse: dict[str, Any], records: dict[str, Any]) -> dict[str, Any]:
+    """What a unit took from the base shard instead of computing it (shard provenance)."""
+    base = reuse.get("base_records", {})
+    return {
+        "records": sorted(k for k, r in records.items() if base.get(k) is r),
+        "generations": "base_generations" in reuse,
+    }
 
 
 def _write_report(report: Report, out: Path, plots: bool | None) -> dict[str, Path]:

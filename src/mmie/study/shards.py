@@ -50,7 +50,7 @@ SHARD_FORMAT_VERSION = 2  # 2: metric records carry their scale
 SHARD_DIR = "shards"
 BASE_SHARD = "base.json"
 # Keys of a shard that legitimately differ between two runs of the same unit.
-VOLATILE_KEYS = ("timings", "environment")
+VOLATILE_KEYS = ("timings", "environment", "reused")  # how a result was computed
 # Config fields that do not change any result: subsets, labels, where files go.
 _NON_RESULT_FIELDS = ("name", "arms", "seeds", "output_dir", "plots")
 
