@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmie.gate_stats import (
     auc_difference_test,
@@ -298,3 +300,31 @@ def test_gate_names_are_the_report_order():
         "forget_es", "sampled", "knowledge", "mixed_es", "mia", "retain_ppl", "english",
         "leakage", "redistribution",
     }  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    statuses=st.fixed_dictionaries(
+        {g: st.sampled_from(["pass", "fail", "not evaluated"]) for g in GATES}
+    )
+)
+def test_labels_follow_the_forget_side_first(statuses):
+    """The label is a function of the gate statuses: suppression and partial need the
+    forget-ES gate to pass; no effect means it did not; damaging needs the forget side clean."""
+    from mmie.study.decisions import FORGET_GATES, GateResult, _label
+
+    gates = [GateResult(name=g, status=s, reason="") for g, s in statuses.items()]
+    failing = [g for g, s in statuses.items() if s == "fail"]
+    decision = "fail" if failing else (
+        "incomplete" if "not evaluated" in statuses.values() else "pass"
+    )  # fmt: skip
+    label = _label(gates, decision)
+    forget_fail = any(statuses[g] == "fail" for g in FORGET_GATES)
+    if statuses["forget_es"] == "pass" and statuses["knowledge"] == "fail":
+        assert label == "suppression"
+    elif forget_fail:
+        assert label == ("partial" if statuses["forget_es"] == "pass" else "no effect")
+    elif failing:
+        assert label == "damaging"
+    else:
+        assert label == ("unlearned" if decision == "pass" else "incomplete")

@@ -427,7 +427,12 @@ def test_full_demo_shows_an_effect_and_plots(tmp_path):
     )
     assert data["summary"]["calibrated"]
     pytest.importorskip("matplotlib")
-    assert {"plot:metrics", "plot:dose_response"} <= set(result.paths)
+    assert {
+        "plot:metrics",
+        "plot:dose_response",
+        "plot:tradeoff",
+        "plot:recoverability",
+    } <= set(result.paths)
 
 
 def test_plots_need_the_plot_extra(full_run, tmp_path, monkeypatch):
@@ -443,8 +448,9 @@ def test_plots_need_the_plot_extra(full_run, tmp_path, monkeypatch):
 def test_plots_are_drawn_with_matplotlib(full_run, tmp_path):
     pytest.importorskip("matplotlib")
     files = mmie.plot_report(full_run.report, tmp_path)
-    assert [f.name for f in files] == ["metrics.png"]  # one alpha per gate kind: no dose-response
-    assert files[0].stat().st_size > 1000
+    # one alpha per gate kind: no dose-response; no robustness group: no recoverability
+    assert [f.name for f in files] == ["metrics.png", "tradeoff.png"]
+    assert all(f.stat().st_size > 1000 for f in files)
 
 
 @settings(max_examples=30, deadline=None)

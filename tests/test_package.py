@@ -71,3 +71,24 @@ def test_readme_python_example_runs():
     assert ci.low <= ci.estimate <= ci.high  # type: ignore[attr-defined]
     assert isinstance(namespace["out"], list)
     assert len(namespace["out"]) == 1
+
+
+def test_readme_setup_commands_are_what_ci_runs():
+    """The README opens with exactly two commands: the demo (with the plot extra, so the
+    report has its figures) and the test command that ``.ci/run`` runs first."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert first is not None
+    assert text.index("```bash") < text.index("\n## ")
+    demo, tests = first.group(1).strip().splitlines()
+    assert demo.startswith("python3 -m pip install torch==2.13.0 ")
+    assert demo.endswith("mmie demo")
+    assert "plot" in re.search(r'-e "\.\[([a-z,]+)\]"', demo).group(1).split(",")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    install = next(line for line in ci.splitlines() if "pip install" in line)
+    assert install.replace("pip install -q ", "pip install ") == tests
+    extras = re.search(r'-e "\.\[([a-z,]+)\]"', tests).group(1).split(",")
+    assert {"test", "docs", "lid", "plot"} <= set(extras)
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for extra in extras:
+        assert re.search(rf"^{extra} = \[", pyproject, re.M), extra

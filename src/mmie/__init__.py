@@ -201,6 +201,7 @@ _EXPORTS: dict[str, str] = {
     "GateConfig": "mmie.study.config",
     "GenerationConfig": "mmie.study.config",
     "ReferenceConfig": "mmie.study.config",
+    "RobustnessConfig": "mmie.study.config",
     "SAETrainingConfig": "mmie.study.config",
     "SamplingConfig": "mmie.study.config",
     "SelectionConfig": "mmie.study.config",
@@ -221,12 +222,16 @@ _EXPORTS: dict[str, str] = {
     "plot_report": "mmie.study.plots",
     "MetricRecord": "mmie.study.records",
     "Report": "mmie.study.report",
+    "attack_model": "mmie.study.robustness",
+    "recoverability": "mmie.study.robustness",
     "ExperimentResult": "mmie.study.runner",
     "UnitFailure": "mmie.study.runner",
     "aggregate": "mmie.study.runner",
     "run_experiment": "mmie.study.runner",
     "report_schema": "mmie.study.schema",
     "validate_report": "mmie.study.schema",
+    "EvalSets": "mmie.study.suite",
+    "load_eval_sets": "mmie.study.suite",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -382,6 +387,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         GateConfig,
         GenerationConfig,
         ReferenceConfig,
+        RobustnessConfig,
         SAETrainingConfig,
         SamplingConfig,
         SelectionConfig,
@@ -402,8 +408,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmie.study.plots import plot_report
     from mmie.study.records import MetricRecord
     from mmie.study.report import Report
+    from mmie.study.robustness import attack_model, recoverability
     from mmie.study.runner import ExperimentResult, UnitFailure, aggregate, run_experiment
     from mmie.study.schema import report_schema, validate_report
+    from mmie.study.suite import EvalSets, load_eval_sets
     from mmie.testing import count_live_models
     from mmie.unlearning.config import (
         ReFTUnlearnResult,

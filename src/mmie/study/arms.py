@@ -209,6 +209,8 @@ class Study:
                 },
                 {k: list(v) for k, v in base_shard.get("generations", {}).items()},
             )
+        # the robustness group's steering directions, fitted on the clean base model
+        self.directions: dict[int, Tensor] | None = None
 
     # ------------------------------------------------------------------ shared ingredients
     def _check_clean(self) -> None:

@@ -38,6 +38,7 @@ A TOML file (``mmie run study.toml``)::
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import re
 import sys
@@ -52,9 +53,11 @@ from mmie.sae.layouts import LAYOUTS
 
 __all__ = [
     "ARM_PARTS",
+    "ATTACKS",
     "CONTROLS",
     "DEMO_OVERRIDES",
     "METRICS",
+    "OPTIONAL_METRICS",
     "QUICK_OVERRIDES",
     "ArmConfig",
     "DataConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "GateConfig",
     "GenerationConfig",
     "ReferenceConfig",
+    "RobustnessConfig",
     "SAETrainingConfig",
     "SamplingConfig",
     "SelectionConfig",
@@ -96,6 +100,10 @@ METRICS: tuple[str, ...] = (
     "english",
     "sampled",
 )
+#: Metric groups computed only when listed in ``metrics`` (the demo lists them).
+OPTIONAL_METRICS: tuple[str, ...] = ("robustness",)
+#: Recoverability attacks of the ``robustness`` group (see :class:`RobustnessConfig`).
+ATTACKS: tuple[str, ...] = ("relearning", "steering", "in_context", "logit_lens", "quantisation")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")
 
@@ -464,6 +472,81 @@ class SamplingConfig(ConfigBase):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RobustnessConfig(ConfigBase):
+    """Recoverability attacks (metric group ``robustness``): is the language removed or hidden?
+
+    Each attack runs on the base model, the references and the arms under identical settings
+    (seeded, the same texts) and the report judges every arm against the oracle under the
+    same attack (docs/methods.md, "Recoverability"). The relearning and in-context attacks
+    need held-out target texts (``relearn``) that are disjoint from every other set of the
+    study (checked with the others before any model loads).
+    """
+
+    attacks: tuple[str, ...] = ATTACKS  # which attacks to run (see ATTACKS)
+    relearn: str = ""  # held-out target texts: a set name, a JSONL path or "demo:relearn"
+    n_relearn: int = 16  # relearning / in-context / steering texts taken from ``relearn``
+    relearn_method: Literal["lora", "full"] = "lora"  # fine-tune a fresh LoRA or every weight
+    relearn_steps: tuple[int, ...] = (0, 2, 5, 10, 25)  # optimizer steps evaluated
+    relearn_lr: float | None = None  # None: 1e-3 for LoRA, 1e-4 for full fine-tuning
+    relearn_rank: int = 8  # LoRA rank of the attack
+    steering_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)  # multiples of the direction
+    in_context_k: int = 3  # held-out target sentences prepended to each forget prompt
+    quantisation_bits: tuple[int, ...] = (8, 4)  # round-to-nearest bit widths
+    n_texts: int = 48  # held-out forget texts (test part) scored under each attack
+    n_prompts: int = 16  # forget prompts (test part) generated from and read
+    batch_size: int = 8  # texts per step and per scoring pass
+    margin: float = 0.25  # removed: at least 1 - margin of the way from base to reference
+    seeds: Literal["first", "all"] = "first"  # attack each arm's first seed, or every seed
+    controls: bool = False  # attack the control arms too
+    seed: int = 0  # seed of every attack (the same for every model)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        require(bool(self.attacks), "attacks", "must list at least one attack")
+        for i, attack in enumerate(self.attacks):
+            require(
+                attack in ATTACKS, f"attacks[{i}]", f"unknown attack {attack!r}; known: {ATTACKS}"
+            )
+        require(len(set(self.attacks)) == len(self.attacks), "attacks", "has duplicates")
+        for name in ("n_relearn", "relearn_rank", "n_texts", "n_prompts", "batch_size"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        steps = self.relearn_steps
+        require(
+            bool(steps) and all(b > a for a, b in itertools.pairwise(steps)) and steps[0] >= 0,
+            "relearn_steps",
+            f"must be strictly increasing step counts >= 0, got {list(steps)}",
+        )
+        require(
+            self.relearn_lr is None or self.relearn_lr > 0,
+            "relearn_lr",
+            f"must be > 0, got {self.relearn_lr}",
+        )
+        require(
+            bool(self.steering_scales) and all(x > 0 for x in self.steering_scales),
+            "steering_scales",
+            f"must be positive, got {list(self.steering_scales)}",
+        )
+        require(
+            0 <= self.in_context_k <= self.n_relearn,
+            "in_context_k",
+            f"must be in [0, n_relearn={self.n_relearn}], got {self.in_context_k}",
+        )
+        require(
+            bool(self.quantisation_bits) and all(2 <= b <= 16 for b in self.quantisation_bits),
+            "quantisation_bits",
+            f"must be bit widths in [2, 16], got {list(self.quantisation_bits)}",
+        )
+        require(0 < self.margin < 1, "margin", f"must be in (0, 1), got {self.margin}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+    @property
+    def needs_texts(self) -> bool:
+        """Whether an attack needs the held-out target texts (all but logit lens and
+        quantisation)."""
+        return bool({"relearning", "steering", "in_context"} & set(self.attacks))
+
+
+@dataclass(frozen=True, kw_only=True)
 class SplitConfig(ConfigBase):
     """Items split into a *selection* part and a *test* part.
 
@@ -519,8 +602,8 @@ class ExperimentConfig(ConfigBase):
 
     Nested sections are :class:`DataConfig`, :class:`SelectionConfig`,
     :class:`SAETrainingConfig`, a tuple of :class:`ArmConfig`, :class:`ReferenceConfig`,
-    :class:`GateConfig`, :class:`GenerationConfig`, :class:`SamplingConfig` and
-    :class:`SplitConfig`. Build one in Python (mappings and lists are accepted for the
+    :class:`GateConfig`, :class:`GenerationConfig`, :class:`SamplingConfig`,
+    :class:`SplitConfig` and :class:`RobustnessConfig`. Build one in Python (mappings and lists are accepted for the
     sections and converted), with ``from_dict``, or from a file with :func:`load_config`.
 
     Raises:
@@ -544,6 +627,7 @@ class ExperimentConfig(ConfigBase):
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # prompt settings
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # sampled leakage
     split: SplitConfig = field(default_factory=SplitConfig)  # selection / test items
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)  # attacks
     ci_method: CIMethodName = "auto"  # interval method; auto = "t" below 10 values, else "bca"
     ci_alpha: float = 0.05  # 1 - confidence level of the reported intervals
     n_boot: int = 10_000  # bootstrap resamples (unused by "t")
@@ -595,12 +679,26 @@ class ExperimentConfig(ConfigBase):
             require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", "has duplicates")
         require(bool(self.metrics), "metrics", "must list at least one metric")
+        known = METRICS + OPTIONAL_METRICS
         for i, metric in enumerate(self.metrics):
-            if metric not in METRICS:
-                close = difflib.get_close_matches(metric, METRICS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {list(METRICS)}"
+            if metric not in known:
+                close = difflib.get_close_matches(metric, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {list(known)}"
                 raise FieldError(f"metrics[{i}]", f"unknown metric {metric!r}{hint}")
         require(len(set(self.metrics)) == len(self.metrics), "metrics", "has duplicates")
+        if "robustness" in self.metrics and self.robustness.needs_texts:
+            require(
+                bool(self.robustness.relearn.strip()),
+                "robustness.relearn",
+                "the relearning, steering and in-context attacks need held-out target texts: "
+                "name a set or JSONL file (or drop those attacks from robustness.attacks)",
+            )
+        require(
+            self.robustness.relearn != "demo:relearn" or self.model == "demo",
+            "robustness.relearn",
+            "'demo:relearn' holds lines of the bundled demo data that only the demo model "
+            f"was kept from; name held-out texts for model {self.model!r}",
+        )
         require(0 < self.ci_alpha < 1, "ci_alpha", f"must be in (0, 1), got {self.ci_alpha}")
         require(self.n_boot >= 1, "n_boot", f"must be >= 1, got {self.n_boot}")
         require(bool(self.output_dir.strip()), "output_dir", "must not be empty")
@@ -706,6 +804,14 @@ DEMO_OVERRIDES: dict[str, Any] = {
     # hindi_eval / english_eval (none is in any demo model's training data): 111 test texts.
     "data": {"n_eval": 48, "n_eval_texts": 124},
     "split": {"selection_fraction": 0.1},
+    "metrics": (*METRICS, "robustness"),
+    "robustness": {
+        "relearn": "demo:relearn",  # the 32 hindi_train lines no demo model was trained on
+        "relearn_steps": (0, 5, 25),
+        "steering_scales": (1.0, 4.0),
+        "in_context_k": 1,  # the demo model has 128 positions
+        "n_prompts": 8,
+    },
     "gates": {
         # Two retrains of the tiny demo recipe differ by x0.91-x1.20 in retain perplexity,
         # so a x1.25 margin sits inside run-to-run noise; x1.5 is outside it.
@@ -744,7 +850,8 @@ def demo_config(*, quick: bool = False, **overrides: Any) -> ExperimentConfig:
         **overrides: field values to change; sections may be given as mappings, which are
             merged into the defaults (``data={"n_eval": 8}`` keeps the other data fields).
             Another ``model`` drops the demo's reference models unless ``references`` is
-            given too.
+            given too, and the ``robustness`` group (its relearning texts are demo data)
+            unless ``metrics`` or ``robustness`` is given.
 
     Returns:
         The validated config.
@@ -755,6 +862,11 @@ def demo_config(*, quick: bool = False, **overrides: Any) -> ExperimentConfig:
     demo = dict(DEMO_OVERRIDES)
     if overrides.get("model", "demo") != "demo" and "references" not in overrides:
         demo.pop("references")  # the demo's references only fit the demo model
+    if overrides.get("model", "demo") != "demo":
+        demo.pop("robustness")  # "demo:relearn" is held out only from the demo models
+        metrics = demo.pop("metrics")  # ... so the group stays only when asked for
+        if "robustness" in overrides:
+            overrides = {"metrics": metrics, **overrides}
     config = ExperimentConfig().replace(**demo)
     if quick:
         config = config.replace(**QUICK_OVERRIDES)

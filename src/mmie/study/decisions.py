@@ -122,7 +122,9 @@ _GROUPS: dict[str, tuple[str, ...]] = {
 
 GateStatus = Literal["pass", "fail", "not evaluated"]
 Decision = Literal["pass", "fail", "incomplete", "failed"]
-Label = Literal["unlearned", "suppression", "damaging", "no effect", "incomplete", "failed"]
+Label = Literal[
+    "unlearned", "suppression", "partial", "damaging", "no effect", "incomplete", "failed"
+]
 Role = Literal["arm", "control", "reference"]
 
 Records = Mapping[str, MetricRecord]  # record key -> record
@@ -178,8 +180,10 @@ class ArmDecision:
             (no seed of the arm ran successfully).
         label: what the gates say the arm did: ``"unlearned"`` (every gate passed),
             ``"suppression"`` (its outputs avoid the target but the teacher-forced knowledge
-            gate fails), ``"damaging"`` (the forget side passes, a retain-side gate fails),
-            ``"no effect"`` (a forget-side gate fails and it is not suppression),
+            gate fails), ``"partial"`` (the forget-ES gate passes and the knowledge gate
+            does not fail, but another forget-side gate fails: sampled, mixed-script or MIA),
+            ``"damaging"`` (the forget side passes, a retain-side gate fails),
+            ``"no effect"`` (the forget-ES gate fails and it is not suppression),
             ``"incomplete"`` or ``"failed"``.
         role: ``"arm"``, ``"control"`` or ``"reference"``.
         reasons: one line per gate (and per failed seed).
@@ -824,7 +828,7 @@ def _label(gates: Sequence[GateResult], decision: Decision) -> Label:
     if status.get("forget_es") == "pass" and status.get("knowledge") == "fail":
         return "suppression"
     if forget_fail:
-        return "no effect"
+        return "partial" if status.get("forget_es") == "pass" else "no effect"
     if retain_fail:
         return "damaging"
     if decision == "incomplete":

@@ -132,6 +132,130 @@ def _decision_rows(arms: Mapping[str, Any], n_seeds: int) -> list[list[str]]:
     return rows
 
 
+_ATTACK_LABELS = {  # column labels of the raw outcomes of each attack
+    "relearning": "forget ppl, relearning",
+    "steering": "forget ppl, best steering",
+    "in_context": "forget ES, with context",
+    "logit_lens": "target mass: output / max block",
+    "quantisation": "forget ppl, quantised",
+}
+
+
+def _raw_value(result: Mapping[str, Any] | None, attack: str) -> str:
+    if not result:
+        return "—"
+    if "not_applicable" in result:
+        return "n/a"
+    if "error" in result:
+        return "error"
+    if attack == "relearning":
+        before, after = result["log_ppl"][0], min(result["log_ppl"])
+    elif attack == "steering":
+        before = result["log_ppl_model"]
+        after = min(v for row in result["log_ppl"] for v in row)
+    elif attack == "quantisation":
+        before, after = result["log_ppl_full"], min(result["log_ppl"])
+    elif attack == "in_context":
+        return (
+            f"{fmt(result['extraction_strength'])} → {fmt(result['extraction_strength_context'])}"
+        )
+    else:
+        return f"{fmt(result['mass'][-1])} (out) / {fmt(max(result['mass']))}"
+    return f"{fmt(math.exp(before))} → {fmt(math.exp(after))}"
+
+
+def _closeness_cell(judged: Mapping[str, Any] | None) -> str:
+    if not judged or judged["status"] in ("not evaluated", "not applicable"):
+        return "n/a" if judged and judged["status"] == "not applicable" else "—"
+    before = judged["closeness_before"]
+    head = "" if before is None else f"{before:.2f} → "
+    return f"{head}{judged['closeness']:.2f} ({judged['status']})"
+
+
+def _recoverability(recover: Mapping[str, Any]) -> list[str]:
+    ref = recover["reference"]
+    attacks = recover["attacks"]
+    out = ["## Recoverability", ""]
+    if ref is None:
+        out.append(
+            "No reference model: the attacks ran on the base model and the arms, but removal "
+            "cannot be claimed against the base alone. Raw results below."
+        )
+    else:
+        out.append(
+            f"Each attack ran with identical settings on the base model, the references and "
+            f"the arms; its strongest outcome is placed between the base model (0) and the "
+            f"{ref} (1) under the same attack. **removed**: at least "
+            f"{1 - recover['margin']:.2f} under every attack; **hidden**: some attack brings "
+            "it below. Cells: before the attack → after it. A descriptive comparison of single "
+            "attack runs, not a test."
+        )
+        out.append("")
+        rows = []
+        judged = {
+            **{n: a["seeds"][min(a["seeds"], key=int)] for n, a in recover["arms"].items()},
+            **{f"reference.{n}": v for n, v in recover["references"].items()},
+        }
+        for name, entry in judged.items():
+            verdict = recover["arms"].get(name, entry)["verdict"]
+            cells = [_closeness_cell(entry["attacks"].get(a)) for a in attacks]
+            rows.append([code(name), f"**{verdict}**", *cells])
+        out += _table(["model", "verdict", *attacks], rows)
+        out.append("")
+        for name, arm in recover["arms"].items():
+            if arm["role"] == "arm":
+                out.append(f"- {code(name)}: {escape(arm['reason'])}")
+    out += [
+        "",
+        "Raw outcomes (perplexity before → after the strongest setting of each attack):",
+        "",
+    ]
+    rows = [
+        [code(name), *[_raw_value(res.get(a), a) for a in attacks]]
+        for name, res in recover["results"].items()
+    ]
+    out += _table(["model", *(_ATTACK_LABELS[a] for a in attacks)], rows)
+    if "relearning" in attacks:
+        out += _relearning_curves(recover["results"])
+    return out
+
+
+def _relearning_curves(results: Mapping[str, Any]) -> list[str]:
+    """Forget perplexity after each relearning step, and the steps until it is within 25%
+    of the base model's (unattacked) perplexity."""
+    curves = {
+        name: res["relearning"]
+        for name, res in results.items()
+        if isinstance(res.get("relearning"), Mapping) and "log_ppl" in res["relearning"]
+    }
+    if not curves:
+        return []
+    steps = next(iter(curves.values()))["steps"]
+    base = curves.get("base")
+    near = None if base is None or base["log_ppl"][0] is None else base["log_ppl"][0]
+    header = ["model", *(f"step {s}" for s in steps)]
+    if near is not None:
+        header.append("steps to within 25% of the base")
+    rows = []
+    for name, curve in curves.items():
+        row = [code(name), *(fmt(math.exp(v)) if v is not None else "—" for v in curve["log_ppl"])]
+        if near is not None:
+            hit = [
+                s
+                for s, v in zip(curve["steps"], curve["log_ppl"], strict=True)
+                if v is not None and v - near <= math.log(1.25)
+            ]
+            row.append(str(hit[0]) if hit else f"> {curve['steps'][-1]}")
+        rows.append(row)
+    return [
+        "",
+        "Relearning curves (forget perplexity after each fine-tuning step on held-out target "
+        "texts):",
+        "",
+        *_table(header, rows),
+    ]
+
+
 def _metric_rows(
     keys: Sequence[str], data: Mapping[str, Any], arms: Mapping[str, Any], *, delta: bool
 ) -> list[list[str]]:
@@ -180,7 +304,15 @@ def render_markdown(data: Mapping[str, Any]) -> str:
 
     out += ["## Decisions", ""]
     header = ["arm", "decision", "label", "seeds ok", "failed gates", "not evaluated"]
-    out += _table(header, _decision_rows(arms, len(cfg["seeds"])))
+    rows = _decision_rows(arms, len(cfg["seeds"]))
+    recover = data.get("recoverability")
+    if recover is not None:
+        header.append("recoverability")
+        for row, name in zip(rows, arms):
+            row.append(recover["arms"].get(name, {}).get("verdict", "not attacked"))
+    out += _table(header, rows)
+    if recover is not None:
+        out += ["", *_recoverability(recover)]
 
     out += ["", "## Gate calibration", ""]
     out.append(

@@ -41,6 +41,7 @@ from mmie.study.config import ArmConfig, ExperimentConfig, SplitConfig
 from mmie.study.decisions import Role, judge_arms, split_indices
 from mmie.study.markdown import fmt_ci, render_markdown
 from mmie.study.records import MetricRecord
+from mmie.study.robustness import recoverability
 from mmie.study.schema import REPORT_SCHEMA_VERSION
 from mmie.study.shards import ShardSet
 
@@ -439,6 +440,7 @@ def build_report(shards: ShardSet) -> Report:
         }
         for name in references
     }
+    recover = _recoverability_section(shards, config, arms_section)
     data: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "mmie_version": __version__,
@@ -460,8 +462,62 @@ def build_report(shards: ShardSet) -> Report:
         "summary": {},
         "timings": units.timings,
     }
+    if recover is not None:
+        data["recoverability"] = recover
     data["summary"] = _summary(data, config)
     return Report(data=data)
+
+
+def _recoverability_section(
+    shards: ShardSet, config: ExperimentConfig, arms: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The recoverability verdicts (:func:`mmie.study.robustness.recoverability`): every
+    attacked arm (each attacked seed; an arm is hidden if any seed is), the references
+    and the raw attack results of every model (for tables and plots)."""
+    if "robustness" not in config.metrics:
+        return None
+    r = config.robustness
+    base = shards.base.get("robustness") or None
+    refs = {n: sh["robustness"] for n, sh in shards.references.items() if sh.get("robustness")}
+    per_arm: dict[str, dict[int, Any]] = {}
+    for (seed, arm), unit in sorted(shards.units.items()):
+        if arm in arms and unit.get("status") == "ok" and unit.get("robustness"):
+            per_arm.setdefault(arm, {})[seed] = unit["robustness"]
+    models = {f"{arm}@{seed}": res for arm, seeds in per_arm.items() for seed, res in seeds.items()}
+    models.update({f"reference.{n}": res for n, res in refs.items()})
+    judged = recoverability(base, refs, models, margin=r.margin, attacks=r.attacks)
+    out_arms: dict[str, Any] = {}
+    for arm, seeds in per_arm.items():
+        verdicts = {seed: judged["models"][f"{arm}@{seed}"] for seed in seeds}
+        hidden = [s for s, v in verdicts.items() if v["verdict"] == "hidden"]
+        if hidden:
+            verdict, reason = "hidden", f"seed {hidden[0]}: {verdicts[hidden[0]]['reason']}"
+        elif all(v["verdict"] == "removed" for v in verdicts.values()):
+            verdict, reason = "removed", next(iter(verdicts.values()))["reason"]
+        else:
+            verdict = "not evaluated"
+            reason = next(v["reason"] for v in verdicts.values() if v["verdict"] == verdict)
+        out_arms[arm] = {
+            "verdict": verdict,
+            "reason": reason,
+            "role": arms[arm]["role"],
+            "seeds": {str(s): v for s, v in verdicts.items()},
+        }
+    raw = {"base": base} if base else {}
+    raw.update({f"reference.{n}": res for n, res in refs.items()})
+    raw.update({f"{arm}": seeds[min(seeds)] for arm, seeds in per_arm.items()})
+    return {
+        "reference": judged["reference"],
+        "margin": r.margin,
+        "attacks": list(r.attacks),
+        "arms": out_arms,
+        "references": {
+            n: judged["models"][f"reference.{n}"]
+            for n in refs
+            if f"reference.{n}" in judged["models"]
+        },
+        "results": raw,
+    }
 
 
 def _selection_es(
@@ -517,6 +573,31 @@ def _summary(data: Mapping[str, Any], config: ExperimentConfig) -> dict[str, Any
     return summary
 
 
+def _recoverability_reading(recover: Mapping[str, Any]) -> str:
+    ref = recover["reference"]
+    real = {n: a for n, a in recover["arms"].items() if a["role"] == "arm"}
+    if ref is None:
+        return (
+            "Recoverability: the attacks ran, but without a reference model removal cannot "
+            "be claimed (the curves are shown against the base model)."
+        )
+    groups = {
+        v: [f"`{n}`" for n, a in real.items() if a["verdict"] == v]
+        for v in ("removed", "hidden", "not evaluated")
+    }
+    parts = [f"{v}: {', '.join(names)}" for v, names in groups.items() if names]
+    others = [
+        f"the {name}: {v['verdict']}"
+        for name, v in sorted(recover["references"].items())
+        if name != ref and v.get("verdict")
+    ]
+    return (
+        f"Recoverability against the {ref} under the same attacks — "
+        + ("; ".join(parts) if parts else "no arm was attacked")
+        + (f" ({'; '.join(others)})." if others else ".")
+    )
+
+
 def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: ExperimentConfig) -> str:
     lines: list[str] = []
     target = config.target
@@ -542,7 +623,24 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
         )
     oracle = summary["oracle_decision"]
     if oracle is not None:
-        lines.append(f"The reference that never saw the target language is judged `{oracle}`.")
+        failing = [
+            g["name"]
+            for g in data.get("references", {})
+            .get("decisions", {})
+            .get("oracle", {})
+            .get("gates", [])
+            if g["status"] == "fail"
+        ]
+        lines.append(
+            f"The reference that never saw the target language is judged `{oracle}`"
+            + (
+                f" (failing {', '.join(failing)}: the gold standard itself is not shown to "
+                "pass it at this study's size, so an arm failing it may lack power rather "
+                "than fail; see the gate calibration table)."
+                if failing
+                else "."
+            )
+        )
     if best is not None and base is not None:
         arm = data["arms"][best]
         m = arm["metrics"]["forget_es"]
@@ -595,6 +693,9 @@ def _reading(data: Mapping[str, Any], summary: Mapping[str, Any], config: Experi
             + ", ".join(f"`{n}`" for n in suppressed)
             + " avoid the target in their outputs while the teacher-forced knowledge gate fails."
         )
+    recover = data.get("recoverability")
+    if recover is not None:
+        lines.append(_recoverability_reading(recover))
     if summary["n_units_failed"] or summary["n_units_missing"]:
         lines.append(
             f"{summary['n_units_failed']} (seed, arm) run(s) failed and "

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -44,11 +44,12 @@ from mmie.models.blocks import num_layers
 from mmie.models.loading import free_memory, load_causal_lm
 from mmie.seeding import seed_context
 from mmie.study.arms import Study
-from mmie.study.config import ExperimentConfig
+from mmie.study.config import ArmConfig, ExperimentConfig
 from mmie.study.demo import DEMO_MODELS, DemoModel, demo_model_path, load_demo_model
 from mmie.study.environment import environment_manifest
 from mmie.study.plots import plot_report
 from mmie.study.report import Report, build_report
+from mmie.study.robustness import attack_model, fit_directions, load_directions, save_directions
 from mmie.study.schema import validate_report
 from mmie.study.shards import (
     SHARD_FORMAT_VERSION,
@@ -356,8 +357,9 @@ def _evaluate_base(
     fingerprint: str,
     env: dict[str, Any],
     path: Path,
+    directions_path: Path,
 ) -> tuple[int, ...]:
-    """Select the layers, evaluate the base model and write the base shard."""
+    """Select the layers, evaluate (and attack) the base model and write the base shard."""
     t0 = time.perf_counter()
     phases = _PhaseTimer()
     with seed_context(0):
@@ -366,6 +368,14 @@ def _evaluate_base(
         records, generations = evaluate_model(
             model, tokenizer, sets, config, probe_layers=layers, profile=phases
         )
+    t2 = time.perf_counter()
+    robustness: dict[str, Any] = {}
+    if "robustness" in config.metrics:
+        directions = _directions(model, tokenizer, config, sets, layers, directions_path)
+        with seed_context(0):
+            robustness = attack_model(
+                model, tokenizer, sets, config, layers=layers, directions=directions
+            )
     atomic_write_json(
         path,
         {
@@ -378,10 +388,12 @@ def _evaluate_base(
             "items": sets.items(),
             "metrics": {k: r.to_dict() for k, r in records.items()},
             "generations": generations,
+            "robustness": robustness,
             "environment": env,
             "timings": {
                 "selection_s": t1 - t0,
-                "evaluation_s": time.perf_counter() - t1,
+                "evaluation_s": t2 - t1,
+                "robustness_s": time.perf_counter() - t2,
                 "phases": phases.seconds,
             },
         },
@@ -446,6 +458,8 @@ def run_experiment(
 
     todo, resumed = _plan_units(config, out, fingerprint, run_seeds, run_arms, resume=resume)
     base_path = base_shard_path(out)
+    artifacts = out / "artifacts" / fingerprint  # never mixes configs
+    directions_path = artifacts / "steering_directions.safetensors"
     need_base = not (resume and _reusable(base_path, fingerprint, None))
     computed: list[tuple[int, str]] = []
     failures: list[UnitFailure] = []
@@ -463,7 +477,9 @@ def run_experiment(
             assert tok is not None
             base_model.eval()
             if need_base:
-                _evaluate_base(base_model, tok, config, sets, fingerprint, env, base_path)
+                _evaluate_base(
+                    base_model, tok, config, sets, fingerprint, env, base_path, directions_path
+                )
             base_shard = read_json(base_path)
             layers = tuple(base_shard["layers"])
             _score_reference_fluency(base_model, tok, config, sets, out)
@@ -473,10 +489,14 @@ def run_experiment(
                 config,
                 sets,
                 layers,
-                artifacts=out / "artifacts" / fingerprint,  # never mixes configs
+                artifacts=artifacts,
                 show_progress=False,
                 base_shard=base_shard,  # arms that score as the base reuse its records
             )
+            if "robustness" in config.metrics:  # fitted on the clean base, before any arm
+                study.directions = _directions(
+                    base_model, tok, config, sets, layers, directions_path
+                )
             bar = tqdm(todo, desc="mmie study", unit="run", disable=not show_progress)
             for i, (seed, name) in enumerate(bar):
                 bar.set_postfix_str(f"seed {seed} {name}")
@@ -487,6 +507,7 @@ def run_experiment(
                 if i + 1 == len(todo) or todo[i + 1][0] != seed:
                     study.release_seed(seed)  # this seed's SAEs are no longer needed
 
+    _attack_references(config, sets, out, device, directions_path)
     report = build_report(load_shards([out]))
     validate_report(report.data)
     paths = _write_report(report, out, config.plots)
@@ -498,6 +519,62 @@ def run_experiment(
         resumed=tuple(resumed),
         failures=tuple(failures),
     )
+
+
+def _attacked(config: ExperimentConfig, arm: ArmConfig, seed: int) -> bool:
+    """Whether the robustness attacks run on this (seed, arm)."""
+    r = config.robustness
+    if "robustness" not in config.metrics or (arm.control is not None and not r.controls):
+        return False
+    return r.seeds == "all" or seed == config.seeds[0]
+
+
+def _directions(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: ExperimentConfig,
+    sets: EvalSets,
+    layers: Sequence[int],
+    path: Path,
+) -> dict[int, Tensor] | None:
+    """The study's steering directions, fitted on the clean base model once and cached."""
+    if "steering" not in config.robustness.attacks:
+        return None
+    if path.is_file():
+        return load_directions(path)
+    with seed_context(0):
+        directions = fit_directions(model, tokenizer, sets, config, layers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_directions(directions, path)
+    return directions
+
+
+def _attack_references(
+    config: ExperimentConfig, sets: EvalSets, out: Path, device: str, directions_path: Path
+) -> None:
+    """Attack each reference model like the base (one model in memory at a time; after the
+    base model is freed, since the attacks need its layers and steering directions)."""
+    if "robustness" not in config.metrics:
+        return
+    base = read_json(base_shard_path(out))
+    layers = tuple(base["layers"])
+    directions = load_directions(directions_path) if directions_path.is_file() else None
+    for name, source in config.references.named().items():
+        path = reference_shard_path(out, name)
+        if not path.is_file():
+            continue
+        shard = read_json(path)
+        if shard.get("robustness"):
+            continue
+        t0 = time.perf_counter()
+        with _load_model(config, device, source) as (model, tok), seed_context(0):
+            model.eval()
+            shard["robustness"] = attack_model(
+                model, tok, sets, config, layers=layers, directions=directions
+            )
+        shard.setdefault("timings", {})["robustness_s"] = time.perf_counter() - t0
+        atomic_write_json(path, shard)
+        logger.info("reference %s attacked", name)
 
 
 def _needs_fluency(config: ExperimentConfig, out: Path) -> bool:
@@ -551,6 +628,20 @@ def _run_unit(
                 profile=phases,
                 **reuse,
             )
+            robustness: dict[str, Any] = {}
+            if _attacked(config, arm, seed):
+                t2 = time.perf_counter()
+                robustness = attack_model(
+                    state.model,
+                    study.tokenizer,
+                    study.sets,
+                    config,
+                    layers=study.layers,
+                    directions=study.directions,
+                    kind=arm.kind,
+                    logits_processors=state.logits_processors,
+                )
+                robustness["total_s"] = time.perf_counter() - t2
             info = state.info
         shard["reused"] = _reused(reuse, records)
         shard.update(
@@ -559,6 +650,7 @@ def _run_unit(
             metrics={k: r.to_dict() for k, r in records.items()},
             info=info,
             generations=generations,
+            robustness=robustness,
             timings={
                 "build_train_s": t1 - t0,
                 "total_s": time.perf_counter() - t0,

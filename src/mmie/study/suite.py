@@ -91,6 +91,7 @@ from mmie.models.hooks import mmie_hooks
 from mmie.stats import placement_values
 from mmie.study.config import ExperimentConfig
 from mmie.study.datasets import load_texts
+from mmie.study.demo import demo_relearn_texts
 from mmie.study.records import MetricRecord, Records
 
 __all__ = ["EvalSets", "evaluate_model", "fluency_record", "load_eval_sets"]
@@ -120,6 +121,8 @@ class EvalSets:
             ``"romanized.<set>"`` and ``"related.<lang>"``.
         continuations: per prompt set, the real rest of the text each prompt was cut from
             (``""`` for a whole-line prompt), aligned with its prompts.
+        relearn_texts: held-out target texts of the recoverability attacks
+            (``robustness.relearn``; empty without the ``robustness`` group).
         related_texts: per related language, its texts (perplexity).
         picker_texts: auxiliary texts of the feature pickers (``"romanized"``: romanised
             target-language texts for the script-invariant picker), disjoint from every
@@ -132,6 +135,7 @@ class EvalSets:
     retain_eval: list[str]
     prompts: dict[str, list[str]] = field(default_factory=dict)
     continuations: dict[str, list[str]] = field(default_factory=dict)
+    relearn_texts: list[str] = field(default_factory=list)
     related_texts: dict[str, list[str]] = field(default_factory=dict)
     picker_texts: dict[str, list[str]] = field(default_factory=dict)
 
@@ -145,6 +149,15 @@ class EvalSets:
         out.update({f"prompts.{k}": v for k, v in self.prompts.items()})
         out.update({f"related.{k}": v for k, v in self.related_texts.items()})
         return out
+
+
+def _relearn_texts(name: str, n: int, path: str) -> list[str]:
+    if name != "demo:relearn":
+        return _take(name, n, path)
+    texts = demo_relearn_texts()
+    if len(texts) < n:
+        raise DataError(f"{path}: has {len(texts)} texts, fewer than the {n} needed")
+    return texts[:n]
 
 
 def _take(name: str, n: int, path: str, *, start: int = 0) -> list[str]:
@@ -270,6 +283,11 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
         picker["romanized"] = sources[f"picker texts: {path}"] = _take(
             name, d.n_forget, path, start=d.n_eval
         )
+    relearn: list[str] = []
+    r = config.robustness
+    if "robustness" in config.metrics and r.needs_texts:
+        path = f"robustness.relearn ({r.relearn})"
+        relearn = sources[path] = _relearn_texts(r.relearn, r.n_relearn, path)
     _check_held_out(sources)
 
     prompts: dict[str, list[str]] = {}
@@ -291,6 +309,7 @@ def load_eval_sets(config: ExperimentConfig) -> EvalSets:
         retain_eval=retain_eval,
         prompts=prompts,
         continuations=continuations,
+        relearn_texts=relearn,
         related_texts=dict(groups["related"]),
         picker_texts=picker,
     )
