@@ -288,6 +288,17 @@ def test_next_char_from_the_prompt_cache_equals_recomputing_every_sequence(token
     assert cached.n_forward == whole.n_forward > 2 * len(prompts)  # it did branch
     np.testing.assert_allclose(cached.values, whole.values, rtol=0, atol=1e-6)
     np.testing.assert_allclose(cached.unresolved, whole.unresolved, rtol=0, atol=1e-6)
+    # kv_cache=False is exactly the recomputation, with its forward passes
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        plain = script_mass(model, tokenizer, prompts, "hi", mode="next_char", kv_cache=False, **kw)
+    finally:
+        handle.remove()
+    assert plain == whole
+    assert len(calls) > len(prompts) // 2  # whole sequences, re-run batch by batch
+    with pytest.raises(TypeError, match="kv_cache"):
+        script_mass(model, tokenizer, prompts, "hi", mode="next_char", kv_cache=1)
 
 
 def test_next_char_from_the_cache_on_the_demo_and_a_peft_model(tokenizer):

@@ -114,9 +114,18 @@ def test_base_records_reused_by_a_gate_at_alpha_zero_equal_recomputing_them(tmp_
 def test_the_noise_control_keeps_separate_passes(tmp_path, tiny, monkeypatch):
     """Noise draws fresh values at every forward pass: sharing passes would change them."""
     model, tok = tiny
-    cfg = config(tmp_path, [{"kind": "sae_gate"}], metrics=("forget_ppl", "mia", "probe"))
+    cfg = config(
+        tmp_path, [{"kind": "sae_gate"}], metrics=("forget_ppl", "mia", "probe", "script_mass")
+    )
     sets = load_eval_sets(cfg)
     calls = Counter()
+    mass = suite.script_mass
+
+    def counted_mass(*args, **kw):
+        calls[f"script_mass(kv_cache={kw['kv_cache']})"] += 1
+        return mass(*args, **kw)
+
+    monkeypatch.setattr(suite, "script_mass", counted_mass)
     for name in ("score_texts", "perplexity", "mia_scores", "collect_activations"):
         original = getattr(suite, name)
 
@@ -126,11 +135,17 @@ def test_the_noise_control_keeps_separate_passes(tmp_path, tiny, monkeypatch):
 
         monkeypatch.setattr(suite, name, counted)
     evaluate_model(model, tok, sets, cfg, probe_layers=(0,))
-    assert calls == {"score_texts": 2, "mia_scores": 1}  # forget + retain pass; MIA members
+    # forget + retain pass; MIA members; script mass from the prompts' KV cache
+    assert calls == {"score_texts": 2, "mia_scores": 1, "script_mass(kv_cache=True)": 1}
     calls.clear()
     with NoiseIntervention(model, 0, scale=0.5, seed=0):
         evaluate_model(model, tok, sets, cfg, probe_layers=(0,))
-    assert calls == {"perplexity": 1, "mia_scores": 2, "collect_activations": 2}
+    assert calls == {
+        "perplexity": 1,
+        "mia_scores": 2,
+        "collect_activations": 2,
+        "script_mass(kv_cache=False)": 1,
+    }
 
 
 # ------------------------------------------------------------------ counting over a whole study

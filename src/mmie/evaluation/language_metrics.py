@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from mmie._validation import finite_float, positive_int, text_list
+from mmie._validation import boolean, finite_float, positive_int, text_list
 from mmie.language.detectors import Detection, Detector, ScriptDetector
 from mmie.language.unicode import (
     SCRIPT_LANGUAGE,
@@ -274,6 +274,7 @@ def script_mass(
     max_length: int | None = 1024,
     max_depth: int = 4,
     tol: float = 1e-3,
+    kv_cache: bool = True,
 ) -> ScriptMassResult:
     """Detector-free language metric: probability mass on tokens of a script.
 
@@ -308,6 +309,12 @@ def script_mass(
         max_depth: ``next_char``: the most continuation tokens examined along a branch.
         tol: ``next_char``: branches with less probability than this are not expanded
             (must be positive: every token has some probability).
+        kv_cache: ``next_char``: expand the branches from each prompt's KV cache (the
+            default; models without a usable cache re-run whole sequences anyway).
+            ``False`` re-runs prompt + appended tokens for every branch, mmie 0.1's
+            computation and forward passes: for an intervention whose output depends on
+            the sequence of forward passes (the noise control), whose results then stay
+            those of 0.1.
 
     Returns:
         A :class:`ScriptMassResult`.
@@ -329,7 +336,8 @@ def script_mass(
             raise TypeError("next_char needs a script name, not a token mask")
         max_depth = positive_int(max_depth, "max_depth")
         tol = finite_float(tol, "tol", low=0.0, high=1.0, low_open=True, high_open=True)
-        return _next_char_mass(
+        search = _next_char_mass if boolean(kv_cache, "kv_cache") else _next_char_mass_recompute
+        return search(
             model, tokenizer, texts, script, batch_size, max_length, max_depth, float(tol)
         )
     if isinstance(script, str):
