@@ -137,7 +137,7 @@ def unlearn_lora(
             (``Σ tokens × vocab × element size``); above it they are recomputed every step.
             ``0`` caches nothing (every reference computed in its step, as in mmie 0.1).
             Results agree with and without the cache to fp32 rounding (the module
-            docstring of :mod:`mmie.unlearning.trainer`).
+            docstring of ``mmie.unlearning.trainer``).
 
     Returns:
         An :class:`UnlearnResult` whose ``model`` is the ``PeftModel`` in eval mode.
