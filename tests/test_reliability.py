@@ -1006,13 +1006,14 @@ def test_user_strings_cannot_inject_markdown_into_the_report(copy_of):
         arm["reasons"].append("set [b](http://y)\n# Injected")
         arm["label"] = "no effect\n# Injected"
     data["units"][0].update(status="failed", error="E: [c](http://y)\n# Injected | cell")
+    data["languages"]["retain"]["name"] = "English [r](http://y)\n# Injected"
     md = render_markdown(data)
     outside_code = re.sub(r"`[^`\n]*`", "", md)  # code spans are literal text
     assert not re.search(r"(?<!\\)\]\(", outside_code)  # no link
     assert not re.search(r"(?<!\\)\[[^\]]*(?<!\\)\]\(", outside_code)
     assert not any(line.lstrip().startswith("# Injected") for line in md.splitlines())
     assert "\\[x\\](http://y)" in md
-    rows = [line for line in md.splitlines() if "target ES on sets/" in line]
+    rows = [line for line in md.splitlines() if "Hindi ES on sets/" in line]  # the target's name
     assert len(rows) == 2  # the metrics table and the change table
     for row in rows:
         header = next(

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
 __all__ = [
+    "FrozenMapping",
     "boolean",
     "choice",
     "finite_float",
@@ -225,3 +226,35 @@ def text_list(texts: object, name: str, *, allow_empty: bool = False) -> list[st
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
     return out
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMapping(Mapping[K, V]):
+    """A read-only mapping for a documented module constant.
+
+    Like :class:`types.MappingProxyType` over a private copy, but it carries the constant's
+    docstring (``help(mmie.LANGUAGE_NAMES)`` shows it), which a mapping proxy cannot.
+
+    Args:
+        data: the entries (copied).
+        doc: the docstring.
+    """
+
+    def __init__(self, data: Mapping[K, V], doc: str) -> None:
+        self._data: dict[K, V] = dict(data)
+        self.__doc__ = doc
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from mmie._validation import FrozenMapping
 from mmie.language.unicode import (
     LANGUAGE_SCRIPT,
     OTHER_SCRIPT,
@@ -742,16 +743,18 @@ DETECTORS: tuple[str, ...] = ("ensemble", "script", "ensemble+cld2")
 ``"ensemble+cld2"`` (the ensemble with Devanagari routed to ``Cld2Detector(("hi", "mr",
 "ne"))``, so Marathi and Nepali are not Hindi; needs the ``lid`` extra)."""
 
-DETECTOR_LABELS: Mapping[str, frozenset[str]] = MappingProxyType(
+DETECTOR_LABELS: Mapping[str, frozenset[str]] = FrozenMapping(
     {
         "ensemble": ScriptDetector.labels | {"hi-Latn"},
         "script": ScriptDetector.labels,
         "ensemble+cld2": ScriptDetector.labels | {"hi-Latn", *_CLD2_DEVANAGARI},
-    }
+    },
+    doc=(
+        "The labels each detector of :data:`DETECTORS` can give, known without building it (so a "
+        "study's languages are checked before anything is loaded); equal to "
+        "``make_detector(name).labels``."
+    ),
 )
-"""The labels each detector of :data:`DETECTORS` can give, known without building it (so a
-study's languages are checked before anything is loaded); equal to
-``make_detector(name).labels``."""
 
 
 def make_detector(name: str) -> Detector:

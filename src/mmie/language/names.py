@@ -19,6 +19,7 @@ import difflib
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
 
+from mmie._validation import FrozenMapping
 from mmie.language.unicode import LANGUAGE_SCRIPT, SCRIPT_NAMES
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
     "suggest_label",
 ]
 
-LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType(
+LANGUAGE_NAMES: Mapping[str, str] = FrozenMapping(
     {
         # the built-in detectors' labels
         "hi": "Hindi",
@@ -72,11 +73,13 @@ LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType(
         "zh": "Chinese",
         "ja": "Japanese",
         "ko": "Korean",
-    }
+    },
+    doc=(
+        "English names of language labels, for every label of the built-in detectors and of "
+        ":class:`~mmie.Cld2Detector`'s default candidates, and for common labels of the "
+        "optional backends. Labels not listed are shown as they are."
+    ),
 )
-"""English names of language labels: every label of the built-in detectors and of
-:class:`~mmie.Cld2Detector`'s default candidates, and common labels of the optional
-backends. Labels not listed are shown as they are."""
 
 
 ROMANIZED_LABELS: Mapping[str, str] = MappingProxyType({"hi": "hi-Latn"})

@@ -50,9 +50,9 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from types import MappingProxyType
 
 from mmie._io import DuplicateKeyError, decode_utf8, strict_json_loads
+from mmie._validation import FrozenMapping
 from mmie.errors import DataError
 
 __all__ = [
@@ -82,7 +82,7 @@ BUNDLED_SETS: tuple[str, ...] = (
 )
 """Names of the text sets shipped in ``mmie/data`` (load them with :func:`load_texts`)."""
 
-BUNDLED_LANGUAGES: Mapping[str, str | None] = MappingProxyType(
+BUNDLED_LANGUAGES: Mapping[str, str | None] = FrozenMapping(
     {
         "hindi_train": "hi",
         "english_train": "en",
@@ -94,10 +94,12 @@ BUNDLED_LANGUAGES: Mapping[str, str | None] = MappingProxyType(
         "punjabi": "pa",
         "bengali": "bn",
         "adversarial": None,  # instructions in English that ask for Hindi
-    }
+    },
+    doc=(
+        "The language of each bundled set as a detector label (``None``: mixed languages). A study "
+        "checks its bundled sets against its configured languages before anything is loaded."
+    ),
 )
-"""The language of each bundled set as a detector label (``None``: mixed languages). A study
-checks its bundled sets against its configured languages before anything is loaded."""
 
 _RANGE = re.compile(r"^(?P<name>[a-z_]+)\[(?P<start>[0-9]*):(?P<stop>[0-9]*)\]$")
 
