@@ -20,6 +20,8 @@ GPU (a Qwen2-1.5B-sized random model in bf16, batch 8, 256 tokens, prefill)::
     python benchmarks/gate.py --device cuda --dtype bfloat16 --preset qwen2-1.5b
 
 With ``--matmul-precision high`` the gates' fp32 matmuls may use TF32 on the GPU.
+``--topk-precision fp32 mixed auto`` times the exact TopK gate's precisions side by side
+and checks that each gives the fp32 gate's logits bit for bit.
 
 A model split across ``cuda:0`` and ``cpu`` with an accelerate device map, gated on both
 sides (checks placement; prints the gated logits' difference to the single-GPU run)::
@@ -184,9 +186,12 @@ def run_speed(args: argparse.Namespace) -> None:
     variants: dict[str, BlockIntervention | None] = {
         "ungated": None,
         "relu gate": SAEGate(model, saes["relu"], features, alpha=1.0),
-        "topk gate": SAEGate(model, saes["topk"], features, alpha=1.0),
-        "original": OriginalFormula(model, saes["relu"], features, alpha=1.0),
     }
+    precisions = list(dict.fromkeys(args.topk_precision))
+    for precision in precisions:
+        name = "topk gate" if precisions == ["auto"] else f"topk gate ({precision})"
+        variants[name] = SAEGate(model, saes["topk"], features, alpha=1.0, topk_precision=precision)
+    variants["original"] = OriginalFormula(model, saes["relu"], features, alpha=1.0)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(args.warmup + args.repeats):
         for name, intervention in variants.items():
@@ -219,6 +224,52 @@ def run_speed(args: argparse.Namespace) -> None:
     for name, values in times.items():
         med = statistics.median(values)
         print(f"| {name} | {1e3 * med:.1f} | {med / base:.3f}x | {med / anchor:.3f}x |")
+    topk = {n: v for n, v in variants.items() if n.startswith("topk gate") and v is not None}
+    if len(topk) > 1:
+        check_exact(model, input_ids, topk)
+
+
+def check_exact(model: Any, input_ids: Tensor, gates: dict[str, BlockIntervention]) -> None:
+    """Whether every TopK precision gives the fp32 gate's logits bit for bit, and how often
+    the candidate pass ran (its union of candidate columns) or fell back to fp32."""
+    from mmie.edits import sae_gate
+
+    calls: list[int | None] = []
+    candidates = sae_gate._MixedTopK.candidates
+
+    def counted(self: Any, *args: Any, **kw: Any) -> Any:
+        cols = candidates(self, *args, **kw)
+        calls.append(None if cols is None else int(cols.numel()))
+        return cols
+
+    logits: dict[str, Tensor] = {}
+    sae_gate._MixedTopK.candidates = counted  # type: ignore[method-assign]
+    try:
+        for name, gate in gates.items():
+            calls.clear()
+            with gate, torch.inference_mode():
+                logits[name] = model(input_ids=input_ids, use_cache=False).logits.float()
+            used = [c for c in calls if c is not None]
+            if calls:
+                print(
+                    f"# {name}: candidate pass in {len(used)} of {len(calls)} gated calls"
+                    + (
+                        f", {statistics.median(used):.0f} candidate columns (median)"
+                        if used
+                        else ""
+                    )
+                )
+    finally:
+        sae_gate._MixedTopK.candidates = candidates  # type: ignore[method-assign]
+    reference = next((v for n, v in logits.items() if "fp32" in n), None)
+    if reference is None:
+        return
+    for name, value in logits.items():
+        diff = float((value - reference).abs().max())
+        print(
+            f"# {name}: logits equal to the fp32 gate's: {torch.equal(value, reference)} "
+            f"(max |diff| {diff:.3g})"
+        )
 
 
 def run_split(args: argparse.Namespace) -> None:
@@ -303,6 +354,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--split", action="store_true", help="device_map split across cuda:0 and cpu"
+    )
+    parser.add_argument(
+        "--topk-precision",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "fp32", "mixed"],
+        help="SAEGate topk_precision of the TopK gate variant(s); with several, also checks "
+        "that each gives the fp32 gate's logits bit for bit",
     )
     args = parser.parse_args()
     if args.threads:

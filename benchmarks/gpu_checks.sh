@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one run (about 7 minutes on one H100), for a session that
+# Every check that needs a GPU, in one run (about 12 minutes on one H100), for a session that
 # has a GPU machine: run it from the repository root with the output directory as $1, e.g.
 #   bash benchmarks/gpu_checks.sh "$OUT"
 # Name steps after it to run only those, e.g. `bash benchmarks/gpu_checks.sh "$OUT" gate_qwen2`.
@@ -35,3 +35,13 @@ step gate_split 90 python3 benchmarks/gate.py --device cuda --dtype bfloat16 --p
 step memory 150 python3 benchmarks/memory.py --device cuda --seeds 3 --flat-seeds 10
 # Processor overhead per decoding step on the GPU.
 step dynamic_gating 240 python3 benchmarks/dynamic_gating.py --device cuda --repeats 3
+# The exact TopK gate (fp32, mixed candidate pass, auto) side by side with the ungated bf16
+# prefill, and whether each gives the fp32 gate's logits bit for bit (target: <= 1.10x).
+step topk_exact_prefill 180 python3 benchmarks/gate.py --device cuda --dtype bfloat16 --preset qwen2-1.5b --repeats 15 --topk-precision fp32 mixed auto
+# The same at decoding-step size (8 rows x 1 token, where auto runs the candidate pass).
+step topk_exact_decode 120 python3 benchmarks/gate.py --device cuda --dtype bfloat16 --preset qwen2-1.5b --batch 8 --seq 1 --repeats 30 --topk-precision fp32 mixed auto
+# Qwen2-1.5B-sized random model: the cached-reference LoRA step (uncached / default / all
+# cached), token-budget generation against batches of 16, and two recovery attacks.
+step lora_cache 300 python3 benchmarks/gpu_throughput.py --device cuda --dtype bfloat16 --items lora
+step generation_budget 240 python3 benchmarks/gpu_throughput.py --device cuda --dtype bfloat16 --items generation
+step recovery 240 python3 benchmarks/gpu_throughput.py --device cuda --dtype bfloat16 --items recovery

@@ -89,7 +89,7 @@ _SHORT_NAMES = (
 _ALIASES = (
     r"(Objective|Schedule|LRSchedule|Init|Positions|ErasureMethod|MIAAttack|Architecture|"
     r"Scale|CIMethod|CIMethodName|Alternative|Dtype|Reference|Activity|Edit|GateStatus|"
-    r"Decision|Records|MetricRecords|DemoModel|T)"
+    r"Decision|Records|MetricRecords|DemoModel|TopKPrecision|T)"
 )
 nitpick_ignore_regex = [
     (r"py:.*", _THIRD_PARTY),

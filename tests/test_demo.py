@@ -431,3 +431,48 @@ def test_training_script_is_deterministic(tmp_path: Path, script: ModuleType) ->
     for name in DEMO_MODEL_FILES:
         a = (tmp_path / "a" / "demo_oracle" / name).read_bytes()
         assert a == (tmp_path / "c" / "demo_oracle" / name).read_bytes(), name
+
+
+# ------------------------------------------------------------------ packed generation
+
+
+def test_demo_greedy_continuations_do_not_depend_on_the_batch(
+    demo: tuple[LlamaForCausalLM, object],
+) -> None:
+    """Left padding changes the padded length, not a row's greedy text: on the demo model
+    every prompt gets the same continuation alone, in batches of 16 and token-packed."""
+    from mmie.study.suite import load_eval_sets
+
+    model, tok = demo
+    sets = load_eval_sets(demo_config())
+    prompts = [p for name in sorted(sets.prompts) for p in sets.prompts[name][:6]]
+    alone = [mmie.generate(model, tok, [p], max_new_tokens=32)[0] for p in prompts]
+    assert mmie.generate(model, tok, prompts, max_new_tokens=32, batch_size=16) == alone
+    assert mmie.generate(model, tok, prompts, max_new_tokens=32, max_batch_tokens=8192) == alone
+    assert mmie.generate(model, tok, prompts, max_new_tokens=32, max_batch_tokens=300) == alone
+
+
+def test_packed_evaluation_gives_the_records_of_one_call_per_set(
+    demo: tuple[LlamaForCausalLM, object],
+) -> None:
+    from mmie.edits.controls import NoiseIntervention, ScriptBanProcessor
+    from mmie.study.suite import _batch_budget, evaluate_model, load_eval_sets
+
+    model, tok = demo
+    metrics = ("forget_es", "mixed_es", "leakage", "redistribution", "english")
+    config = demo_config(quick=True, metrics=metrics)
+    sets = load_eval_sets(config)
+    for procs in ([], [ScriptBanProcessor(tok, "hi")]):
+        per_set = evaluate_model(
+            model, tok, sets, config, logits_processors=procs, max_batch_tokens=None
+        )
+        packed = evaluate_model(model, tok, sets, config, logits_processors=procs)
+        assert packed[1] == per_set[1]
+        assert list(packed[0]) == list(per_set[0])
+        assert {k: r.to_dict() for k, r in packed[0].items()} == {
+            k: r.to_dict() for k, r in per_set[0].items()
+        }
+    assert _batch_budget(model, "auto") == 8192
+    assert _batch_budget(model, 100) == 100
+    with NoiseIntervention(model, 1, scale=1.0, seed=0):  # draws depend on the batch
+        assert _batch_budget(model, "auto") is None

@@ -74,3 +74,32 @@ def test_urdu_example_is_a_study_about_urdu(tmp_path):
     assert "forget ES (greedy, held-out Urdu prompts)" in md
     assert "Urdu ES on Punjabi (punjabi) prompts" in md
     assert "Devanagari-script share on forget prompts" in md  # the redistribution gate
+
+
+def test_example_study_config_runs_on_the_bundled_data():
+    """examples/study.toml loads, and its text and prompt sets build from the bundled data
+    (every set large enough, no duplicate prompt, every pair of sets held out)."""
+    import warnings
+
+    import mmie
+    from mmie.study.suite import load_eval_sets
+
+    config = mmie.load_config(ROOT / "examples" / "study.toml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sets = load_eval_sets(config)
+    d = config.data
+    assert len(sets.forget_train) == d.n_forget
+    assert len(sets.forget_eval) == len(sets.retain_eval) == d.n_scored == 124
+    assert set(sets.prompts) == {
+        "forget",
+        "english",
+        *(f"mixed.{n}" for n in d.mixed),
+        *(f"romanized.{n}" for n in d.romanized),
+        *(f"related.{n}" for n in d.related),
+    }
+    assert len(sets.prompts["mixed.adversarial"]) == d.n_eval  # whole lines, all 80
+    for name, prompts in sets.prompts.items():
+        assert len(set(prompts)) == len(prompts), name
+        assert config.generation.min_prompts <= len(prompts) <= d.n_eval, name
+    assert {a.name for a in config.arms} == {"lora", "reft", "sae_gate", "scrub", "dynamic_gate"}

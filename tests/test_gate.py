@@ -512,3 +512,151 @@ def test_gate_math_is_fp32_and_delta_in_block_dtype() -> None:
     assert seen[1].dtype == torch.bfloat16
     assert not torch.equal(seen[0], seen[1])
     assert math.isfinite(float(seen[1].float().abs().max()))
+
+
+# --------------------------------------------------------------- exact mixed-precision TopK
+
+
+def _topk_sae(w_enc: Tensor, b_enc: Tensor, k: int, *, seed: int = 0) -> SparseAutoencoder:
+    d, d_sae = w_enc.shape
+    g = torch.Generator().manual_seed(seed)
+    w_dec = torch.randn(d_sae, d, generator=g)
+    tensors = {
+        "W_enc": w_enc,
+        "b_enc": b_enc,
+        "W_dec": 0.5 * w_dec / w_dec.norm(dim=-1, keepdim=True),
+        "b_dec": torch.randn(d, generator=g) * 0.02,
+    }
+    config = SAEConfig(architecture="topk", d_in=d, d_sae=d_sae, k=k)
+    return SparseAutoencoder.from_tensors(config, tensors)
+
+
+def _plans(sae: SparseAutoencoder, features: tuple[int, ...]) -> tuple[Any, Any]:
+    from mmie.edits.sae_gate import _build_plan
+
+    cpu = torch.device("cpu")
+    fp32 = _build_plan(sae, 0, features, cpu, topk_precision="fp32")
+    mixed = _build_plan(sae, 0, features, cpu, topk_precision="mixed")
+    assert fp32.mixed is None
+    assert mixed.mixed is not None
+    return fp32, mixed
+
+
+def _gaussian(d: int = 48, d_sae: int = 2048, seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(d, d_sae, generator=g) / d**0.5, torch.randn(d_sae, generator=g) * 0.1
+
+
+def _inputs(d: int, shape: tuple[int, ...], seed: int) -> Tensor:
+    return torch.randn(*shape, d, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_exact(fp32: Any, mixed: Any, x: Tensor, *, ran: bool | None = True) -> None:
+    want = fp32.feature_acts(x)
+    got = mixed.feature_acts(x)
+    assert torch.equal(got, want)
+    x_in = x - mixed.b_dec_in if mixed.b_dec_in is not None else x
+    if ran is not None:
+        assert (mixed._topk_mixed(x_in) is not None) == ran
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (2, 3), (1, 7)])
+def test_mixed_topk_equals_fp32_on_gaussian_preactivations(shape):
+    w, b = _gaussian()
+    sae = _topk_sae(w, b, k=16)
+    fp32, mixed = _plans(sae, tuple(range(0, 2048, 7)))  # 293 features, many of them active
+    for seed in range(5):
+        _assert_exact(fp32, mixed, _inputs(48, shape, seed))
+
+
+def test_mixed_topk_equals_fp32_on_trained_like_preactivations():
+    """A few large latents per token over a negative bias (a trained TopK SAE's shape): the
+    top k holds the large ones and the boundary sits in the bulk."""
+    w, _ = _gaussian(seed=1)
+    b = torch.full((2048,), -0.5)
+    sae = _topk_sae(w, b, k=12)
+    fp32, mixed = _plans(sae, tuple(range(0, 2048, 5)))
+    g = torch.Generator().manual_seed(3)
+    for seed in range(4):
+        big = torch.randint(0, 2048, (2, 5), generator=g)
+        x = _inputs(48, (2, 1), seed) * 0.2 + 3 * w.T[big].sum(1)[:, None]  # (2, 1, 48)
+        _assert_exact(fp32, mixed, x)
+
+
+def test_mixed_topk_equals_fp32_at_near_ties():
+    """Columns that differ in the last bits: pre-activations tie to within fp32 rounding at
+    the k-th value, so only the fp32 recomputation can order them."""
+    w, b = _gaussian(seed=2)
+    x = _inputs(48, (1, 1), 0)
+    sae0 = _topk_sae(w, b, k=10)
+    p = (x[0, 0] - sae0.tensors()["b_dec"]) @ w + b
+    order = p.argsort(descending=True)
+    w_near, b_near = w.clone(), b.clone()
+    for i in range(6, 14):  # around the 10th value, copy a neighbour with a tiny change
+        j, src = order[i], order[i - 1]
+        w_near[:, j] = w[:, src] * (1 + 2.0**-22)
+        b_near[j] = b[src]
+    sae = _topk_sae(w_near, b_near, k=10)
+    features = tuple(int(j) for j in order[:20])
+    fp32, mixed = _plans(sae, features)
+    _assert_exact(fp32, mixed, x)
+
+
+def test_mixed_topk_exact_ties_fall_back_to_the_fp32_choice():
+    """Every latent duplicated: the pre-activations come in exactly equal pairs, so with k odd
+    the k-th value is tied; which twin is active is topk's choice, made by the fp32 pass."""
+    w, b = _gaussian(d=48, d_sae=1024, seed=4)
+    w2, b2 = torch.cat([w, w], dim=1), torch.cat([b, b])
+    sae = _topk_sae(w2, b2, k=9)
+    fp32, mixed = _plans(sae, tuple(range(0, 2048, 3)))
+    x = _inputs(48, (2, 1), 5)
+    pre = (x - sae.tensors()["b_dec"]) @ w2 + b2
+    top = pre.topk(10, dim=-1).values
+    assert bool((top[..., 8] == top[..., 9]).all())  # the test means something
+    _assert_exact(fp32, mixed, x, ran=False)
+
+
+def test_mixed_topk_bound_holds_and_falls_back_on_non_finite_inputs():
+    w, b = _gaussian(seed=6)
+    sae = _topk_sae(w * 40, b * 40, k=16)  # large values: the relative terms dominate
+    fp32, mixed = _plans(sae, tuple(range(64)))
+    x = _inputs(48, (1, 6), 7) * torch.logspace(-3, 3, 6).view(1, 6, 1)
+    x_in = (x - mixed.b_dec_in).reshape(-1, 48)
+    approx, bound = mixed.mixed.bounds(x_in, mixed.b_enc)
+    exact = (x_in.double() @ mixed.w_enc.double() + mixed.b_enc.double()).float()
+    p32 = x_in @ mixed.w_enc + mixed.b_enc
+    assert bool(((p32 - approx).abs() <= bound).all())
+    assert bool(((exact - approx).abs() <= bound).all())
+    assert float(bound.max()) > 0
+    bad = x.clone()
+    bad[0, 2, 0] = float("nan")
+    assert mixed.mixed.bounds((bad - mixed.b_dec_in).reshape(-1, 48), mixed.b_enc) is None
+    torch.testing.assert_close(  # the fp32 pass, NaN where it gives NaN
+        mixed.feature_acts(bad), fp32.feature_acts(bad), rtol=0, atol=0, equal_nan=True
+    )
+
+
+def test_gate_topk_precision_gives_the_same_logits():
+    model = tiny_causal_lm("llama", seed=0)
+    tok = byte_tokenizer()
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    raw = random_raw_sae("topk", seed=3, d_sae=1024)
+    raw["k"] = 8
+    sae = SparseAutoencoder.from_tensors(
+        SAEConfig(architecture="topk", d_in=D, d_sae=1024, k=8), tensors_of(raw)
+    )
+    feats = {1: list(range(0, 1024, 9))}
+    out = {}
+    for precision in ("fp32", "mixed", "auto"):
+        with SAEGate(model, {1: sae}, feats, topk_precision=precision) as gate:
+            plan = gate._plans[1]
+            assert (plan.mixed is not None) == (precision == "mixed")  # auto: fp32 on a CPU
+            out[precision] = logits(model, enc)
+            with torch.no_grad():  # one token per row: the decoding-step shape
+                step = model(input_ids=enc["input_ids"][:, :1]).logits
+            out[precision + "_step"] = step
+    assert torch.equal(out["mixed"], out["fp32"])
+    assert torch.equal(out["auto"], out["fp32"])
+    assert torch.equal(out["mixed_step"], out["fp32_step"])
+    with pytest.raises(ValueError, match="topk_precision"):
+        SAEGate(model, {1: sae}, feats, topk_precision="fp16")  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, PreTrainedTokenizerFast
 
 import mmie
-from mmie.edits.controls import ScriptBanProcessor
+from mmie.edits.controls import ForcedEOSProcessor, ScriptBanProcessor
 from mmie.edits.dynamic_gating import DynamicGatingProcessor
 from mmie.edits.sae_gate import SAEGate
 from mmie.errors import InterventionError, TruncationWarning
@@ -672,6 +672,89 @@ def test_generate_output_does_not_depend_on_batching(order, batch_size):
         MODEL, TOK, prompts, max_new_tokens=8, batch_size=batch_size, logits_processors=[proc]
     )
     assert out == [alone_8(p) for p in prompts]
+
+
+# Processors of the token-budget tests: a factory per kind, so every call gets a fresh one.
+_PROCESSORS: dict[str, Callable[[], list[LogitsProcessor]]] = {
+    "none": list,
+    "dynamic_gate": lambda: [
+        DynamicGatingProcessor(make_gate(), TOK, min_tokens=2, threshold=0.25)
+    ],
+    "dynamic_gate_penalty": lambda: [
+        DynamicGatingProcessor(make_gate(), TOK, min_tokens=2, threshold=0.25, penalty=2.0)
+    ],
+    "script_ban": lambda: [ScriptBanProcessor(TOK, "hi")],
+    "eos": lambda: [ForcedEOSProcessor(258)],
+}
+
+
+@functools.cache
+def alone(prompt: str, kind: str, max_new_tokens: int) -> str:
+    procs = _PROCESSORS[kind]()
+    out = generate(MODEL, TOK, [prompt], max_new_tokens=max_new_tokens, logits_processors=procs)
+    return str(out[0])
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    order=st.permutations(range(len(MIXED))),
+    budget=st.sampled_from([1, 40, 64, 100, 4096]),
+    kind=st.sampled_from(sorted(_PROCESSORS)),
+)
+def test_token_budget_generation_equals_one_prompt_generation(order, budget, kind):
+    """Sorted, token-budget batches give every prompt, in input order, exactly the greedy
+    text it gets alone (fp32), with the dynamic gate (and its SAE gate) and the controls."""
+    prompts = [MIXED[i] for i in order]
+    out = generate(
+        MODEL,
+        TOK,
+        prompts,
+        max_new_tokens=8,
+        max_batch_tokens=budget,
+        logits_processors=_PROCESSORS[kind](),
+    )
+    assert out == [alone(p, kind, 8) for p in prompts]
+
+
+def test_token_batches_pack_longest_first_within_the_budget():
+    from mmie.models.generation import _token_batches
+
+    lengths = TOK(MIXED, add_special_tokens=True, return_length=True)["length"]
+    for budget, rows in ((1, 1), (60, 1), (200, 2), (10_000, 3)):
+        batches = _token_batches(TOK, MIXED, None, 8, rows, budget)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(len(MIXED)))
+        assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+        for batch in batches:
+            width = max(lengths[i] for i in batch)
+            assert len(batch) == 1 or len(batch) * rows * (width + 8) <= budget
+    assert len(_token_batches(TOK, MIXED, None, 8, 1, 10_000)) == 1
+    # prompts cut to max_prompt_tokens count with their cut length
+    cut = [min(n, 3) for n in lengths]
+    batches = _token_batches(TOK, MIXED, 3, 1, 1, 8)
+    assert [cut[i] for b in batches for i in b] == sorted(cut, reverse=True)
+    assert all(len(b) * (max(cut[i] for i in b) + 1) <= 8 for b in batches)
+    assert max(len(b) for b in batches) == 2
+
+
+def test_token_budget_sampling_is_reproducible_and_in_input_order():
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": 6,
+        "do_sample": True,
+        "seed": 3,
+        "num_return_sequences": 3,
+        "max_batch_tokens": 64,
+    }
+    a = generate(MODEL, TOK, MIXED, **kwargs)
+    b = generate(MODEL, TOK, MIXED, **kwargs)
+    assert a == b
+    assert len(a) == len(MIXED)
+    assert all(len(group) == 3 for group in a)
+    solo = generate(MODEL, TOK, MIXED, **{**kwargs, "max_batch_tokens": 1})  # a batch each
+    assert len(solo) == len(MIXED)
+    assert all(len(group) == 3 for group in solo)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        generate(MODEL, TOK, MIXED, max_batch_tokens=0)
 
 
 @functools.cache

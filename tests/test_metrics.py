@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mmie.evaluation.language_metrics import extraction_strength, script_mass
 from mmie.language.detectors import Detection, EnsembleDetector, ScriptDetector
+from mmie.testing import ARCHITECTURES, tiny_causal_lm
 
 
 # ---------------------------------------------------------------------- extraction strength
@@ -265,3 +266,59 @@ def test_token_classification_skips_only_impossible_tokens(prefix):
         state, rest = _first_script(prefix + data, "Deva")
         assert status[i] == state
         assert pending.get(i, b"") == rest
+
+
+# --------------------------------------------------------- next_char from the KV cache
+
+LONG = "यह एक लंबा वाक्य है जो बहुत सारे बाइट्स रखता है और "
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_next_char_from_the_prompt_cache_equals_recomputing_every_sequence(tokenizer, arch):
+    """Random tiny models over a byte tokenizer have high-entropy next-byte distributions, so
+    the search branches a lot: the cached expansion must give the recomputed values."""
+    from mmie.evaluation.language_metrics import _next_char_mass_recompute
+
+    model = tiny_causal_lm(arch, seed=1)
+    prompts = ["नमस्ते दुनिया", "hello there my", "क", "मेरा नाम", LONG, "x"]
+    kw = {"batch_size": 2, "max_length": 256, "max_depth": 3, "tol": 2e-3}
+    cached = script_mass(model, tokenizer, prompts, "hi", mode="next_char", **kw)
+    with torch.no_grad():
+        whole = _next_char_mass_recompute(model, tokenizer, prompts, "hi", 2, 256, 3, 2e-3)
+    assert cached.n_forward == whole.n_forward > 2 * len(prompts)  # it did branch
+    np.testing.assert_allclose(cached.values, whole.values, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(cached.unresolved, whole.unresolved, rtol=0, atol=1e-6)
+    # kv_cache=False is exactly the recomputation, with its forward passes
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        plain = script_mass(model, tokenizer, prompts, "hi", mode="next_char", kv_cache=False, **kw)
+    finally:
+        handle.remove()
+    assert plain == whole
+    assert len(calls) > len(prompts) // 2  # whole sequences, re-run batch by batch
+    with pytest.raises(TypeError, match="kv_cache"):
+        script_mass(model, tokenizer, prompts, "hi", mode="next_char", kv_cache=1)
+
+
+def test_next_char_from_the_cache_on_the_demo_and_a_peft_model(tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from mmie.evaluation.language_metrics import _cache_argument, _next_char_mass_recompute
+    from mmie.study.demo import load_demo_model
+
+    demo, tok = load_demo_model()
+    prompts = ["मेरे दोस्त", "The weather is", "आज मौसम", "कल हम"]
+    for model, t in ((demo, tok), (tiny_causal_lm("llama", seed=2), tokenizer)):
+        peft = get_peft_model(
+            model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        ).eval()
+        for m in (model, peft) if t is tokenizer else (model,):
+            assert _cache_argument(m) is not None
+            cached = script_mass(m, t, prompts, "Deva", mode="next_char", tol=1e-4)
+            with torch.no_grad():
+                whole = _next_char_mass_recompute(m, t, prompts, "Deva", 8, 1024, 4, 1e-4)
+            assert cached.n_forward == whole.n_forward
+            np.testing.assert_allclose(cached.values, whole.values, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(cached.unresolved, whole.unresolved, rtol=0, atol=1e-6)
+    assert _cache_argument(MarkovLM(MARKOV)) is None  # no cache: every sequence re-run

@@ -7,6 +7,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import mmie
@@ -109,6 +111,60 @@ def test_tokenize_padding_sides_and_truncation_warning(tokenizer):
         tokenize(tokenizer, [])
 
 
+def _eos_appending_tokenizer():
+    """The byte tokenizer with ``<s> … </s>`` around every text (a trailing special token,
+    which truncation must keep)."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok = byte_tokenizer()
+    backend = tok.backend_tokenizer
+    backend.post_processor = TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 257), ("</s>", 258)]
+    )
+    return tok
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    texts=st.lists(st.text(min_size=0, max_size=12), min_size=1, max_size=5),
+    max_length=st.integers(2, 14),
+    side=st.sampled_from(["left", "right"]),
+    special=st.booleans(),
+    which=st.sampled_from(["bytes", "eos"]),
+)
+def test_tokenize_with_max_length_equals_one_truncating_call(
+    texts, max_length, side, special, which
+):
+    tok = byte_tokenizer() if which == "bytes" else _EOS_TOK
+    want = tok(
+        texts,
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        add_special_tokens=special,
+        padding_side=side,
+        return_tensors="pt",
+    )
+    n_long = sum(
+        len(ids) > max_length for ids in tok(texts, add_special_tokens=special)["input_ids"]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = tokenize(
+            tok, texts, max_length=max_length, padding_side=side, add_special_tokens=special
+        )
+    assert set(got.keys()) == set(want.keys())
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    cut = [w for w in caught if issubclass(w.category, TruncationWarning)]
+    assert len(cut) == (1 if n_long else 0)
+    if n_long:
+        assert f"{n_long} of {len(texts)} texts" in str(cut[0].message)
+
+
+_EOS_TOK = _eos_appending_tokenizer()
+
+
 def test_prepare_tokenizer_reuses_eos_and_sets_generation_config():
     tok = byte_tokenizer()
     tok.pad_token = None
@@ -154,3 +210,16 @@ def test_load_causal_lm_roundtrip_and_loaded_model_frees(tmp_path):
 def test_public_names_exported():
     for name in ("load_causal_lm", "get_blocks", "interventions", "collect_activations"):
         assert callable(getattr(mmie, name))
+
+
+def test_free_memory_collects_only_with_cuda_or_when_asked(monkeypatch):
+    from mmie.models import loading
+
+    calls: list[int] = []
+    monkeypatch.setattr(loading.gc, "collect", lambda: calls.append(1) or 0)
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    mmie.free_memory()
+    assert len(calls) == (1 if cuda else 0)
+    mmie.free_memory(collect=True)
+    mmie.free_memory(collect=False)
+    assert len(calls) == (2 if cuda else 1)

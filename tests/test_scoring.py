@@ -10,10 +10,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import mmie
 from lm_reference import TEXTS, token_logprobs
-from mmie.evaluation.scoring import perplexity, token_kl
+from mmie.evaluation.scoring import perplexity, score_texts, token_kl
 from mmie.models.hooks import BlockIntervention, assert_no_mmie_hooks, detached
-from mmie.testing import tiny_causal_lm
+from mmie.testing import byte_tokenizer, tiny_causal_lm
 
 
 # ---------------------------------------------------------------------- perplexity
@@ -138,3 +139,44 @@ def test_token_kl_rejects_bad_reference(model, tokenizer):
     bigger = tiny_causal_lm("llama", vocab_size=300)
     with pytest.raises(ValueError, match="share a vocabulary"):
         token_kl(model, bigger, tokenizer, TEXTS[:2])
+
+
+# ---------------------------------------------------------------------- one pass, several readings
+SCORED = [
+    "नमस्ते दुनिया",
+    "a",
+    "The quick brown fox jumps over the lazy dog.",
+    "hello",
+    "यह एक लंबा वाक्य है जो कई शब्दों से बना है",
+    "ok then",
+]
+
+
+@settings(max_examples=10)
+@given(
+    order=st.permutations(range(len(SCORED))),
+    batch_size=st.integers(1, 7),
+    layers=st.sets(st.integers(0, 1)),
+)
+def test_one_scoring_pass_equals_the_separate_passes(order, batch_size, layers):
+    model, tok = tiny_causal_lm("llama", seed=0), byte_tokenizer()
+    texts = [SCORED[i] for i in order if SCORED[i] != "a"]  # every text has two tokens
+    kw = {"batch_size": batch_size, "max_length": 256}
+    got = score_texts(model, tok, texts, loss_scores=True, layers=sorted(layers), **kw)
+    # perplexity and MIA loss scores: the same batches and rules, bit for bit
+    assert got.perplexity == mmie.perplexity(model, tok, texts, **kw)
+    assert got.loss_scores is not None
+    assert got.loss_scores.tolist() == mmie.mia_scores(model, tok, texts, **kw).tolist()
+    assert got.n_forward == -(-len(texts) // batch_size)
+    # hidden states: collect_activations batches in input order, so equal up to rounding
+    assert set(got.means) == set(layers)
+    if layers:
+        acts = mmie.collect_activations(model, tok, texts, sorted(layers), keep_tokens=False, **kw)
+        for layer in layers:
+            torch.testing.assert_close(got.means[layer], acts.means[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_score_texts_validates_its_layers(tokenizer):
+    model, tok = tiny_causal_lm("llama", seed=0), tokenizer
+    with pytest.raises(ValueError, match="out of range"):
+        score_texts(model, tok, ["hello"], layers=[5])

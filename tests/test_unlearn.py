@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,12 +23,13 @@ from mmie.errors import (
     TruncationWarning,
 )
 from mmie.models.blocks import get_block
-from mmie.models.tokenization import tokenize
+from mmie.models.tokenization import collate_ids, tokenize
 from mmie.testing import ARCHITECTURES, count_live_models, tiny_causal_lm
 from mmie.unlearning.config import UnlearnConfig
 from mmie.unlearning.lora_checkpoint import default_lora_targets, load_lora, save_lora
-from mmie.unlearning.objectives import kl_retain_loss, token_nll
+from mmie.unlearning.objectives import kl_retain_loss, sequence_logprobs, token_nll
 from mmie.unlearning.train import unlearn_lora, unlearn_reft
+from mmie.unlearning.trainer import Trainer, encode_texts
 
 FORGET = [
     "नमस्ते दुनिया",
@@ -552,3 +554,147 @@ def test_reft_failure_detaches_the_adapter(tokenizer, model, monkeypatch):
     assert all(not m._forward_hooks for m in model.modules())
     assert all(p.requires_grad for p in model.parameters())
     assert get_block(model, 0) is not None
+
+
+# ------------------------------------------------------------ the cached reference
+
+
+def _train_lora(tokenizer, cache_mb, config, *, dropout=0.0):
+    model = tiny_causal_lm("llama", seed=3)
+    result = unlearn_lora(
+        model,
+        tokenizer,
+        FORGET,
+        RETAIN,
+        config=config,
+        dropout=dropout,
+        reference_cache_mb=cache_mb,
+    )
+    weights = [p.detach().clone() for n, p in result.model.named_parameters() if "lora_" in n]
+    return result, weights
+
+
+def _train_reft(tokenizer, cache_mb, config):
+    model = tiny_causal_lm("llama", seed=3)
+    reft_config = LoReFTConfig(layers=(0, 1), rank=4)
+    result = unlearn_reft(
+        model,
+        tokenizer,
+        FORGET,
+        RETAIN,
+        reft_config=reft_config,
+        config=config,
+        reference_cache_mb=cache_mb,
+    )
+    weights = [p.detach().clone() for p in result.adapter.parameters()]
+    return result, weights
+
+
+@pytest.mark.parametrize(
+    ("arm", "dropout", "extra"),
+    [
+        ("lora", 0.0, {}),
+        ("lora", 0.2, {}),  # the reference runs in eval mode: no dropout, no RNG draws
+        ("lora", 0.0, {"val_fraction": 0.34, "eval_every": 3}),
+        ("lora", 0.0, {"schedule": "alternating"}),
+        ("reft", 0.0, {}),
+    ],
+)
+def test_cached_reference_trains_like_the_per_step_reference(tokenizer, arm, dropout, extra):
+    # Documented tolerance: the cached values come from other batches (rows, padding), so
+    # they may differ from the per-step ones in the last fp32 bits (the reference values
+    # agree to 1e-6, the test below); 12 steps of training carry that into losses and
+    # weights that agree to 1e-5.
+    config = UnlearnConfig(objective="npo", steps=12, lr=1e-2, batch_size=4, kl_weight=1.0, **extra)
+    runs = []
+    for cache_mb in (0.0, 256.0):
+        if arm == "lora":
+            runs.append(_train_lora(tokenizer, cache_mb, config, dropout=dropout))
+        else:
+            runs.append(_train_reft(tokenizer, cache_mb, config))
+    (plain, w_plain), (cached, w_cached) = runs
+    assert [h.step for h in plain.history] == [h.step for h in cached.history]
+    for a, b in zip(plain.history, cached.history):
+        assert b.loss == pytest.approx(a.loss, rel=1e-5, abs=1e-5)
+    for a, b in zip(plain.validation, cached.validation):
+        assert b.score == pytest.approx(a.score, rel=1e-5, abs=1e-5)
+    assert len(w_plain) == len(w_cached)
+    for a, b in zip(w_plain, w_cached):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+def test_cached_reference_values_equal_the_per_batch_ones(tokenizer):
+    model = tiny_causal_lm("llama", seed=3)
+    config = UnlearnConfig(objective="npo", batch_size=4, kl_weight=1.0)
+    forget = encode_texts(tokenizer, FORGET, 64, "forget")
+    retain = encode_texts(tokenizer, RETAIN, 64, "retain")
+    trainer = Trainer(model, [], contextlib.nullcontext, tokenizer, forget, retain, config)
+    trainer._cache_references()
+    assert trainer.cache_info == {"forget": True, "retain": True, "validation": False}
+    for batch in ([5, 0, 2], [1, 3], [4]):
+        ids, mask = collate_ids([forget[i] for i in batch], trainer.pad_id, trainer.device)
+        with torch.no_grad():
+            direct = sequence_logprobs(model(input_ids=ids, attention_mask=mask).logits, ids, mask)
+        torch.testing.assert_close(trainer._forget_ref[batch], direct, rtol=1e-6, atol=0)
+        ids, mask = collate_ids([retain[i] for i in batch], trainer.pad_id, trainer.device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        cached = trainer._padded([trainer._retain_ref[i] for i in batch], ids.shape[1])
+        real = mask.bool()
+        torch.testing.assert_close(cached[real], logits[real], rtol=1e-6, atol=1e-6)
+
+
+def test_cached_validation_reference_is_bit_identical(tokenizer):
+    # GradDiff without a KL term uses no reference in training: only validation does, over
+    # the same chunks every time, so its cached reference is exactly the recomputed one.
+    config = UnlearnConfig(
+        objective="graddiff",
+        kl_weight=0.0,
+        steps=6,
+        lr=1e-2,
+        batch_size=4,
+        val_fraction=0.34,
+        eval_every=2,
+    )
+    (plain, w_plain), (cached, w_cached) = (
+        _train_lora(tokenizer, cache_mb, config) for cache_mb in (0.0, 256.0)
+    )
+    assert plain.validation == cached.validation
+    assert plain.history == cached.history
+    assert all(torch.equal(a, b) for a, b in zip(w_plain, w_cached))
+
+
+def test_lora_reference_toggle_equals_disable_adapter(tokenizer, monkeypatch):
+    import mmie.unlearning.train as train_module
+
+    config = UnlearnConfig(objective="npo", steps=5, lr=1e-2, batch_size=4, val_fraction=0.34)
+    toggled, w_toggled = _train_lora(tokenizer, 0.0, config)
+    monkeypatch.setattr(
+        train_module, "_lora_reference", lambda peft_model: peft_model.disable_adapter
+    )
+    peft_way, w_peft = _train_lora(tokenizer, 0.0, config)
+    assert toggled.history == peft_way.history
+    assert toggled.validation == peft_way.validation
+    assert all(torch.equal(a, b) for a, b in zip(w_toggled, w_peft))
+    # the toggle restores the layers: the trained model is the adapter again
+    model = toggled.model
+    with train_module._lora_reference(model)():
+        off = _logits(model, tokenizer)
+    with model.disable_adapter():
+        assert torch.equal(_logits(model, tokenizer), off)
+    assert not torch.equal(_logits(model, tokenizer), off)
+    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_retain_logits_over_the_budget_are_recomputed(tokenizer, caplog):
+    config = UnlearnConfig(objective="npo", steps=6, lr=1e-2, batch_size=4, kl_weight=1.0)
+    with caplog.at_level("DEBUG", logger="mmie.unlearning.trainer"):
+        over, w_over = _train_lora(tokenizer, 1e-3, config)  # 1 KiB: the logits do not fit
+    assert "'forget': True, 'retain': False" in caplog.text
+    plain, w_plain = _train_lora(tokenizer, 0.0, config)
+    for a, b in zip(plain.history, over.history):
+        assert b.loss == pytest.approx(a.loss, rel=1e-5, abs=1e-5)
+    for a, b in zip(w_plain, w_over):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="reference_cache_mb"):
+        unlearn_lora(tiny_causal_lm("llama"), tokenizer, FORGET, RETAIN, reference_cache_mb=-1)

@@ -22,15 +22,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from mmie._validation import boolean, integer_sequence, is_integer, unit_interval
+from mmie._validation import boolean, choice, integer_sequence, is_integer, unit_interval
 from mmie.errors import IncompatibleModelError, InterventionError
-from mmie.models.blocks import block_device, hidden_size, num_layers
+from mmie.models.blocks import block_device, block_dtype, hidden_size, num_layers
 from mmie.models.hooks import BlockIntervention, Edit
 from mmie.sae.architectures import activate, topk_select
 from mmie.sae.config import HOOK_SITES
@@ -39,6 +41,246 @@ from mmie.sae.model import SparseAutoencoder
 __all__ = ["SAEGate"]
 
 logger = logging.getLogger(__name__)
+
+TopKPrecision = Literal["auto", "fp32", "mixed"]
+"""How a TopK gate finds each token's top ``k`` latents (see :class:`SAEGate`)."""
+
+_TOPK_PRECISIONS: tuple[TopKPrecision, ...] = ("auto", "fp32", "mixed")
+_PAD_COLUMNS = 64  # candidate columns are padded to a multiple of this (see _MixedTopK)
+_AUTO_MAX_ROWS = 64  # "auto" uses the candidate pass for calls of at most this many tokens
+
+
+@dataclass(frozen=True, eq=False)
+class _MixedTopK:
+    """The low-precision candidate pass of an exact TopK gate (built at attach).
+
+    For a token ``x`` (``b_dec`` already subtracted, fp32) the fp32 gate computes
+    ``p_j = fl32(x·w_j + b_j)`` for every latent ``j`` and keeps the ``k`` largest. This
+    pass finds the same ``k`` latents, with the same values, at the cost of a low-precision
+    (``dtype``) matmul plus an fp32 matmul over the few candidate columns:
+
+    1. ``c = x̂ @ Ŵ`` with ``x̂, Ŵ`` rounded to ``dtype`` (unit roundoff ``u``: 2⁻⁸ for
+       bf16, 2⁻¹¹ for fp16), accumulated in fp32, rounded to ``dtype``; ``p̃ = fl32(c + b)``.
+    2. A rigorous bound ``|p_j − p̃_j| ≤ B_j``. With ``t_j = x·w_j + b_j`` exact, ``n`` the
+       inner dimension, ``γ_m(u) = m·u / (1 − m·u)``, ``u₃₂ = 2⁻²⁴`` and
+       ``d_j = |x|·|w_j| ≤ ‖x‖₂‖w_j‖₂`` (Cauchy-Schwarz, so no second matmul is needed):
+
+       * the fp32 gate, whatever its summation order (FMA included), is a dot product of
+         length ``n + 1`` (the bias is a term): ``|p_j − t_j| ≤ γ_{n+1}(u₃₂)·(d_j + |b_j|)``
+         (with TF32 allowed on CUDA its inputs are rounded to 11 bits first: add
+         ``(2u_t + u_t²)·d_j``, ``u_t = 2⁻¹¹``, and scale the first term by ``(1+u_t)²``);
+       * rounding the inputs: ``|x̂_i ŵ_i − x_i w_i| ≤ (2u + u²)|x_i||w_i|`` (plus an
+         absolute underflow term ``η`` per rounding, ``η`` = the smallest normal number of
+         ``dtype``, which also covers flushed denormals);
+       * the products of two bf16 (or fp16) numbers are exact in fp32, so accumulating them
+         in fp32 errs by ``≤ γ_n(u₃₂)·Σ|x̂_i||ŵ_i| ≤ γ_n(u₃₂)(1+u)²·d_j``;
+       * rounding the sum to ``dtype``: ``≤ u/(1−u)·|c_j|``; adding the bias in fp32:
+         ``≤ u₃₂/(1−u₃₂)·|p̃_j|``.
+
+       ``B_j`` is their sum, with ``‖x‖₂`` scaled by ``1 + γ_n(u₃₂)`` (its own fp32
+       error), one more ``u₃₂·|p̃_j|`` for rounding ``p̃_j ± B_j``, and a factor
+       ``1 + 2⁻⁸`` for the few fp32 operations that evaluate ``B`` itself.
+    3. ``τ`` = the ``k``-th largest lower bound ``p̃_j − B_j``: the fp32 gate's ``k``-th
+       value is ``≥ τ``, so a latent with ``p̃_j + B_j < τ`` cannot be active (nor tie with
+       the ``k``-th value). The others are *candidates*.
+    4. The union of the call's candidates, padded to a multiple of 64 columns, is
+       recomputed in fp32 with the fp32 gate's own operation (``x @ W[:, U] + b[U]``, every
+       token of the call, so the matmul has the same rows): the ``k`` largest of those are
+       the fp32 gate's active set, with its values.
+
+    Exactness rests on two properties of the matmul backend, both stated here and checked:
+    the low-precision matmul accumulates in fp32 (oneDNN/MKL bf16 GEMMs on CPU; on CUDA the
+    pass requests an fp32 output, and refuses to run when neither that nor a cuBLAS without
+    reduced-precision reductions is available), and a column of an fp32 matmul does not
+    depend on the other columns computed with it (``(x @ W)[:, U] == x @ W[:, U]``
+    bitwise), which :func:`_columns_consistent` probes on the plan's device when the plan is
+    built (MKL on x86 CPUs: true for column counts that are multiples of 16, hence the
+    padding). Where a probe fails the gate uses its fp32 pass. A call falls back to the
+    full fp32 pass (the default path, bit for bit) when an input is not finite, the
+    candidates cover more than half of the latents, two candidates tie exactly at the
+    ``k``-th value (which of them ``topk`` keeps is its own choice), or, in ``"auto"`` mode,
+    the call has more than 64 tokens (a prefill, where the candidates of many tokens cover
+    most latents anyway).
+    """
+
+    dtype: torch.dtype  # the candidate pass's dtype
+    w_lp: Tensor  # (d_in, d_sae) W_enc in dtype
+    w_norm: Tensor  # (d_sae,) fp32 upper bounds of ||W_enc[:, j]||_2
+    b_abs: Tensor  # (d_sae,) |b_enc|
+    coef_dot: float  # multiplies ||x||_2 ||w_j||_2
+    coef_b: float  # multiplies |b_j|
+    coef_c: float  # multiplies |c_j|
+    coef_p: float  # multiplies |p~_j|
+    coef_x: float  # multiplies ||x||_2 (underflow)
+    coef_w: float  # multiplies ||w_j||_2 (underflow)
+    coef_const: float  # absolute (underflow)
+    fp32_output: bool  # request an fp32 output from the low-precision matmul (CUDA)
+    max_rows: int | None  # calls with more tokens use the fp32 pass ("auto")
+    max_union: int  # candidate columns above which the fp32 pass runs
+
+    def bounds(self, rows: Tensor, b_enc: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(p̃, B)`` ``[tokens, d_sae]`` for the tokens ``rows`` ``[tokens, d_in]``: the
+        fp32 gate's pre-activations lie in ``[p̃ − B, p̃ + B]``; ``None`` if not finite."""
+        x_lp = rows.to(self.dtype)
+        if self.fp32_output:
+            c = torch.mm(x_lp, self.w_lp, out_dtype=torch.float32)
+        else:
+            c = (x_lp @ self.w_lp).float()
+        approx = c + b_enc
+        xn = torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+        bound = (self.coef_dot * xn + self.coef_w) * self.w_norm
+        bound = bound + self.coef_c * c.abs() + self.coef_p * approx.abs()
+        bound = bound + (self.coef_b * self.b_abs + (self.coef_x * xn + self.coef_const))
+        if not bool(torch.isfinite(bound).all()):  # also catches non-finite inputs
+            return None
+        return approx, bound
+
+    def candidates(self, x: Tensor, b_enc: Tensor, k: int) -> Tensor | None:
+        """Sorted candidate columns of every token of ``x`` (padded), or ``None``."""
+        d_sae = self.w_lp.shape[1]
+        rows = x.reshape(-1, x.shape[-1])
+        if self.max_rows is not None and rows.shape[0] > self.max_rows:
+            return None
+        found = self.bounds(rows, b_enc)
+        if found is None:
+            return None
+        approx, bound = found
+        tau = (approx - bound).topk(k, dim=-1).values[:, -1:]
+        union = (approx + bound >= tau).any(dim=0)
+        n = int(union.sum())
+        padded = min(d_sae, -(-n // _PAD_COLUMNS) * _PAD_COLUMNS)
+        if padded > self.max_union:
+            return None
+        if padded > n:  # fill with the first columns that are not candidates
+            extra = (~union).nonzero().flatten()[: padded - n]
+            union[extra] = True
+        return union.nonzero().flatten()
+
+
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps) / 2  # eps = 2^(1-p), u = 2^-p
+
+
+def _gamma(m: int, u: float) -> float:
+    return m * u / (1.0 - m * u)
+
+
+def _tf32_allowed(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    return bool(torch.backends.cuda.matmul.allow_tf32) or (
+        torch.get_float32_matmul_precision() != "highest"
+    )
+
+
+#: ``(device type, d_in, d_sae) -> bool``: results of _columns_consistent.
+_CONSISTENT: dict[tuple[str, int, int], bool] = {}
+
+
+def _columns_consistent(w_enc: Tensor, b_enc: Tensor) -> bool:
+    """Whether ``(x @ W + b)[:, U] == x @ W[:, U] + b[U]`` bit for bit on ``W``'s device for
+    several row counts and padded column sets (the property the candidate pass needs)."""
+    key = (w_enc.device.type, int(w_enc.shape[0]), int(w_enc.shape[1]))
+    if key in _CONSISTENT:
+        return _CONSISTENT[key]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    d_in, d_sae = w_enc.shape
+    ok = True
+    for rows in (1, 2, 3, 8, 37):
+        x = torch.randn(rows, d_in, generator=gen).to(w_enc.device)
+        full = x @ w_enc + b_enc
+        for width in (_PAD_COLUMNS, 3 * _PAD_COLUMNS, 10 * _PAD_COLUMNS):
+            if width > d_sae:
+                continue
+            cols = torch.randperm(d_sae, generator=gen)[:width].sort().values.to(w_enc.device)
+            sub = x @ w_enc.index_select(1, cols) + b_enc.index_select(0, cols)
+            if not torch.equal(full[:, cols], sub):
+                ok = False
+    _CONSISTENT[key] = ok
+    if not ok:
+        logger.info(
+            "the fp32 matmul on %s is not column-consistent for W_enc %s: the exact TopK "
+            "gate's candidate pass is off there (fp32 pass)",
+            w_enc.device,
+            tuple(w_enc.shape),
+        )
+    return ok
+
+
+def _lp_dtype(device: torch.device, block: torch.dtype) -> torch.dtype:
+    if block in (torch.bfloat16, torch.float16):
+        return block
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _mixed_topk(
+    w_enc: Tensor, b_enc: Tensor, precision: TopKPrecision, block: torch.dtype
+) -> _MixedTopK | None:
+    """The candidate pass for a TopK plan, or ``None`` where the gate uses its fp32 pass."""
+    device = w_enc.device
+    if precision == "fp32":
+        return None
+    if precision == "auto" and (
+        device.type != "cuda" or block not in (torch.bfloat16, torch.float16)
+    ):
+        return None  # CPU: the fp32 pass (docs/benchmarks.md: not faster there)
+    dtype = _lp_dtype(device, block)
+    fp32_output = False
+    if device.type == "cuda":
+        try:
+            probe = torch.ones(2, 2, device=device, dtype=dtype)
+            torch.mm(probe, probe, out_dtype=torch.float32)
+            fp32_output = True
+        except (TypeError, RuntimeError):
+            matmul = torch.backends.cuda.matmul
+            reduced = (
+                matmul.allow_bf16_reduced_precision_reduction
+                if dtype == torch.bfloat16
+                else matmul.allow_fp16_reduced_precision_reduction
+            )
+            if reduced:
+                logger.info(
+                    "no fp32-output %s matmul and reduced-precision reductions allowed: the "
+                    "exact TopK gate uses its fp32 pass",
+                    dtype,
+                )
+                return None
+    if not _columns_consistent(w_enc, b_enc):
+        return None
+    n = int(w_enc.shape[0])
+    u, u32 = _unit_roundoff(dtype), _unit_roundoff(torch.float32)
+    eta = float(torch.finfo(dtype).tiny)  # smallest normal: covers flushed denormals too
+    u_t = 2.0**-11 if _tf32_allowed(device) else 0.0
+    ref = _gamma(n + 1, u32) * (1 + u_t) ** 2
+    dot = ref + (2 * u_t + u_t**2) + (2 * u + u**2) + _gamma(n, u32) * (1 + u) ** 2
+    # Evaluating the bound: ||x||_2 in fp32 errs by at most γ_n relatively; p~ ± B rounds
+    # by u32·(|p~| + B) (the |p~| part is the second u32 of coef_p); the few fp32 operations
+    # of B itself stay far below the 2^-8 margin.
+    margin = 1 + 2.0**-8
+    norm = 1 + _gamma(n, u32)
+    root_n = math.sqrt(n)
+    with torch.no_grad():
+        w64 = w_enc.double()
+        w_norm = (torch.linalg.vector_norm(w64, dim=0) * (1 + 2.0**-20)).float()
+        w_lp = w_enc.to(dtype).contiguous()
+    return _MixedTopK(
+        dtype=dtype,
+        w_lp=w_lp,
+        w_norm=w_norm,
+        b_abs=b_enc.abs(),
+        coef_dot=margin * dot * norm,
+        coef_b=margin * ref,
+        coef_c=0.0 if fp32_output else margin * u / (1 - u),  # the output rounding
+        coef_p=margin * 2 * u32 / (1 - u32),
+        coef_x=margin * 2 * eta * root_n * norm,
+        coef_w=margin * 2 * eta * root_n,
+        coef_const=margin * (n * eta * (2 + eta) + (0.0 if fp32_output else eta)),
+        fp32_output=fp32_output,
+        max_rows=_AUTO_MAX_ROWS if precision == "auto" else None,
+        max_union=int(w_enc.shape[1]) // 2,
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,11 +298,16 @@ class _GatePlan:
     threshold: Tensor | None  # jumprelu: (|S|,)
     k: int | None  # topk
     slot: Tensor | None  # topk: (d_sae,) long, position in S or |S| for latents outside S
+    mixed: _MixedTopK | None = None  # topk: the exact low-precision candidate pass
 
     def feature_acts(self, x: Tensor) -> Tensor:
         """``f_S(x)``: ``[..., d_in]`` fp32 → ``[..., |S|]``, exactly the SAE's activation."""
         if self.b_dec_in is not None:
             x = x - self.b_dec_in
+        if self.mixed is not None:
+            out = self._topk_mixed(x)
+            if out is not None:
+                return out
         p = x @ self.w_enc + self.b_enc  # (..., |S| or 2|S| or d_sae)
         if self.architecture == "gated":
             gate, mag = p.split(self.n_features, dim=-1)
@@ -70,14 +317,42 @@ class _GatePlan:
         assert self.k is not None  # topk from here on
         assert self.slot is not None
         indices, values = topk_select(p, self.k)  # (..., k)
+        return self._scatter(indices, values)
+
+    def _scatter(self, indices: Tensor, values: Tensor) -> Tensor:
+        """The active latents' values at their positions in ``S`` (others dropped)."""
+        assert self.slot is not None
         slots = self.slot[indices]  # (..., k) in [0, |S|]; |S| is a discard slot
-        out = p.new_zeros(*p.shape[:-1], self.n_features + 1)
+        out = values.new_zeros(*values.shape[:-1], self.n_features + 1)
         out.scatter_(-1, slots, values)
         return out[..., : self.n_features]
 
+    def _topk_mixed(self, x: Tensor) -> Tensor | None:
+        """The fp32 TopK activation through the candidate pass (:class:`_MixedTopK`), or
+        ``None`` where the call needs the fp32 pass."""
+        assert self.mixed is not None
+        assert self.k is not None
+        cols = self.mixed.candidates(x, self.b_enc, self.k)
+        if cols is None:
+            return None
+        # the fp32 gate's values, bit for bit (index_select: ~10x faster than w_enc[:, cols])
+        q = x @ self.w_enc.index_select(1, cols) + self.b_enc.index_select(0, cols)
+        width = min(self.k + 1, cols.numel())
+        top = q.topk(width, dim=-1)
+        if width > self.k and bool((top.values[..., self.k - 1] == top.values[..., self.k]).any()):
+            return None  # an exact tie at the k-th value: topk's own choice decides
+        indices = cols[top.indices[..., : self.k]]
+        return self._scatter(indices, torch.relu(top.values[..., : self.k]))
+
 
 def _build_plan(
-    sae: SparseAutoencoder, layer: int, features: tuple[int, ...], device: torch.device
+    sae: SparseAutoencoder,
+    layer: int,
+    features: tuple[int, ...],
+    device: torch.device,
+    *,
+    topk_precision: TopKPrecision = "fp32",
+    block: torch.dtype = torch.float32,
 ) -> _GatePlan:
     def place(t: Tensor) -> Tensor:
         return t.detach().to(device=device, dtype=torch.float32).contiguous()
@@ -88,11 +363,13 @@ def _build_plan(
         arch = sae.architecture
         slot = None
         threshold = None
+        mixed = None
         if arch == "topk":
             w_enc, b_enc = place(t["W_enc"]), place(t["b_enc"])
             slot = torch.full((sae.d_sae,), len(features), dtype=torch.long)
             slot[idx.cpu()] = torch.arange(len(features))
             slot = slot.to(device)
+            mixed = _mixed_topk(w_enc, b_enc, topk_precision, block)
         elif arch == "gated":
             w = t["W_enc"][:, idx]
             w_mag = w * t["r_mag"][idx].exp()
@@ -114,6 +391,7 @@ def _build_plan(
             threshold=threshold,
             k=sae.k,
             slot=slot,
+            mixed=mixed,
         )
 
 
@@ -141,6 +419,12 @@ class SAEGate(BlockIntervention):
     without tensor cores unless TF32 is allowed
     (``torch.set_float32_matmul_precision("high")``), which makes it several times faster
     at the price of ties within TF32's precision (see the benchmarks page).
+    ``topk_precision="mixed"`` finds the top ``k`` with a low-precision matmul and
+    recomputes in fp32 only the latents a rigorous error bound cannot rule out: the active
+    set and the edit are exactly the fp32 gate's (``_MixedTopK`` states the bound and the
+    backend properties it rests on). ``"auto"`` (default) uses it on CUDA for bf16/fp16
+    blocks and calls of at most 64 tokens (decoding steps) and the fp32 pass elsewhere
+    (on a CPU it was not faster: see the benchmarks page); ``"fp32"`` never uses it.
 
     Args:
         model: the model to gate (PEFT-wrapped models work).
@@ -148,6 +432,8 @@ class SAEGate(BlockIntervention):
         features: ``layer -> latent indices S`` to attenuate; every layer must have an SAE.
         alpha: attenuation in ``[0, 1]`` used when no per-sequence alpha is set.
         block_path: dotted path of the block list for unknown architectures.
+        topk_precision: ``"auto"``, ``"fp32"`` or ``"mixed"``: how TopK SAEs find their
+            top ``k`` latents (same result, different cost; ignored by other SAEs).
         allow_other_sites: gate with SAEs whose hook site
             (:attr:`mmie.SAEConfig.hook_site`) is not the residual stream at a block output
             -- an SAE trained on ``hook_mlp_out``, an attention output or ``hook_z``. The
@@ -175,9 +461,11 @@ class SAEGate(BlockIntervention):
         *,
         alpha: float = 1.0,
         block_path: str | None = None,
+        topk_precision: TopKPrecision = "auto",
         allow_other_sites: bool = False,
     ) -> None:
         super().__init__(model, block_path=block_path)
+        self._topk_precision = choice(topk_precision, "topk_precision", _TOPK_PRECISIONS)
         if not isinstance(saes, Mapping) or not isinstance(features, Mapping):
             raise TypeError("saes and features must be mappings keyed by layer index")
         if not features:
@@ -329,7 +617,12 @@ class SAEGate(BlockIntervention):
     def _build_edits(self) -> list[tuple[int, Edit]]:
         plans = {
             layer: _build_plan(
-                self._saes[layer], layer, feats, block_device(self.model, layer, self.block_path)
+                self._saes[layer],
+                layer,
+                feats,
+                block_device(self.model, layer, self.block_path),
+                topk_precision=self._topk_precision,
+                block=block_dtype(self.model, layer, self.block_path),
             )
             for layer, feats in sorted(self._features.items())
         }

@@ -84,18 +84,37 @@ def mia_scores(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
         logp, mask = batch_logprobs(forward_logits(model, enc), enc)
-        for row, i in enumerate(idx):
-            lp = logp[row][mask[row]].double()  # (T,)
-            if lp.numel() == 0:
-                raise ValueError(f"texts[{i}] has fewer than two tokens; it cannot be scored")
-            if attack == "min_k":
-                n_low = max(1, int(k * lp.numel()))
-                scores[i] = float(lp.sort().values[:n_low].mean())
-            elif attack == "zlib":
-                scores[i] = float(lp.mean()) / len(zlib.compress(texts[i].encode("utf-8")))
-            else:
-                scores[i] = float(lp.mean())
+        batch_scores(logp, mask, idx, texts, scores, attack=attack, k=k)
     return scores
+
+
+def batch_scores(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    idx: Sequence[int],
+    texts: Sequence[str],
+    out: npt.NDArray[np.float64],
+    *,
+    attack: str = "loss",
+    k: float = 0.4,
+) -> None:
+    """Write the scores of one right-padded batch into ``out[idx]`` (:func:`mia_scores`'s
+    per-example rule; also read by the study's shared scoring pass).
+
+    Raises:
+        ValueError: a text with fewer than two tokens.
+    """
+    for row, i in enumerate(idx):
+        lp = logp[row][mask[row]].double()  # (T,)
+        if lp.numel() == 0:
+            raise ValueError(f"texts[{i}] has fewer than two tokens; it cannot be scored")
+        if attack == "min_k":
+            n_low = max(1, int(k * lp.numel()))
+            out[i] = float(lp.sort().values[:n_low].mean())
+        elif attack == "zlib":
+            out[i] = float(lp.mean()) / len(zlib.compress(texts[i].encode("utf-8")))
+        else:
+            out[i] = float(lp.mean())
 
 
 @dataclass(frozen=True)

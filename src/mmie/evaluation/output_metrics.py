@@ -443,6 +443,7 @@ def sampled_leakage(
     batch_size: int = 8,
     dominated: float = 0.5,
     logits_processors: Sequence[LogitsProcessor] = (),
+    max_batch_tokens: int | None = None,
 ) -> SampledLeakage:
     """Sample ``n_samples`` continuations per prompt and measure how often they leak.
 
@@ -470,6 +471,11 @@ def sampled_leakage(
         dominated: target share at which a sample counts as target-dominated, in
             ``(0, 1]``.
         logits_processors: extra logits processors.
+        max_batch_tokens: pack prompts by this token budget (counting ``n_samples`` rows
+            per prompt; see :func:`mmie.generate`) instead of ``batch_size`` at a time. The
+            samples then differ from those of ``batch_size`` batching (the RNG draws for
+            whole batches), reproducibly for a given seed and budget; ``None`` (default,
+            the study's setting) keeps them.
 
     Returns:
         A :class:`SampledLeakage`.
@@ -509,6 +515,7 @@ def sampled_leakage(
         temperature=temperature,
         num_return_sequences=n_samples,
         logits_processors=logits_processors,
+        max_batch_tokens=max_batch_tokens,
     )
     groups = [[g] if isinstance(g, str) else list(g) for g in out]  # n_samples == 1: strings
     samples: list[tuple[str, ...]] = []

@@ -21,6 +21,7 @@ log-probabilities, reference resolution, the non-finite check) are shared by :mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +29,17 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from mmie.errors import IncompatibleModelError, NumericalError
-from mmie.models.blocks import get_blocks, input_device
+from mmie.evaluation.mia import batch_scores
+from mmie.models.activations import pooled_means
+from mmie.models.blocks import get_block, get_blocks, input_device, num_layers
+from mmie.models.hooks import HookSet
 from mmie.models.logprobs import (
     batch_logprobs,
     forward_logits,
@@ -227,17 +233,129 @@ def perplexity(
         tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
     ):
         logp, mask = batch_logprobs(forward_logits(model, enc), enc)
-        nll_sums = (-logp).double().sum(1)
-        check_finite(nll_sums, model, enc, "perplexity")
-        sums = nll_sums.tolist()
-        ns = mask.sum(1).tolist()
-        for i, s, n in zip(idx, sums, ns):
-            nll[i], counts[i] = float(s), int(n)
+        _add_nll(logp, mask, idx, nll, counts, model=model, enc=enc)
+    return _perplexity_result(nll, counts)
+
+
+def _add_nll(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    idx: Sequence[int],
+    nll: list[float],
+    counts: list[int],
+    *,
+    model: nn.Module,
+    enc: BatchEncoding,
+) -> None:
+    """Store one batch's per-text NLL sums and predicted-token counts at ``idx``; non-finite
+    sums raise :class:`~mmie.errors.NumericalError` naming the first non-finite block."""
+    nll_sums = (-logp).double().sum(1)
+    check_finite(nll_sums, model, enc, "perplexity")
+    sums = nll_sums.tolist()
+    ns = mask.sum(1).tolist()
+    for i, s, n in zip(idx, sums, ns):
+        nll[i], counts[i] = float(s), int(n)
+
+
+def _perplexity_result(nll: list[float], counts: list[int]) -> PerplexityResult:
     total = sum(counts)
     if total == 0:
         raise ValueError("texts contain no predicted token (every text is a single token)")
     return PerplexityResult(
         perplexity=math.exp(math.fsum(nll) / total), nll=tuple(nll), n_tokens=tuple(counts)
+    )
+
+
+@dataclass(frozen=True)
+class ScoredTexts:
+    """What one teacher-forced pass over a text set gives the metrics that read it.
+
+    Attributes:
+        perplexity: as :func:`perplexity` of the same texts and batching.
+        loss_scores: ``[n_texts]`` float64, as :func:`mmie.mia_scores` with ``attack="loss"``
+            (``None`` unless asked for).
+        means: per layer, ``[n_texts, d_model]`` mean block output over each text's tokens
+            (the pooling of :func:`mmie.collect_activations`, on these batches).
+        n_forward: forward passes made.
+    """
+
+    perplexity: PerplexityResult
+    loss_scores: npt.NDArray[np.float64] | None
+    means: dict[int, torch.Tensor]
+    n_forward: int
+
+
+@torch.no_grad()
+def score_texts(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = 1024,
+    loss_scores: bool = False,
+    layers: Sequence[int] = (),
+    block_path: str | None = None,
+) -> ScoredTexts:
+    """Score ``texts`` once for perplexity, MIA loss scores and pooled hidden states.
+
+    The batches and the forward passes are exactly those of :func:`perplexity`, and each
+    reading applies its function's own per-batch rule to the same tensors, so the perplexity
+    and the loss scores equal :func:`perplexity` and :func:`mmie.mia_scores` (``attack=
+    "loss"``) bit for bit. The hidden states are read from the same passes by observers on
+    the blocks ``layers`` (after any attached intervention, as
+    :func:`mmie.collect_activations` reads them); that function batches in input order, so
+    its means can differ from these in the last bits.
+
+    Raises:
+        ValueError: empty ``texts``, ``batch_size < 1``, a layer out of range, or a text
+            with fewer than two tokens when ``loss_scores`` is asked for.
+    """
+    texts = text_list(texts, "texts")
+    batch_size = positive_int(batch_size, "batch_size")
+    wanted = sorted(set(int(layer) for layer in layers))
+    n_blocks = num_layers(model, block_path) if wanted else 0
+    for layer in wanted:
+        if not 0 <= layer < n_blocks:
+            raise ValueError(f"layer {layer} out of range [0, {n_blocks - 1}]")
+    nll = [0.0] * len(texts)
+    counts = [0] * len(texts)
+    scores = np.zeros(len(texts), dtype=np.float64) if loss_scores else None
+    means = {layer: torch.zeros(0) for layer in wanted}
+    captured: dict[int, torch.Tensor] = {}
+    hooks = HookSet("score_texts")
+    device = input_device(model)
+    n_forward = 0
+    try:
+        for layer in wanted:
+            hooks.add_observer(
+                get_block(model, layer, block_path), functools.partial(captured.__setitem__, layer)
+            )
+        for idx, enc in right_padded_batches(
+            tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device
+        ):
+            captured.clear()
+            logp, mask = batch_logprobs(forward_logits(model, enc), enc)
+            n_forward += 1
+            _add_nll(logp, mask, idx, nll, counts, model=model, enc=enc)
+            if scores is not None:
+                batch_scores(logp, mask, idx, texts, scores, attack="loss")
+            if wanted:
+                real = enc["attention_mask"].bool().cpu()
+                rows = torch.tensor(idx)
+                for layer in wanted:
+                    pooled = pooled_means(captured[layer].detach().float().cpu(), real)
+                    if means[layer].numel() == 0:
+                        means[layer] = pooled.new_zeros(len(texts), pooled.shape[-1])
+                    means[layer][rows] = pooled
+    finally:
+        hooks.remove()
+        captured.clear()
+    return ScoredTexts(
+        perplexity=_perplexity_result(nll, counts),
+        loss_scores=scores,
+        means=means,
+        n_forward=n_forward,
     )
 
 

@@ -58,6 +58,15 @@ class Activations:
         return int(self.token_text_index.numel())
 
 
+def pooled_means(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[batch, d_model]``: each row's mean hidden state over its real tokens (``mask``
+    ``[batch, seq]`` bool; a row without a real token gives zeros). The one pooling rule of
+    :func:`collect_activations` and of the study's shared scoring pass."""
+    counts = mask.sum(dim=1).clamp_min(1).unsqueeze(1).float()  # (batch, 1)
+    masked = hidden * mask.unsqueeze(-1)
+    return masked.sum(dim=1) / counts
+
+
 @torch.no_grad()
 def collect_activations(
     model: nn.Module,
@@ -138,11 +147,9 @@ def collect_activations(
                 model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
             n_forward += 1
             mask = enc["attention_mask"].bool().cpu()  # (batch, seq)
-            counts = mask.sum(dim=1).clamp_min(1).unsqueeze(1).float()  # (batch, 1)
             for layer in wanted:
                 hidden = captured[layer].detach().float().cpu()  # (batch, seq, d_model)
-                masked = hidden * mask.unsqueeze(-1)
-                mean_chunks[layer].append(masked.sum(dim=1) / counts)
+                mean_chunks[layer].append(pooled_means(hidden, mask))
                 if keep_tokens:
                     token_chunks[layer].append(hidden[mask])  # (n_tok, d_model)
             rows = torch.arange(start, start + len(batch)).unsqueeze(1).expand_as(mask)

@@ -51,31 +51,53 @@ def tokenize(
     previous = tokenizer.padding_side
     tokenizer.padding_side = padding_side
     try:
-        enc = tokenizer(
-            list(texts),
-            return_tensors="pt",
-            padding=True,
-            truncation=max_length is not None,
-            max_length=max_length,
-            add_special_tokens=add_special_tokens,
-        )
-        if max_length is not None:
-            full = tokenizer(
-                list(texts), add_special_tokens=add_special_tokens, return_length=True
-            )["length"]
-            n_cut = sum(1 for n in full if n > max_length)
-            if n_cut:
-                warnings.warn(
-                    f"{n_cut} of {len(texts)} texts were longer than max_length={max_length} "
-                    "tokens and were truncated",
-                    TruncationWarning,
-                    stacklevel=2,
-                )
+        if max_length is None:
+            enc = tokenizer(
+                list(texts),
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=add_special_tokens,
+            )
+        else:
+            enc = _truncated(tokenizer, list(texts), max_length, add_special_tokens)
     finally:
         tokenizer.padding_side = previous
     if device is not None:
         enc = enc.to(device)
     return enc
+
+
+def _truncated(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, add_special_tokens: bool
+) -> BatchEncoding:
+    """Padded tensors of ``texts`` cut to ``max_length`` tokens, with a warning naming how
+    many were cut: one tokenizer pass counts and encodes every text; only the texts that are
+    too long are encoded again with truncation (so special tokens are placed exactly as
+    ``truncation=True`` places them), then the batch is padded."""
+    enc = tokenizer(texts, add_special_tokens=add_special_tokens)
+    long = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > max_length]
+    if long:
+        cut = tokenizer(
+            [texts[i] for i in long],
+            add_special_tokens=add_special_tokens,
+            truncation=True,
+            max_length=max_length,
+        )
+        for key in enc:
+            for j, i in enumerate(long):
+                enc[key][i] = cut[key][j]
+        warnings.warn(
+            f"{len(long)} of {len(texts)} texts were longer than max_length={max_length} "
+            "tokens and were truncated",
+            TruncationWarning,
+            stacklevel=3,
+        )
+    # ``pad`` of a fast tokenizer logs advice to call the tokenizer instead; this is that
+    # call's result, padded (the flag is how transformers' own collators silence it).
+    flags = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(flags, dict):
+        flags["Asking-to-pad-a-fast-tokenizer"] = True
+    return tokenizer.pad(enc, padding=True, return_tensors="pt")
 
 
 def collate_ids(

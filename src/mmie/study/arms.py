@@ -31,7 +31,10 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +59,7 @@ from mmie.sae.model import SparseAutoencoder
 from mmie.sae.quality import check_reconstruction
 from mmie.sae.training import train_sae
 from mmie.study.config import ArmConfig, ExperimentConfig
+from mmie.study.records import MetricRecord, Records
 from mmie.study.suite import EvalSets
 from mmie.unlearning.config import ReFTUnlearnResult, UnlearnConfig, UnlearnResult
 from mmie.unlearning.lifecycle import lora_arm, reft_arm, restored_lora_arm
@@ -109,6 +113,31 @@ class ArmState:
     hooks: list[BlockIntervention] = field(default_factory=list)
     adapter_off: Callable[[], AbstractContextManager[Any]] | None = None
 
+    @property
+    def scores_as_base(self) -> bool:
+        """Whether teacher-forced scoring of :attr:`model` is the clean base model's, bit for
+        bit: no adapter, and every attached hook is an :class:`~mmie.SAEGate` at scalar
+        alpha 0 with no per-sequence alpha (its edit then returns the hidden state itself).
+        Logits processors act only in generation. True for ``control.identity``,
+        ``control.script_ban``, ``control.eos``, ``dynamic_gate`` at ``base_alpha = 0`` and
+        ``sae_gate`` at ``alpha = 0``: their teacher-forced records are the base model's."""
+        if self.adapter_off is not None or any(
+            type(m).__module__.startswith("peft") for m in self.model.modules()
+        ):
+            return False
+        if not all(
+            isinstance(h, SAEGate) and h.alpha == 0.0 and not h.sequence_alpha_set
+            for h in self.hooks
+        ):
+            return False
+        return {owner for _, owner in mmie_hooks(self.model)} <= {"SAEGate"}
+
+    @property
+    def generates_as_base(self) -> bool:
+        """Whether generation gives the base model's outputs too (:attr:`scores_as_base` and
+        no logits processor): every record of the arm is the base model's."""
+        return self.scores_as_base and not self.logits_processors
+
     @contextlib.contextmanager
     def reference(self) -> Iterator[None]:
         """Inside the block :attr:`model` computes the clean base model (same weights)."""
@@ -160,9 +189,12 @@ class Study:
         config: the study config.
         sets: the text and prompt sets.
         layers: the selected layers.
-        artifacts: directory for cached ingredients (SAEs, features, scrubbers), or ``None``
-            to keep nothing on disk.
+        artifacts: directory for cached ingredients (SAEs, features, scrubbers) and trained
+            parts, or ``None`` to keep nothing after the study (trained parts then live in a
+            scratch directory removed with the study object).
         show_progress: progress bars for training.
+        base_shard: the study's base shard (its ``metrics`` and ``generations``), for
+            :meth:`reuse`; ``None``: nothing is reused.
     """
 
     def __init__(
@@ -175,6 +207,7 @@ class Study:
         *,
         artifacts: Path | None = None,
         show_progress: bool = False,
+        base_shard: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -188,6 +221,16 @@ class Study:
         self._features: dict[int, dict[int, tuple[int, ...]]] = {}  # seed -> layer -> latents
         self._sae_info: dict[int, dict[str, Any]] = {}
         self._scrubbers: dict[str, Scrubber] = {}
+        self._scratch: Path | None = None  # trained parts without artifacts (see _adapter_dir)
+        self._base: tuple[Records, dict[str, list[str]]] | None = None
+        if base_shard is not None:
+            self._base = (
+                {
+                    k: MetricRecord.from_dict(v, source=f"base shard {k}")
+                    for k, v in base_shard["metrics"].items()
+                },
+                {k: list(v) for k, v in base_shard.get("generations", {}).items()},
+            )
         # the robustness group's steering directions, fitted on the clean base model
         self.directions: dict[int, Tensor] | None = None
 
@@ -507,9 +550,18 @@ class Study:
 
     def _adapter_dir(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> Path | None:
         """Where the trained part of ``arm`` for ``seed`` is cached: one directory per set of
-        training options, so ``lora`` and ``lora+sae_gate`` share one trained adapter."""
-        if self.artifacts is None or arm.trained_part is None:
+        training options, so ``lora`` and ``lora+sae_gate`` (``reft`` and ``reft+...``)
+        share one trained part, trained once per study. The texts are the study's (the
+        artifacts directory is per config fingerprint, which covers the data); without
+        artifacts, a scratch directory that lives as long as this object."""
+        if arm.trained_part is None:
             return None
+        root = self.artifacts
+        if root is None:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="mmie-study-"))
+                weakref.finalize(self, shutil.rmtree, self._scratch, ignore_errors=True)
+            root = self._scratch
         options = {
             "part": arm.trained_part,
             "unlearn": self._unlearn_config(arm, seed).to_dict(),
@@ -517,7 +569,7 @@ class Study:
             "layers": list(layers) if arm.trained_part == "reft" else None,
         }
         digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
-        return self.artifacts / f"seed{seed}" / arm.trained_part / digest
+        return root / f"seed{seed}" / arm.trained_part / digest
 
     @contextlib.contextmanager
     def _trained(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> Iterator[ArmState]:
@@ -588,6 +640,19 @@ class Study:
                     result.adapter.save(save_to)
                     atomic_write_json(save_to / _TRAINING_FILE, info)
                 yield ArmState(model=self.model, info={"training": info}, hooks=[result.adapter])
+
+    def reuse(self, state: ArmState) -> dict[str, Any]:
+        """Keyword arguments of :func:`~mmie.study.suite.evaluate_model` that reuse the base
+        model's results for ``state``: its base records when it
+        :attr:`~ArmState.scores_as_base`, and its generations too when it
+        :attr:`~ArmState.generates_as_base`; ``{}`` without a base shard or otherwise."""
+        if self._base is None or not state.scores_as_base:
+            return {}
+        records, generations = self._base
+        out: dict[str, Any] = {"base_records": records}
+        if state.generates_as_base:
+            out["base_generations"] = generations
+        return out
 
     def _control(self, arm: ArmConfig, seed: int, layers: tuple[int, ...]) -> ArmState:
         state = ArmState(model=self.model, info={"control": arm.control})

@@ -194,7 +194,7 @@ def _load_model(
         yield model, tokenizer
     finally:
         del model
-        free_memory()
+        free_memory(collect=True)
 
 
 def _select_layers(
@@ -416,10 +416,13 @@ def _evaluate_base(
 ) -> tuple[int, ...]:
     """Select the layers, evaluate (and attack) the base model and write the base shard."""
     t0 = time.perf_counter()
+    phases = _PhaseTimer()
     with seed_context(0):
         layers, selection = _select_layers(model, tokenizer, config, sets)
         t1 = time.perf_counter()
-        records, generations = evaluate_model(model, tokenizer, sets, config, probe_layers=layers)
+        records, generations = evaluate_model(
+            model, tokenizer, sets, config, probe_layers=layers, profile=phases
+        )
     t2 = time.perf_counter()
     robustness: dict[str, Any] = {}
     if "robustness" in config.metrics:
@@ -447,6 +450,7 @@ def _evaluate_base(
                 "selection_s": t1 - t0,
                 "evaluation_s": t2 - t1,
                 "robustness_s": time.perf_counter() - t2,
+                "phases": phases.seconds,
             },
         },
     )
@@ -875,7 +879,8 @@ def _base_study(
                 )
                 if done is not None:
                     done.append("base")
-        layers = tuple(read_json(base_path)["layers"])
+        base_shard = read_json(base_path)
+        layers = tuple(base_shard["layers"])
         _score_reference_fluency(base_model, tok, config, start.sets, out)
         study = Study(
             base_model,
@@ -885,6 +890,7 @@ def _base_study(
             layers,
             artifacts=artifacts,
             show_progress=False,
+            base_shard=base_shard,  # arms that score as the base reuse its records
         )
         if "robustness" in config.metrics:  # fitted on the clean base, before any arm
             with lock(out, "artifact.steering_directions"):
@@ -1040,6 +1046,8 @@ def _run_unit(
     try:
         with seed_context(seed), study.arm(arm, seed) as state:
             t1 = time.perf_counter()
+            phases = _PhaseTimer()
+            reuse = study.reuse(state)
             records, generations = evaluate_model(
                 state.model,
                 study.tokenizer,
@@ -1048,6 +1056,8 @@ def _run_unit(
                 logits_processors=state.logits_processors,
                 probe_layers=study.layers,
                 reference=state.reference,
+                profile=phases,
+                **reuse,
             )
             robustness: dict[str, Any] = {}
             if _attacked(config, arm, seed):
@@ -1064,6 +1074,7 @@ def _run_unit(
                 )
                 robustness["total_s"] = time.perf_counter() - t2
             info = state.info
+        shard["reused"] = _reused(reuse, records)
         shard.update(
             status="ok",
             error=None,
@@ -1071,7 +1082,11 @@ def _run_unit(
             info=info,
             generations=generations,
             robustness=robustness,
-            timings={"build_train_s": t1 - t0, "total_s": time.perf_counter() - t0},
+            timings={
+                "build_train_s": t1 - t0,
+                "total_s": time.perf_counter() - t0,
+                "phases": phases.seconds,
+            },
         )
         logger.info("seed %d, arm %s: done", seed, name)
     except Exception as exc:
@@ -1093,6 +1108,30 @@ def _run_unit(
         failure = UnitFailure(seed=seed, arm=name, error=f"{error['type']}: {error['message']}")
     atomic_write_json(unit_shard_path(out, seed, name), shard)
     return failure
+
+
+class _PhaseTimer:
+    """``evaluate_model``'s ``profile``: wall seconds per evaluation phase (summed)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+
+def _reused(reuse: dict[str, Any], records: dict[str, Any]) -> dict[str, Any]:
+    """What a unit took from the base shard instead of computing it (shard provenance)."""
+    base = reuse.get("base_records", {})
+    return {
+        "records": sorted(k for k, r in records.items() if base.get(k) is r),
+        "generations": "base_generations" in reuse,
+    }
 
 
 def _write_report(report: Report, out: Path, plots: bool | None) -> dict[str, Path]:

@@ -74,8 +74,8 @@ SHARD_FORMAT_VERSION = 3  # 2: metric records carry their scale; 3: shards recor
 SHARD_DIR = "shards"
 BASE_SHARD = "base.json"
 # Keys of a shard that legitimately differ between two runs of the same unit (inputs are
-# compared on their own, by input_changes).
-VOLATILE_KEYS = ("timings", "environment", "inputs")
+# compared on their own, by input_changes; "reused" says how a result was computed).
+VOLATILE_KEYS = ("timings", "environment", "inputs", "reused")
 SHARD_KINDS = ("base", "unit", "reference")
 _UNIT_NAME = re.compile(r"^seed(\d+)__(.+)\.json$")
 # Config fields that do not change any result: subsets, labels, where files go.

@@ -48,18 +48,20 @@ record key                        definition (see docs/methods.md)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from torch import nn
+from torch import Tensor, nn
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from mmie.errors import DataError, MmieWarning
@@ -72,11 +74,21 @@ from mmie.evaluation.output_metrics import (
     target_share,
 )
 from mmie.evaluation.probes import fit_probe
-from mmie.evaluation.scoring import Reference, continuation_nll, perplexity, reference_model
+from mmie.evaluation.scoring import (
+    PerplexityResult,
+    Reference,
+    ScoredTexts,
+    continuation_nll,
+    perplexity,
+    reference_model,
+    score_texts,
+)
 from mmie.language.detectors import Detector, make_detector
 from mmie.language.unicode import script_code
 from mmie.models.activations import collect_activations
-from mmie.models.generation import generate
+from mmie.models.blocks import input_device
+from mmie.models.generation import DEFAULT_MAX_BATCH_TOKENS, generate
+from mmie.models.hooks import mmie_hooks
 from mmie.stats import placement_values
 from mmie.study.config import ExperimentConfig
 from mmie.study.datasets import load_texts
@@ -86,6 +98,13 @@ from mmie.study.records import MetricRecord, Records
 __all__ = ["EvalSets", "evaluate_model", "fluency_record", "load_eval_sets"]
 
 logger = logging.getLogger(__name__)
+
+#: Interventions (owners as :func:`mmie.mmie_hooks` names them) whose output for a row
+#: depends on the rest of its batch: the noise control draws its noise for the whole batch
+#: tensor. With one of them attached, the prompt sets are generated as in mmie 0.1 (one
+#: ``generate`` call per set, ``generation.batch_size`` prompts in order), so its draws and
+#: results stay those of 0.1.
+_BATCH_DEPENDENT_HOOKS = frozenset({"NoiseIntervention"})
 
 
 @dataclass(frozen=True)
@@ -328,6 +347,10 @@ def _ppl_record(
         batch_size=config.data.batch_size,
         max_length=config.data.max_length,
     )
+    return _perplexity_record(r, items)
+
+
+def _perplexity_record(r: PerplexityResult, items: str) -> MetricRecord:
     values = list(r.item_nll)
     if not all(np.isfinite(values)):
         raise DataError(f"{items}: a text has fewer than two tokens, so it has no perplexity")
@@ -373,8 +396,20 @@ def evaluate_model(
     reference: Reference | None = None,
     score_fluency: bool = True,
     show_progress: bool = False,
+    max_batch_tokens: int | Literal["auto"] | None = "auto",
+    profile: Callable[[str], AbstractContextManager[Any]] | None = None,
+    base_records: Mapping[str, MetricRecord] | None = None,
+    base_generations: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Records, dict[str, list[str]]]:
     """Compute the configured metric groups on ``model`` as it is (interventions included).
+
+    Every greedy prompt set (forget, English, mixed, romanised, related) is continued in one
+    :func:`mmie.generate` pass: they share the processors, greedy decoding and
+    ``max_new_tokens``, so their distinct prompts are sorted by length and packed by a token
+    budget, and each set gets its continuations back in its own order. A greedy
+    continuation depends only on its prompt (``mmie.models.generation``), so the records
+    are those of one call per set; with an intervention whose output depends on the batch
+    (the noise control) attached, the sets are generated one call per set as before.
 
     Args:
         model: the model, with the arm's adapters and hooks in place.
@@ -391,6 +426,29 @@ def evaluate_model(
         score_fluency: compute ``english_fluency`` (a reference model evaluated on its own
             leaves it to :func:`fluency_record` once the base model is loaded).
         show_progress: progress bars for generation.
+        max_batch_tokens: token budget of a generation batch (see :func:`mmie.generate`);
+            ``"auto"``: :data:`mmie.models.generation.DEFAULT_MAX_BATCH_TOKENS` for the
+            model's device type (8192 on CPU); ``None``: one ``generate`` call per prompt
+            set, ``generation.batch_size`` prompts at a time (mmie 0.1).
+        profile: called with a phase name and entered around that phase (a timer, e.g.
+            ``benchmarks/study.py``): ``"generation"`` (every greedy set), ``"outputs"``
+            (records of the continuations), ``"fluency"``, ``"leakage"`` (related-language
+            perplexity), then ``"sampled"``, ``"retain_ppl"``, ``"forget_ppl"``, ``"mia"``,
+            ``"script_mass"`` and ``"probe"``; a name may be entered more than once.
+        base_records: the base model's records of the same sets and config, to reuse for
+            the teacher-forced groups (``related_ppl``, ``retain_ppl``, ``forget_ppl``,
+            ``mia_auc``, ``forget_script_mass``, ``probe_auc``) instead of recomputing them.
+            Pass them only when ``model`` computes the base model's logits and hidden states
+            bit for bit (:attr:`mmie.study.arms.ArmState.scores_as_base`: no adapter, no
+            hook but SAE gates at alpha 0, whose edit returns the hidden state itself).
+        base_generations: the base model's greedy continuations, to reuse instead of
+            generating (with ``base_records``, the ``english_fluency`` and ``sampled``
+            records are reused too). Pass them only when ``model`` *and*
+            ``logits_processors`` generate as the base model did (no processor).
+
+    The held-out forget and retain texts are scored once each: their perplexity pass also
+    gives the MIA non-member scores (the same batches, each metric's own per-batch rule, so
+    the values equal separate passes bit for bit) and the hidden states the probes read.
 
     Returns:
         ``(records, generations)``: metric records (see the module docstring) and the
@@ -400,7 +458,6 @@ def evaluate_model(
     target = config.target
     romanized = config.romanized_label
     detector = make_detector(config.languages.detector)
-    gen_cfg = config.generation
     processors = list(logits_processors)
     records: Records = {}
     generations: dict[str, list[str]] = {}
@@ -416,73 +473,248 @@ def evaluate_model(
         needed += [f"romanized.{name}" for name in config.data.romanized]
     if "leakage" in wanted:
         needed += [f"related.{name}" for name in config.data.related]
-    for name in needed:
-        out = generate(
-            model,
-            tokenizer,
-            sets.prompts[name],
-            max_new_tokens=gen_cfg.max_new_tokens,
-            batch_size=gen_cfg.batch_size,
-            logits_processors=processors,
-            show_progress=show_progress,
-        )
-        generations[name] = [str(t) for t in out]
-
-    if "forget" in generations:
-        items = "prompts.forget"
-        records.update(_output_records("forget", generations["forget"], target, detector, items))
-        if romanized is not None:
-            records["forget_romanized_es"] = _es_record(
-                generations["forget"], detector, romanized, items
+    phase = profile if profile is not None else _no_profile
+    if base_generations is not None:
+        generations.update({name: list(base_generations[name]) for name in needed})
+    else:
+        with phase("generation"):
+            budget = _batch_budget(model, max_batch_tokens)
+            generations.update(
+                _generate_sets(
+                    model, tokenizer, sets, needed, config, processors, budget, show_progress
+                )
             )
+    # records that need no forward pass of ``model``: teacher-forced ones of a model that
+    # scores as the base, and (same generations) the base-scored fluency and the samples
+    tf_reuse: Mapping[str, MetricRecord] = base_records or {}
+    gen_reuse: Mapping[str, MetricRecord] = tf_reuse if base_generations is not None else {}
+    scored = _SharedPasses(model, tokenizer, sets, config, wanted, probe_layers)
+
+    # Records in the order of mmie 0.1; ``phase`` may be entered more than once per name.
+    if "forget" in generations:
+        with phase("outputs"):  # detector- and script-based records of the continuations
+            items = "prompts.forget"
+            records.update(
+                _output_records("forget", generations["forget"], target, detector, items)
+            )
+            if romanized is not None:
+                records["forget_romanized_es"] = _es_record(
+                    generations["forget"], detector, romanized, items
+                )
     if "english" in generations:
-        records.update(_english_records(generations["english"], config))
-        if score_fluency:
-            with reference_model(reference if reference is not None else model, model) as base:
+        with phase("outputs"):
+            records.update(_english_records(generations["english"], config))
+        if score_fluency and "english_fluency" in gen_reuse:
+            records["english_fluency"] = gen_reuse["english_fluency"]
+        elif score_fluency:
+            base_of = reference if reference is not None else model
+            with phase("fluency"), reference_model(base_of, model) as base:
                 records["english_fluency"] = fluency_record(
                     base, tokenizer, sets, config, generations["english"]
                 )
     for name in config.data.mixed if "mixed_es" in wanted else ():
-        outputs = generations[f"mixed.{name}"]
-        items = f"prompts.mixed.{name}"
-        records[f"mixed_es.{name}"] = _es_record(outputs, detector, target, items)
-        empty = degeneracy(outputs).empty
-        records[f"mixed_empty.{name}"] = _mean_record([float(e) for e in empty], items)
+        with phase("outputs"):
+            outputs = generations[f"mixed.{name}"]
+            items = f"prompts.mixed.{name}"
+            records[f"mixed_es.{name}"] = _es_record(outputs, detector, target, items)
+            empty = degeneracy(outputs).empty
+            records[f"mixed_empty.{name}"] = _mean_record([float(e) for e in empty], items)
     for name in config.data.romanized if "redistribution" in wanted else ():
         assert romanized is not None  # the config refuses romanised sets without a label
-        records[f"romanized_es.{name}"] = _es_record(
-            generations[f"romanized.{name}"],
-            detector,
-            romanized,
-            f"prompts.romanized.{name}",
-        )
+        with phase("outputs"):
+            records[f"romanized_es.{name}"] = _es_record(
+                generations[f"romanized.{name}"],
+                detector,
+                romanized,
+                f"prompts.romanized.{name}",
+            )
     if "leakage" in wanted:
         for name in config.data.related:
-            records[f"related_es.{name}"] = _es_record(
-                generations[f"related.{name}"], detector, target, f"prompts.related.{name}"
-            )
-            records[f"related_ppl.{name}"] = _ppl_record(
-                model, tokenizer, sets.related_texts[name], config, f"related.{name}"
-            )
+            with phase("outputs"):
+                records[f"related_es.{name}"] = _es_record(
+                    generations[f"related.{name}"], detector, target, f"prompts.related.{name}"
+                )
+            key = f"related_ppl.{name}"
+            if key in tf_reuse:
+                records[key] = tf_reuse[key]
+                continue
+            with phase("leakage"):
+                records[key] = _ppl_record(
+                    model, tokenizer, sets.related_texts[name], config, f"related.{name}"
+                )
     if "sampled" in wanted:
-        records.update(_sampled_records(model, tokenizer, sets, config, processors))
+        sampled = ("forget_sampled", "forget_sampled_empty", "forget_sampled_worst")
+        if all(k in gen_reuse for k in sampled):
+            records.update({k: gen_reuse[k] for k in sampled})
+        else:
+            with phase("sampled"):
+                records.update(_sampled_records(model, tokenizer, sets, config, processors))
     if "retain_ppl" in wanted:
-        records["retain_ppl"] = _ppl_record(
-            model, tokenizer, sets.retain_eval, config, "retain_eval"
-        )
+        if "retain_ppl" in tf_reuse:
+            records["retain_ppl"] = tf_reuse["retain_ppl"]
+        else:
+            with phase("retain_ppl"):
+                r = scored.perplexity("retain_eval")
+                records["retain_ppl"] = _perplexity_record(r, "retain_eval")
     if "forget_ppl" in wanted:
-        records["forget_ppl"] = _ppl_record(
-            model, tokenizer, sets.forget_eval, config, "forget_eval"
-        )
+        if "forget_ppl" in tf_reuse:
+            records["forget_ppl"] = tf_reuse["forget_ppl"]
+        else:
+            with phase("forget_ppl"):
+                r = scored.perplexity("forget_eval")
+                records["forget_ppl"] = _perplexity_record(r, "forget_eval")
     if "mia" in wanted:
-        records["mia_auc"] = _mia_record(model, tokenizer, sets, config)
+        if "mia_auc" in tf_reuse:
+            records["mia_auc"] = tf_reuse["mia_auc"]
+        else:
+            with phase("mia"):
+                records["mia_auc"] = _mia_record(
+                    model, tokenizer, sets, config, lambda: scored.loss_scores("forget_eval")
+                )
     if "script_mass" in wanted:
-        records["forget_script_mass"] = _script_mass_record(
-            model, tokenizer, sets.prompts["forget"], config
-        )
+        if "forget_script_mass" in tf_reuse:
+            records["forget_script_mass"] = tf_reuse["forget_script_mass"]
+        else:
+            with phase("script_mass"):
+                records["forget_script_mass"] = _script_mass_record(
+                    model, tokenizer, sets.prompts["forget"], config
+                )
     if "probe" in wanted and probe_layers:
-        records.update(_probe_records(model, tokenizer, sets, config, probe_layers))
+        probes = [f"probe_auc.{layer}" for layer in sorted(set(probe_layers))]
+        if all(k in tf_reuse for k in probes):
+            records.update({k: tf_reuse[k] for k in probes})
+        else:
+            with phase("probe"):
+                forget = scored.means("forget_eval")
+                records.update(_probe_records(forget, scored.means("retain_eval")))
     return records, generations
+
+
+class _SharedPasses:
+    """The teacher-forced passes over ``forget_eval`` and ``retain_eval``, read by
+    perplexity, MIA (non-member scores) and probes.
+
+    Each text set is scored once, on first use (:func:`mmie.evaluation.scoring.score_texts`,
+    with the forget texts' MIA loss scores when ``mia`` is on and the probe layers' hidden
+    states when ``probe`` is on). With an intervention whose output depends on the batch
+    or on earlier calls attached (the noise control draws fresh noise at every forward
+    pass), every reading runs its own passes, in mmie 0.1's order, so its draws and results
+    stay those of 0.1.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        sets: EvalSets,
+        config: ExperimentConfig,
+        wanted: set[str],
+        probe_layers: Sequence[int],
+    ) -> None:
+        self._model, self._tokenizer = model, tokenizer
+        self._texts = {"forget_eval": sets.forget_eval, "retain_eval": sets.retain_eval}
+        d = config.data
+        self._kw: dict[str, Any] = {"batch_size": d.batch_size, "max_length": d.max_length}
+        self._mia = "mia" in wanted
+        self._layers = tuple(probe_layers) if "probe" in wanted else ()
+        self._share = not _batch_dependent(model)
+        self._done: dict[str, ScoredTexts] = {}
+
+    def _pass(self, name: str) -> ScoredTexts:
+        if name not in self._done:
+            self._done[name] = score_texts(
+                self._model,
+                self._tokenizer,
+                self._texts[name],
+                loss_scores=self._mia and name == "forget_eval",
+                layers=self._layers,
+                **self._kw,
+            )
+        return self._done[name]
+
+    def perplexity(self, name: str) -> PerplexityResult:
+        """Perplexity of the set (:func:`mmie.perplexity`)."""
+        if self._share:
+            return self._pass(name).perplexity
+        return perplexity(self._model, self._tokenizer, self._texts[name], **self._kw)
+
+    def loss_scores(self, name: str) -> npt.NDArray[np.float64]:
+        """MIA loss scores of the set (:func:`mmie.mia_scores`, ``attack="loss"``)."""
+        if self._share:
+            scores = self._pass(name).loss_scores
+            assert scores is not None
+            return scores
+        return mia_scores(
+            self._model, self._tokenizer, self._texts[name], attack="loss", **self._kw
+        )
+
+    def means(self, name: str) -> dict[int, Tensor]:
+        """Mean hidden states of the set at the probe layers."""
+        if self._share:
+            return self._pass(name).means
+        acts = collect_activations(
+            self._model,
+            self._tokenizer,
+            self._texts[name],
+            self._layers,
+            keep_tokens=False,
+            **self._kw,
+        )
+        return dict(acts.means)
+
+
+def _no_profile(_phase: str) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def _batch_dependent(model: nn.Module) -> bool:
+    """Whether an intervention whose output depends on the batch is attached to ``model``."""
+    return bool({owner for _, owner in mmie_hooks(model)} & _BATCH_DEPENDENT_HOOKS)
+
+
+def _batch_budget(model: nn.Module, max_batch_tokens: int | Literal["auto"] | None) -> int | None:
+    """The generation token budget: ``None`` (one call per set) while an intervention whose
+    output depends on the batch is attached, else the given or the device's default."""
+    if max_batch_tokens is None or _batch_dependent(model):
+        return None
+    if max_batch_tokens == "auto":
+        device = input_device(model).type
+        return DEFAULT_MAX_BATCH_TOKENS.get(device, DEFAULT_MAX_BATCH_TOKENS["cuda"])
+    return max_batch_tokens
+
+
+def _generate_sets(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: EvalSets,
+    names: Sequence[str],
+    config: ExperimentConfig,
+    processors: Sequence[LogitsProcessor],
+    max_batch_tokens: int | None,
+    show_progress: bool,
+) -> dict[str, list[str]]:
+    """Greedy continuations of the prompt sets ``names``: one packed pass over their distinct
+    prompts, or (``max_batch_tokens=None``) one call per set."""
+    gen = config.generation
+    kw: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens,
+        "logits_processors": processors,
+        "show_progress": show_progress,
+    }
+    if max_batch_tokens is None:
+        return {
+            name: [
+                str(t)
+                for t in generate(
+                    model, tokenizer, sets.prompts[name], batch_size=gen.batch_size, **kw
+                )
+            ]
+            for name in names
+        }
+    prompts = list(dict.fromkeys(p for name in names for p in sets.prompts[name]))
+    out = generate(model, tokenizer, prompts, max_batch_tokens=max_batch_tokens, **kw)
+    continuation = {p: str(t) for p, t in zip(prompts, out, strict=True)}
+    return {name: [continuation[p] for p in sets.prompts[name]] for name in names}
 
 
 def _english_records(outputs: list[str], config: ExperimentConfig) -> Records:
@@ -554,26 +786,14 @@ def _sampled_records(
     }
 
 
-def _probe_records(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    sets: EvalSets,
-    config: ExperimentConfig,
-    layers: Sequence[int],
-) -> Records:
-    kw: dict[str, Any] = {
-        "batch_size": config.data.batch_size,
-        "max_length": config.data.max_length,
-        "keep_tokens": False,
-    }
-    forget = collect_activations(model, tokenizer, sets.forget_eval, layers, **kw)
-    retain = collect_activations(model, tokenizer, sets.retain_eval, layers, **kw)
+def _probe_records(forget: Mapping[int, Tensor], retain: Mapping[int, Tensor]) -> Records:
+    """Probe records from the mean hidden states of the held-out forget and retain texts."""
     records: Records = {}
-    for layer in forget.layers:
+    for layer in sorted(forget):
         # seed 0: the same held-out texts for the base model, every arm and every seed
         result, s_pos, s_neg = fit_probe(
-            forget.means[layer],
-            retain.means[layer],
+            forget[layer],
+            retain[layer],
             control=True,
             seed=0,
             test_fraction=0.3,
@@ -590,15 +810,21 @@ def _probe_records(
 
 
 def _mia_record(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, sets: EvalSets, config: ExperimentConfig
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: EvalSets,
+    config: ExperimentConfig,
+    nonmember_scores: Callable[[], npt.NDArray[np.float64]],
 ) -> MetricRecord:
+    """MIA record: member scores computed here, then the non-members' (the loss scores of
+    ``forget_eval``, from the shared forget pass when there is one)."""
     kw: dict[str, Any] = {
         "attack": "loss",
         "batch_size": config.data.batch_size,
         "max_length": config.data.max_length,
     }
     members = mia_scores(model, tokenizer, sets.forget_train, **kw)
-    nonmembers = mia_scores(model, tokenizer, sets.forget_eval, **kw)
+    nonmembers = nonmember_scores()
     result = mia_auc(members, nonmembers)
     per_item = placement_values(members, nonmembers)
     return MetricRecord(
@@ -628,6 +854,7 @@ def _script_mass_record(
         mode="next_char",
         batch_size=config.data.batch_size,
         max_length=config.data.max_length,
+        kv_cache=not _batch_dependent(model),  # the noise control: 0.1's forward passes
     )
     return MetricRecord(
         value=float(r.mean),

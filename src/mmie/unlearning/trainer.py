@@ -19,6 +19,26 @@ With ``val_fraction > 0`` a held-out split of both text sets is scored every
 the retain KL. Training stops early after ``patience`` scores without improvement, or as soon
 as the retain KL exceeds ``max_retain_kl``; the best-scoring adapter weights are restored.
 
+The reference is computed once where it is a fixed function of the data. Its forward passes
+run in eval mode with the adapter off, so they depend on neither the adapter weights nor the
+RNG (no dropout, no random draws): caching them changes no training step's batches, dropout
+masks or random stream, also with ``dropout > 0``.
+
+* NPO's forget reference is one number per text (its sequence log-probability): all of them
+  are computed before the first step, ``batch_size`` texts at a time in index order.
+* The KL term's reference logits of every retain text (real positions only, in the model's
+  dtype) are cached when they fit in ``reference_cache_mb`` MiB (``Σ tokens × vocab ×
+  element size``); above that budget they are recomputed every step, as before.
+* Validation always sees the same chunks, so their reference values are cached per chunk
+  (the retain chunks' logits within the same budget).
+
+A cached value comes from a forward pass over another batch than the training step's (other
+rows and padding), so it can differ from the per-step value in the last bits of fp32: the
+row results of a matrix product depend on the number of rows on some BLAS backends.
+Training from the cache therefore matches training without it to within that rounding
+(tests: losses and adapter weights after training agree to 1e-6), not bit for bit.
+``reference_cache_mb=0`` computes every reference in its step (mmie 0.1's loop).
+
 Everything here is internal to :mod:`mmie.unlearning.train`; the loop only sees the trainable
 parameters and a context manager that turns the model into its reference.
 """
@@ -206,6 +226,7 @@ class Trainer:
         *,
         set_mode: Callable[[bool], None] | None = None,
         before_forward: Callable[[torch.Tensor], None] | None = None,
+        reference_cache_mb: float = 256.0,
     ) -> None:
         self.model = model
         self.params = params
@@ -223,6 +244,13 @@ class Trainer:
         self.retain, self.retain_val = _split(retain, config.val_fraction, gen, "retain")
         self.forget_batches = Batches(len(self.forget), config.batch_size, gen)
         self.retain_batches = Batches(len(self.retain), config.batch_size, gen)
+        self.cache_bytes = int(reference_cache_mb * 2**20)
+        # Filled by _cache_references() when run() starts (None: computed per step).
+        self._forget_ref: torch.Tensor | None = None  # (n_forget,) fp32 sequence log-probs
+        self._retain_ref: list[torch.Tensor] | None = None  # per text (len, vocab) logits
+        self._val_forget_ref: list[float] | None = None  # per chunk: Σ reference log-probs
+        self._val_retain_ref: list[torch.Tensor] | None = None  # per chunk: logits
+        self.cache_info: dict[str, Any] = {}
 
     # -- forward passes
     def _logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -241,23 +269,99 @@ class Trainer:
         finally:
             self.set_mode(was_training)
 
+    # -- the cached reference
+    @torch.no_grad()
+    def _cache_references(self) -> None:
+        """Compute the fixed reference values once (see the module docstring)."""
+        if self.cache_bytes <= 0:
+            self.cache_info = {"forget": False, "retain": False, "validation": False}
+            return
+        cfg = self.config
+        size = cfg.batch_size
+        if cfg.objective == "npo" and self._forget_ref is None:
+            values = []
+            for chunk in _chunks(self.forget, size):
+                ids, mask = collate_ids(chunk, self.pad_id, self.device)
+                values.append(sequence_logprobs(self._ref_logits(ids, mask), ids, mask))
+            self._forget_ref = torch.cat(values)
+        budget = self.cache_bytes
+        if cfg.kl_weight > 0 and cfg.has_retain_term and self._retain_ref is None:
+            self._retain_ref = self._cache_logits(self.retain, budget, per_text=True)
+            if self._retain_ref is not None:
+                budget -= sum(t.numel() * t.element_size() for t in self._retain_ref)
+        if cfg.validates and self._val_forget_ref is None:
+            totals = []
+            for chunk in _chunks(self.forget_val, size):
+                ids, mask = collate_ids(chunk, self.pad_id, self.device)
+                logp_ref, _ = token_logprobs(self._ref_logits(ids, mask), ids, mask)
+                totals.append(float(logp_ref.sum()))
+            self._val_forget_ref = totals
+            # whole chunks, exactly the tensors _validate would compute
+            self._val_retain_ref = self._cache_logits(self.retain_val, budget, per_text=False)
+        self.cache_info = {
+            "forget": self._forget_ref is not None,
+            "retain": self._retain_ref is not None,
+            "validation": self._val_retain_ref is not None,
+        }
+        logger.debug("reference cache: %s", self.cache_info)
+
+    def _cache_logits(
+        self, seqs: list[list[int]], budget: int, *, per_text: bool
+    ) -> list[torch.Tensor] | None:
+        """Reference logits of ``seqs``, computed ``batch_size`` texts at a time: per text
+        (its real positions, ``[len, vocab]``) or per chunk (the padded ``[batch, width,
+        vocab]`` tensor, exactly what a later pass over the same chunk computes). ``None``
+        (nothing kept) when the texts' tokens would take more than ``budget`` bytes."""
+        if not seqs:
+            return None
+        n_tokens = sum(len(s) for s in seqs) if per_text else 0
+        out: list[torch.Tensor] = []
+        for chunk in _chunks(seqs, self.config.batch_size):
+            ids, mask = collate_ids(chunk, self.pad_id, self.device)
+            logits = self._ref_logits(ids, mask)
+            if not per_text:
+                n_tokens += logits.shape[0] * logits.shape[1]
+            if n_tokens * logits.shape[-1] * logits.element_size() > budget:
+                return None
+            if per_text:
+                out.extend(logits[row, : len(seq)].clone() for row, seq in enumerate(chunk))
+            else:
+                out.append(logits)
+        return out
+
+    @staticmethod
+    def _padded(rows: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+        """Cached per-text logits as a right-padded ``[batch, width, vocab]`` batch (zeros at
+        padding, which every loss masks out)."""
+        first = rows[0]
+        out = first.new_zeros((len(rows), width, first.shape[-1]))
+        for i, row in enumerate(rows):
+            out[i, : row.shape[0]] = row
+        return out
+
     # -- loss terms
     def _forget_term(self) -> torch.Tensor:
-        ids, mask = collate_ids(
-            [self.forget[i] for i in self.forget_batches.next()], self.pad_id, self.device
-        )
+        batch = self.forget_batches.next()
+        ids, mask = collate_ids([self.forget[i] for i in batch], self.pad_id, self.device)
         if self.config.objective == "npo":
-            ref = sequence_logprobs(self._ref_logits(ids, mask), ids, mask)
+            if self._forget_ref is not None:
+                ref = self._forget_ref[batch]
+            else:
+                ref = sequence_logprobs(self._ref_logits(ids, mask), ids, mask)
             logp = sequence_logprobs(self._logits(ids, mask), ids, mask)
             return npo_loss(logp, ref, beta=self.config.beta)
         logp, pred_mask = token_logprobs(self._logits(ids, mask), ids, mask)
         return logp.sum() / pred_mask.sum()  # −NLL(forget), token mean
 
     def _retain_term(self) -> torch.Tensor:
-        ids, mask = collate_ids(
-            [self.retain[i] for i in self.retain_batches.next()], self.pad_id, self.device
-        )
-        ref = self._ref_logits(ids, mask) if self.config.kl_weight > 0 else None
+        batch = self.retain_batches.next()
+        ids, mask = collate_ids([self.retain[i] for i in batch], self.pad_id, self.device)
+        ref: torch.Tensor | None = None
+        if self.config.kl_weight > 0:
+            if self._retain_ref is not None:
+                ref = self._padded([self._retain_ref[i] for i in batch], ids.shape[1])
+            else:
+                ref = self._ref_logits(ids, mask)
         logits = self._logits(ids, mask)
         loss = logits.new_zeros((), dtype=torch.float32)
         weight = self.config.effective_retain_nll_weight
@@ -275,20 +379,26 @@ class Trainer:
         self.set_mode(False)
         try:
             nll, nll_ref, n_tok = 0.0, 0.0, 0
-            for chunk in _chunks(self.forget_val, self.config.batch_size):
+            for j, chunk in enumerate(_chunks(self.forget_val, self.config.batch_size)):
                 ids, mask = collate_ids(chunk, self.pad_id, self.device)
                 logp, pred = token_logprobs(self._logits(ids, mask), ids, mask)
-                with self.reference():
-                    logp_ref, _ = token_logprobs(self._logits(ids, mask), ids, mask)
+                if self._val_forget_ref is not None:
+                    nll_ref -= self._val_forget_ref[j]
+                else:
+                    with self.reference():
+                        logp_ref, _ = token_logprobs(self._logits(ids, mask), ids, mask)
+                    nll_ref -= float(logp_ref.sum())
                 nll -= float(logp.sum())
-                nll_ref -= float(logp_ref.sum())
                 n_tok += int(pred.sum())
             kl_sum, n_pos = 0.0, 0
-            for chunk in _chunks(self.retain_val, self.config.batch_size):
+            for j, chunk in enumerate(_chunks(self.retain_val, self.config.batch_size)):
                 ids, mask = collate_ids(chunk, self.pad_id, self.device)
                 logits = self._logits(ids, mask)
-                with self.reference():
-                    ref = self._logits(ids, mask)
+                if self._val_retain_ref is not None:
+                    ref = self._val_retain_ref[j]
+                else:
+                    with self.reference():
+                        ref = self._logits(ids, mask)
                 n = int(mask.sum())
                 kl_sum += float(kl_retain_loss(logits, ref, mask)) * n
                 n_pos += n
@@ -315,6 +425,7 @@ class Trainer:
                 "the model's behaviour on retain text",
                 cfg.objective,
             )
+        self._cache_references()
         optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         history: list[StepRecord] = []
         validation: list[ValidationRecord] = []
