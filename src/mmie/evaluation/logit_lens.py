@@ -37,7 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from mmie._validation import integer_sequence, positive_int, text_list
 from mmie.errors import IncompatibleModelError
 from mmie.language.unicode import script_code, script_token_mask
-from mmie.models.blocks import get_block, input_device, num_layers, unwrap_model
+from mmie.models.blocks import get_block, input_device, num_layers, resolve_attribute, unwrap_model
 from mmie.models.hooks import HookSet
 from mmie.models.logprobs import right_padded_batches
 
@@ -62,15 +62,6 @@ _NORM_PATHS: tuple[str, ...] = (
 _LOGIT_RESCALING = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def _resolve(root: nn.Module, path: str) -> Any:
-    obj: Any = root
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
 def final_norm(model: nn.Module, norm_path: str | None = None) -> nn.Module:
     """The final norm of ``model``: the module between the last block and the unembedding.
 
@@ -91,7 +82,7 @@ def final_norm(model: nn.Module, norm_path: str | None = None) -> nn.Module:
     base = unwrap_model(model)
     paths = (norm_path,) if norm_path is not None else _NORM_PATHS
     for path in paths:
-        found = _resolve(base, path)
+        found = resolve_attribute(base, path)
         if isinstance(found, nn.Module):
             break
     else:
@@ -104,7 +95,7 @@ def final_norm(model: nn.Module, norm_path: str | None = None) -> nn.Module:
             f"{', '.join(_NORM_PATHS)}. The logit lens does not guess: pass "
             "norm_path='<dotted.path.to.norm>' explicitly"
         )
-    decoder = _resolve(base, "model.decoder")
+    decoder = resolve_attribute(base, "model.decoder")
     if getattr(decoder, "project_out", None) is not None:
         raise IncompatibleModelError(
             f"{type(base).__name__} projects the normed hidden state (project_out) before the "

@@ -64,7 +64,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def _resolve_path(root: nn.Module, path: str) -> Any:
+def resolve_attribute(root: nn.Module, path: str) -> Any:
+    """The object at dotted attribute ``path`` under ``root``, or ``None`` if a step is missing."""
     obj: Any = root
     for part in path.split("."):
         obj = getattr(obj, part, None)
@@ -91,7 +92,7 @@ def get_blocks(model: nn.Module, block_path: str | None = None) -> nn.ModuleList
     base = unwrap_model(model)
     paths = (block_path,) if block_path is not None else _BLOCK_PATHS
     for path in paths:
-        blocks = _resolve_path(base, path)
+        blocks = resolve_attribute(base, path)
         if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
             return blocks
     if block_path is not None:
